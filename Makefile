@@ -1,0 +1,36 @@
+# Two commands do everything from a fresh clone: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+DEMO ?= demo-out
+
+.PHONY: setup test demo bench clean
+
+$(STAMP): setup.cfg pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	# More real face photos for `roistore synth` (image files only; the package is never imported).
+	$(PY) -m pip install --quiet --no-deps insightface==2.1
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+demo: setup
+	rm -rf $(DEMO)
+	$(VENV)/bin/roistore synth $(DEMO)/data --preset tiny --seed 1
+	$(VENV)/bin/roistore ingest $(DEMO)/store.zarr --dataset casme2 --root $(DEMO)/data/CASME2/CASME2_RAW_selected --jobs 2
+	$(VENV)/bin/roistore ingest $(DEMO)/store.zarr --dataset samm --root $(DEMO)/data/SAMM/SAMM --jobs 2
+	$(VENV)/bin/roistore ingest $(DEMO)/store.zarr --dataset smic --root $(DEMO)/data/SMIC/HS --jobs 2
+	$(VENV)/bin/roistore validate $(DEMO)/store.zarr
+	$(VENV)/bin/roistore info $(DEMO)/store.zarr
+
+bench: setup
+	$(PY) -m benchmarks --scale 0.1 --out bench-out
+
+clean:
+	rm -rf $(VENV) $(DEMO) bench-out build *.egg-info

@@ -1,0 +1,43 @@
+"""The exceptions roistore raises.
+
+Every error a user can cause derives from :class:`RoiStoreError`; the command line turns it into
+one line and a non-zero exit. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class RoiStoreError(Exception):
+    """Root of every error roistore raises on purpose."""
+
+
+class DatasetError(RoiStoreError, ValueError):
+    """A dataset folder does not have the layout its reader expects."""
+
+
+class AnnotationError(RoiStoreError, ValueError):
+    """An annotation sheet, manifest or view file cannot be used as given."""
+
+
+class FrameError(RoiStoreError, ValueError):
+    """A frame file cannot be decoded, or a clip's frames do not fit together."""
+
+
+class FaceError(RoiStoreError):
+    """No usable face or landmarks were found where they were needed."""
+
+
+class StoreError(RoiStoreError):
+    """A store is missing, malformed, or cannot be written as asked."""
+
+
+class FormatVersionError(StoreError):
+    """A store was written by a newer or unknown format version."""
+
+
+class ValidationError(StoreError):
+    """A store does not match its schema or a chunk fails its checksum."""
+
+
+class ConfigError(RoiStoreError, ValueError):
+    """An option or configuration value is not one of the allowed values."""

@@ -1,0 +1,114 @@
+"""Clip identity: one value object that normalises subject and clip names once, at the edge.
+
+Canonical forms (what the datasets' folders say):
+
+=========  ===========  =====================================================
+dataset    subject      accepted spellings
+=========  ===========  =====================================================
+casme2     ``sub01``    ``1``, ``01``, ``1.0``, ``sub1``, ``sub01``, ``Sub01``
+samm       ``006``      ``6``, ``06``, ``006``, ``6.0``
+smic       ``s1``       ``1``, ``s1``, ``s01``, ``S01``
+other      as given     stripped of surrounding blanks
+=========  ===========  =====================================================
+
+SMIC clip names follow the subject: ``s01_ne_01`` becomes ``s1_ne_01``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from roi_store.errors import AnnotationError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
+_INT = re.compile(r"^\d+(?:\.0+)?$")
+
+
+def _subject_number(value: object, prefix: str, dataset: str) -> int:
+    text = str(value).strip()
+    if isinstance(value, float) and value.is_integer():
+        text = str(int(value))
+    low = text.lower()
+    if prefix and low.startswith(prefix):
+        low = low[len(prefix):]
+    if not _INT.match(low):
+        raise AnnotationError(
+            f"invalid {dataset} subject id {text!r}: expected a number such as 1, 01"
+            + (f" or {prefix}01" if prefix else "")
+        )
+    return int(float(low))
+
+
+def normalise_subject(dataset: str, value: object) -> str:
+    """Canonical subject id for ``dataset`` (see the module table).
+
+    Raises
+    ------
+    AnnotationError
+        If the value is not a subject id of that dataset.
+    """
+    if dataset == "casme2":
+        return f"sub{_subject_number(value, 'sub', dataset):02d}"
+    if dataset == "samm":
+        return f"{_subject_number(value, '', dataset):03d}"
+    if dataset == "smic":
+        return f"s{_subject_number(value, 's', dataset)}"
+    text = str(value).strip()
+    if isinstance(value, float) and value.is_integer():
+        text = str(int(value))
+    if not _NAME.match(text):
+        raise AnnotationError(
+            f"invalid subject id {text!r} for dataset {dataset!r}: use letters, digits, '_', '-', '.'"
+        )
+    return text
+
+
+def normalise_clip(dataset: str, subject: str, value: object) -> str:
+    """Canonical clip name; SMIC names take the subject's unpadded form."""
+    text = str(value).strip()
+    if dataset == "smic":
+        m = re.match(r"^[sS]0*(\d+)(_.*)$", text)
+        if m:
+            text = f"s{int(m.group(1))}{m.group(2)}"
+    if not _NAME.match(text):
+        raise AnnotationError(
+            f"invalid clip name {text!r} for {dataset}/{subject}: "
+            "use letters, digits, '_', '-', '.', '+' (no path separators)"
+        )
+    return text
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class ClipKey:
+    """A clip's validated identity ``dataset/subject/clip`` (e.g. ``casme2/sub01/EP02_01f``)."""
+
+    dataset: str
+    subject: str
+    clip: str
+
+    @classmethod
+    def make(cls, dataset: str, subject: object, clip: object) -> ClipKey:
+        """Build a key from raw values in any spelling the datasets use."""
+        dataset = str(dataset).strip().lower()
+        if not _NAME.match(dataset):
+            raise AnnotationError(f"invalid dataset name {dataset!r}: use letters, digits, '_', '-'")
+        subj = normalise_subject(dataset, subject)
+        return cls(dataset, subj, normalise_clip(dataset, subj, clip))
+
+    @classmethod
+    def parse(cls, clip_id: str) -> ClipKey:
+        """Parse ``dataset/subject/clip``."""
+        parts = str(clip_id).strip().split("/")
+        if len(parts) != 3:
+            raise AnnotationError(
+                f"invalid clip id {clip_id!r}: expected dataset/subject/clip, e.g. casme2/sub01/EP02_01f"
+            )
+        return cls.make(*parts)
+
+    @property
+    def id(self) -> str:
+        return f"{self.dataset}/{self.subject}/{self.clip}"
+
+    def __str__(self) -> str:
+        return self.id
