@@ -1,0 +1,1 @@
+"""roistore's command line: thin click commands over the ``roi_store`` library."""

@@ -1,0 +1,80 @@
+"""``roistore info``, ``validate`` and ``preview``: look into a store."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from roi_store.cli.options import json_option, store_argument
+
+
+@click.command()
+@store_argument
+@json_option
+def info(store, as_json):
+    """Print what STORE holds: clips and subjects per dataset, class counts per view, skipped clips."""
+    from roi_store.store import open_store
+
+    summary = open_store(store).summary()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(f"{summary['store']}: {summary['clips']} clips, {summary['subjects']} subjects, "
+               f"{summary['frames']} frames (format {summary['format_version']}, boxes: {summary['region_scheme']}, "
+               f"t_max {summary['t_max']})")
+    for ds, d in summary["datasets"].items():
+        click.echo(f"  {ds:<8} {d['clips']:>5} clips {d['subjects']:>4} subjects {d['frames']:>7} frames")
+    for name, view in summary["views"].items():
+        classes = list(view["classes"])
+        click.echo(f"view {name}:")
+        click.echo("  " + f"{'':<8} {'subjects':>8} " + " ".join(f"{c:>9}" for c in classes) + f" {'total':>6}")
+        rows = [*view["datasets"].items(), ("all", view)]
+        for ds, d in rows:
+            click.echo("  " + f"{ds:<8} {d['subjects']:>8} " + " ".join(f"{d['classes'][c]:>9}" for c in classes)
+                       + f" {d['clips']:>6}")
+    if summary["pending"]:
+        click.echo(f"{len(summary['pending'])} clips pending (an ingest was interrupted: re-run it)")
+    if summary["skipped"]:
+        click.echo(f"{len(summary['skipped'])} skipped:")
+        for item in summary["skipped"]:
+            click.echo(f"  {item['id']}: {item['reason']}")
+
+
+@click.command()
+@store_argument
+@json_option
+def validate(store, as_json):
+    """Check STORE against its JSON Schemas and every chunk against its crc32c checksum."""
+    from roi_store.store import open_store
+    from roi_store.validate import validate_store
+
+    report = validate_store(open_store(store))
+    if as_json:
+        click.echo(json.dumps({"ok": report.ok, "clips": report.clips, "chunks": report.chunks,
+                               "problems": report.problems, "incomplete": report.incomplete}, indent=2))
+    else:
+        for problem in report.problems:
+            click.echo(f"problem: {problem}")
+        if report.incomplete:
+            click.echo(f"{len(report.incomplete)} clips incomplete (re-run the ingest to finish them)")
+        click.echo(f"{'ok' if report.ok else 'INVALID'}: {report.clips} clip records, {report.chunks} chunks verified")
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@click.command()
+@store_argument
+@click.argument("clip_id")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=str), help="PNG file to write.")
+@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=str),
+              help="Dataset root, if it moved since ingest.")
+def preview(store, clip_id, out, root):
+    """Draw CLIP_ID's face frame with its 68 landmarks and six boxes, and the region crops."""
+    from roi_store.preview import write_preview
+    from roi_store.store import open_store
+
+    click.echo(f"wrote {write_preview(open_store(store), clip_id, out, root)}")
+
+
+COMMANDS = [info, validate, preview]

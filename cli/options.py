@@ -1,0 +1,11 @@
+"""Options shared by several commands, declared once."""
+
+from __future__ import annotations
+
+import click
+
+store_argument = click.argument("store", type=click.Path(file_okay=False, path_type=str))
+jobs_option = click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+                           help="Worker processes.")
+seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (a stable interface) instead of text.")

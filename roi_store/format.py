@@ -1,0 +1,71 @@
+"""The on-disk format's name and version: written here, and only here; checked on every open.
+
+See ``schemas/FORMAT.rst`` for the rules a store follows and ``schemas/*.schema.json`` for the
+documents' JSON Schemas.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+import jsonschema
+
+from roi_store._version import __version__
+from roi_store.errors import FormatVersionError, StoreError, ValidationError
+
+FORMAT_NAME = "roistore"
+FORMAT_VERSION = 1
+#: Versions this release reads. A version not listed here but lower than FORMAT_VERSION would
+#: need an upgrade step; there is none yet because 1 is the first released version.
+READABLE_VERSIONS = frozenset({1})
+ATTRS_KEY = "roistore"
+
+
+def stamp(header: dict) -> dict:
+    """Return ``header`` with the format's name, version and writer set (the one writer of these)."""
+    return {**header, "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "writer": f"roistore {__version__}"}
+
+
+def check(attrs: dict, where: str) -> dict:
+    """Check a store's root attributes and return its roistore header.
+
+    Raises
+    ------
+    StoreError
+        If the group is not a roistore store.
+    FormatVersionError
+        If the store was written by a format version this release cannot read.
+    """
+    header = attrs.get(ATTRS_KEY)
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+        raise StoreError(f"{where} is a Zarr group but not a roistore store (no '{ATTRS_KEY}' header): create one with 'roistore ingest'")
+    version = header.get("format_version")
+    if not isinstance(version, int):
+        raise StoreError(f"{where}: format_version {version!r} is not an integer: the store header is damaged")
+    if version > FORMAT_VERSION:
+        raise FormatVersionError(
+            f"{where} uses roistore format version {version}, newer than this roistore ({__version__}) reads "
+            f"(up to {FORMAT_VERSION}): upgrade roistore (pip install --upgrade roistore)"
+        )
+    if version not in READABLE_VERSIONS:
+        raise FormatVersionError(
+            f"{where} uses roistore format version {version}, which this roistore ({__version__}) no longer reads: "
+            "re-ingest the dataset, or open it with the roistore release that wrote it"
+        )
+    validate_document(header, "store", where)
+    return header
+
+
+def schema(name: str) -> dict:
+    """The JSON Schema ``schemas/<name>.schema.json`` shipped with the package."""
+    return json.loads(resources.files("roi_store.schemas").joinpath(f"{name}.schema.json").read_text())
+
+
+def validate_document(doc: dict, name: str, where: str) -> None:
+    """Validate ``doc`` against schema ``name``; one-line ValidationError naming the first problem."""
+    validator = jsonschema.Draft202012Validator(schema(name))
+    error = next(iter(sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))), None)
+    if error is not None:
+        at = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise ValidationError(f"{where}: {name} document does not match its schema at {at}: {error.message}")

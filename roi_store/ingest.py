@@ -1,0 +1,345 @@
+"""Ingest: native dataset folders -> region clips and clip records in a store.
+
+The coordinating process scans the dataset, writes a ``pending`` record (with its reserved
+array row) for every clip still to do, and hands clips to workers. A worker finds the face on the
+clip's first frame, decides the six cuts, decodes and cuts every frame and writes its own chunks;
+only then does the coordinator mark the record ``complete``. A killed run therefore leaves
+pending records, never a clip that looks complete but is not, and re-running picks up exactly
+the clips that are not complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from roi_store import regions as rg
+from roi_store.datasets import get_reader
+from roi_store.datasets.base import ClipSpec, Skip
+from roi_store.decode import can_reduce, read_grey
+from roi_store.errors import ConfigError, FaceError, FrameError, RoiStoreError, StoreError
+from roi_store.faces import find_face, landmark_model_id
+from roi_store.labels import default_relabel, default_views, read_view_file, relabel_vectors, view_label
+from roi_store.store import COMPLETE, PENDING, REGIONS, SKIPPED, create_store, now, open_store
+
+DEFAULT_T_MAX = 500
+#: Frames tried for a face when the first frame has none, as offsets from the first frame.
+FALLBACK_FRAMES = (1, 2, 3, 4)
+#: Longest side, in pixels, at which faces are searched (dlib's HOG is slow on 2040x1088).
+DETECT_SIDE = 800
+
+
+@dataclasses.dataclass
+class IngestReport:
+    """What one ``ingest`` call did."""
+
+    store: str
+    dataset: str
+    found: int  # clips the reader found (complete or not)
+    added: int  # clips completed by this call
+    already: int  # clips that were complete before this call
+    skipped: list[dict]  # {"id", "reason", "source"}: reader skips and clips that failed
+    frames: int  # frames decoded and cut by this call
+
+
+def settings_for(t_max: int, scheme: str, landmarks_model: str | None, view_file: str | None) -> dict:
+    """The store settings an ingest with these options needs (recorded in the store header)."""
+    layout = rg.default_layout()
+    if scheme not in layout["schemes"]:
+        raise ConfigError(f"invalid region scheme {scheme!r}: allowed values are {', '.join(sorted(layout['schemes']))}")
+    if t_max < 1:
+        raise ConfigError(f"invalid --t-max {t_max}: it must be a positive number of frames")
+    views = default_views()
+    if view_file:
+        classes = views["megc2019"]["classes"]
+        views = {"megc2019": read_view_file(Path(view_file), classes)}
+    return {
+        "t_max": int(t_max),
+        "region_scheme": scheme,
+        "layout": layout,
+        "views": views,
+        "relabel": default_relabel(),
+        "landmarks_model": landmark_model_id(landmarks_model),
+    }
+
+
+def _open_or_create(path: Path, settings: dict, explicit: dict):
+    if not (path / "zarr.json").exists():
+        return create_store(path, settings)
+    store = open_store(path, mode="r+")
+    # Appending must not mix clips cut with different settings in one store.
+    for key, option in (("t_max", "--t-max"), ("region_scheme", "--scheme"), ("landmarks_model", "--landmarks-model")):
+        if store.header[key] != settings[key] and (key in explicit or key == "landmarks_model"):
+            raise ConfigError(
+                f"{path} was built with {option} {store.header[key]}, not {settings[key]}: "
+                f"use the same {option} to append, or choose a new store"
+            )
+    if "views" in explicit and store.views != settings["views"]:
+        raise ConfigError(f"{path} already defines its megc2019 view differently: drop --view-file or choose a new store")
+    return store
+
+
+def ingest(
+    store_path: str | Path,
+    dataset: str,
+    root: str | Path,
+    annotations: str | Path | None = None,
+    *,
+    jobs: int = 1,
+    t_max: int | None = None,
+    scheme: str | None = None,
+    landmarks_model: str | Path | None = None,
+    view_file: str | Path | None = None,
+    progress: Callable[[int], None] | bool = False,
+) -> IngestReport:
+    """Append one dataset's clips to a store (created if needed); safe to re-run.
+
+    Parameters
+    ----------
+    store_path : path
+        The store folder.
+    dataset : str
+        A registered reader name (``casme2``, ``samm``, ``smic``, ``manifest``).
+    root : path
+        The folder holding the dataset's subject folders.
+    annotations : path, optional
+        The annotation sheet or manifest; the reader's default location if omitted.
+    jobs : int
+        Worker processes (1: in this process).
+    t_max : int, optional
+        Padded clip length (default 500; must match an existing store).
+    scheme : {"landmarks", "centred", "authors"}, optional
+        Region box placement (default ``landmarks``; must match an existing store).
+    landmarks_model : path, optional
+        A 68-point dlib shape predictor file (default: the one of ``face-recognition-models``).
+    view_file : path, optional
+        A clip list in the MEGC 2019 file format that defines the megc2019 view.
+    progress : bool or callable
+        True for a progress bar on stderr; a callable gets the number of clips done.
+
+    Returns
+    -------
+    IngestReport
+
+    Raises
+    ------
+    RoiStoreError
+        For unusable options, sheets or stores (clips that fail are recorded, not raised).
+    """
+    reader = get_reader(dataset)
+    root = Path(root)
+    if not root.is_dir():
+        raise StoreError(f"dataset root {root} is not a folder: pass the folder that holds the subject folders")
+    explicit = {k for k, v in (("t_max", t_max), ("region_scheme", scheme), ("views", view_file)) if v is not None}
+    settings = settings_for(t_max or DEFAULT_T_MAX, scheme or rg.default_layout()["default_scheme"],
+                            str(landmarks_model) if landmarks_model else None,
+                            str(view_file) if view_file else None)
+    items = list(reader.scan(root, Path(annotations) if annotations else None))
+    store_path = Path(store_path)
+    store = _open_or_create(store_path, settings, explicit)
+    started = now()
+    records = store.records()
+    specs = [i for i in items if isinstance(i, ClipSpec)]
+    reader_skips = [{"id": i.id, "reason": i.reason, "source": i.source} for i in items if isinstance(i, Skip)]
+    todo = [s for s in specs if records.get(s.id) is None or records[s.id].status != COMPLETE]
+    already = len(specs) - len(todo)
+
+    # Reserve rows and write pending records before any pixel is written.
+    need = [s for s in todo if records.get(s.id) is None or records[s.id].row is None]
+    rows = dict(zip((s.id for s in need), store.reserve_rows(len(need))))
+    for s in todo:
+        row = rows.get(s.id, records[s.id].row if s.id in records else None)
+        store.write_record({**_base_record(s, root), "status": PENDING, "row": row})
+    rows = {s.id: store.records()[s.id].row for s in todo}
+
+    work = {
+        "store": str(store_path),
+        "t_max": store.t_max,
+        "scheme": store.header["region_scheme"],
+        "layout": store.header["layout"],
+        "landmarks_model": str(landmarks_model) if landmarks_model else None,
+    }
+    added, frames, failed = 0, 0, []
+    bar = _progress_bar(progress, len(todo), dataset)
+    try:
+        for spec, result in _run(todo, rows, work, jobs):
+            base = {**_base_record(spec, root), "row": rows[spec.id]}
+            if result["status"] == COMPLETE:
+                store.write_record({**base, **_labelled(result, spec, store)})
+                added += 1
+                frames += result["n_frames"]
+            else:
+                store.write_record({**base, "status": SKIPPED, "reason": result["reason"], "warnings": spec.warnings})
+                failed.append({"id": spec.id, "reason": result["reason"], "source": spec.source})
+            bar(1)
+    finally:
+        bar(None)
+    log = {"dataset": reader.name, "root": str(root), "annotations": str(annotations) if annotations else None,
+           "started": started, "finished": now(), "added": added, "skipped": len(failed) + len(reader_skips),
+           "writer": store.header["writer"]}
+    store.update_header(
+        ingests=[*store.header["ingests"], log],
+        skipped={**store.header["skipped"], reader.name: reader_skips},
+    )
+    return IngestReport(str(store_path), reader.name, len(specs), added, already, reader_skips + failed, frames)
+
+
+def _progress_bar(progress, total: int, dataset: str):
+    if callable(progress):
+        done = [0]
+
+        def update(n):
+            if n:
+                done[0] += n
+                progress(done[0])
+
+        return update
+    if not progress:
+        return lambda n: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="clip", desc=f"ingest {dataset}", dynamic_ncols=True)
+    return lambda n: bar.update(n) if n else bar.close()
+
+
+def _run(todo: list[ClipSpec], rows: dict, work: dict, jobs: int):
+    if jobs <= 1 or len(todo) <= 1:
+        for spec in todo:
+            yield spec, process_clip(spec, rows[spec.id], work)
+        return
+    from joblib import Parallel, delayed
+
+    parallel = Parallel(n_jobs=jobs, return_as="generator_unordered")
+    results = parallel(delayed(_process_indexed)(i, spec, rows[spec.id], work) for i, spec in enumerate(todo))
+    for i, result in results:
+        yield todo[i], result
+
+
+def _process_indexed(i: int, spec: ClipSpec, row: int, work: dict):
+    return i, process_clip(spec, row, work)
+
+
+def _base_record(spec: ClipSpec, root: Path) -> dict:
+    return {
+        "id": spec.id, "dataset": spec.key.dataset, "subject": spec.key.subject, "clip": spec.key.clip,
+        "source": spec.source, "folder": os.path.relpath(spec.folder, root).replace(os.sep, "/"),
+    }
+
+
+def _labelled(result: dict, spec: ClipSpec, store) -> dict:
+    labels, excluded, relabel = {}, {}, {}
+    for name, view in store.views.items():
+        label, reason = view_label(view, spec.key, spec.emotion)
+        labels[name] = label
+        if reason:
+            excluded[name] = reason
+        relabel[name] = relabel_vectors(label, spec.aus, store.header["relabel"], store.regions)
+    return {**result, "labels": labels, "excluded": excluded, "relabel": relabel}
+
+
+def process_clip(spec: ClipSpec, row: int, work: dict) -> dict:
+    """Cut one clip and write its region chunks at ``row``; return its record fields.
+
+    Data problems (unreadable frames, no face, too long) come back as
+    ``{"status": "skipped", "reason": ...}`` so that one bad clip never stops the others.
+    """
+    try:
+        return _process(spec, row, work)
+    except RoiStoreError as exc:
+        return {"status": SKIPPED, "reason": str(exc)}
+
+
+def _locate_face(spec: ClipSpec, model: str | None):
+    tried = [0, *[i for i in FALLBACK_FRAMES if i < len(spec.frames)]]
+    if len(spec.frames) > 2:
+        tried.append(len(spec.frames) // 2)
+    for index in dict.fromkeys(tried):
+        full = read_grey(spec.frames[index])
+        scale = max(1.0, max(full.shape) / DETECT_SIDE)
+        small = full if scale == 1.0 else _resize(full, scale)
+        face = find_face(small, model, upsample=1)
+        if face is not None:
+            return index, face, scale, full.shape
+    raise FaceError(
+        f"no face found on the first frame of {spec.id} ({spec.frames[0].name}) nor on frames "
+        f"{', '.join(str(i) for i in tried[1:]) or '-'}: check the clip folder {spec.folder}"
+    )
+
+
+def _resize(image: np.ndarray, scale: float) -> np.ndarray:
+    import cv2
+
+    h, w = image.shape
+    return cv2.resize(image, (round(w / scale), round(h / scale)), interpolation=cv2.INTER_AREA)
+
+
+def _process(spec: ClipSpec, row: int, work: dict) -> dict:
+    t_max = work["t_max"]
+    n = len(spec.frames)
+    if n == 0:
+        raise FrameError(f"{spec.id} has no frames in {spec.folder}")
+    if n > t_max:
+        raise FrameError(
+            f"{spec.id} has {n} frames, more than the store's t_max of {t_max}: "
+            f"ingest it into a store made with --t-max {n} or more"
+        )
+    warnings = list(spec.warnings)
+    face_frame, face, scale, full_shape = _locate_face(spec, work["landmarks_model"])
+    landmarks = face.landmarks * scale
+    if face_frame:
+        warnings.append(f"no face on the first frame; landmarks taken from frame {face_frame} ({spec.frames[face_frame].name})")
+    if face.n_faces > 1:
+        warnings.append(f"{face.n_faces} faces on frame {face_frame}; used the largest")
+    cuts = rg.plan_cuts(landmarks, work["scheme"], work["layout"])
+    factor = rg.decode_factor(cuts) if can_reduce(spec.frames[0]) else 1
+    scaled = [c.scaled(factor) for c in cuts]
+    blocks = [np.zeros((t_max, c.size[1], c.size[0]), dtype=np.uint8) for c in cuts]
+    shape = None
+    for t, path in enumerate(spec.frames):
+        image = read_grey(path, factor)
+        if shape is None:
+            shape = image.shape
+        elif image.shape != shape:
+            raise FrameError(
+                f"{spec.id}: frame {path.name} is {image.shape[1]}x{image.shape[0]} but the clip's first frame is "
+                f"{shape[1]}x{shape[0]} (decoded at 1/{factor}): mixed frame sizes in one clip; fix or remove the odd frames"
+            )
+        for block, c in zip(blocks, scaled):
+            block[t] = rg.cut(image, c)
+    _write_blocks(work["store"], row, [c.name for c in cuts], blocks)
+    return {
+        "status": COMPLETE,
+        "n_frames": n,
+        "fps": float(spec.fps),
+        "emotion": spec.emotion,
+        "aus": list(spec.aus),
+        "onset": spec.onset, "apex": spec.apex, "offset": spec.offset,
+        "frames": [p.name for p in spec.frames],
+        "frame_numbers": list(spec.frame_numbers),
+        "frame_size": [int(full_shape[1]), int(full_shape[0])],
+        "decode_factor": factor,
+        "face": {
+            "frame": face_frame,
+            "box": [round(v * scale, 2) for v in face.box],
+            "score": round(face.score, 4),
+            "n_faces": face.n_faces,
+            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in landmarks],
+        },
+        "cuts": {c.name: {"box": [round(v, 2) for v in c.box],
+                          "valid": None if c.valid is None else [round(v, 2) for v in c.valid]} for c in cuts},
+        "warnings": warnings,
+        "ingested": now(),
+    }
+
+
+def _write_blocks(store_path: str, row: int, names: list[str], blocks: list[np.ndarray]) -> None:
+    import zarr
+
+    # Opened afresh per clip: the coordinator may have grown the arrays since this worker started.
+    group = zarr.open_group(store_path, mode="r+")
+    for name, block in zip(names, blocks):
+        group[f"{REGIONS}/{name}"][row] = block

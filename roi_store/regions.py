@@ -1,0 +1,157 @@
+"""Where the six facial regions are cut, and the cutting itself.
+
+Boxes are decided once per clip from the first frame's 68 landmarks, then the same boxes are cut
+from every frame, so a micro-motion stays inside its box instead of being tracked away
+(METHOD.md §4). The region layout is data (``roi_store/data/regions.json``), recorded in every
+store; this module only interprets it.
+
+A region's placement is a :class:`Cut`: a source rectangle in frame pixels, a rectangle outside
+which the frame counts as black (the face box for the canvas schemes), and the region's fixed
+output size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from importlib import resources
+
+import cv2
+import numpy as np
+
+from roi_store.errors import ConfigError
+
+
+def default_layout() -> dict:
+    """The packaged region layout (schemes, canvas, six regions with boxes and landmarks)."""
+    return json.loads(resources.files("roi_store").joinpath("data/regions.json").read_text())
+
+
+def schemes(layout: dict | None = None) -> list[str]:
+    """Names of the placement schemes a layout offers."""
+    return sorted((layout or default_layout())["schemes"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Cut:
+    """How one region is cut from a frame (all coordinates in the frame's pixels)."""
+
+    name: str
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 of the source rectangle
+    valid: tuple[float, float, float, float] | None  # pixels outside are black (None: whole frame)
+    size: tuple[int, int]  # output width, height
+
+    def scaled(self, factor: float) -> Cut:
+        """The same cut for a frame decoded at 1/factor of full size."""
+        f = 1.0 / factor
+        return Cut(
+            self.name,
+            tuple(v * f for v in self.box),
+            None if self.valid is None else tuple(v * f for v in self.valid),
+            self.size,
+        )
+
+
+def region_size(region: dict) -> tuple[int, int]:
+    x0, y0, x1, y1 = region["box"]
+    return int(x1 - x0), int(y1 - y0)
+
+
+def face_box(landmarks: np.ndarray) -> tuple[float, float, float, float]:
+    """The authors' face box: x from point 17 to 26, y from min(18.y, 25.y) to 8.y."""
+    x0, x1 = landmarks[17, 0], landmarks[26, 0]
+    y0, y1 = min(landmarks[18, 1], landmarks[25, 1]), landmarks[8, 1]
+    if x1 <= x0 or y1 <= y0:
+        raise ConfigError("degenerate landmarks: the face box has no area")
+    return float(x0), float(y0), float(x1), float(y1)
+
+
+def _landmark_cut(region: dict, landmarks: np.ndarray) -> Cut:
+    w, h = region_size(region)
+    pts = landmarks[region["landmarks"]]
+    x0, y0 = pts.min(axis=0)
+    x1, y1 = pts.max(axis=0)
+    bw, bh = max(x1 - x0, 1.0), max(y1 - y0, 1.0)
+    ml, mt, mr, mb = region["margin"]
+    x0, x1 = x0 - ml * bw, x1 + mr * bw
+    y0, y1 = y0 - mt * bh, y1 + mb * bh
+    # Grow the short side so the source has the output's aspect ratio: no distortion.
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    bw, bh = max(x1 - x0, 1.0), max(y1 - y0, 1.0)
+    if bw / bh < w / h:
+        bw = bh * w / h
+    else:
+        bh = bw * h / w
+    return Cut(region["name"], (cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2), None, (w, h))
+
+
+def _canvas_cuts(layout: dict, landmarks: np.ndarray, centred: bool) -> list[Cut]:
+    cw, ch = layout["canvas"]
+    fx0, fy0, fx1, fy1 = face_box(landmarks)
+    fw, fh = fx1 - fx0, fy1 - fy0
+    s = min(cw / fw, ch / fh)  # "contain": the whole face fits the canvas
+    ox = (cw - fw * s) / 2 if centred else 0.0
+    oy = (ch - fh * s) / 2 if centred else 0.0
+    cuts = []
+    for region in layout["regions"]:
+        bx0, by0, bx1, by1 = region["box"]
+        box = (fx0 + (bx0 - ox) / s, fy0 + (by0 - oy) / s, fx0 + (bx1 - ox) / s, fy0 + (by1 - oy) / s)
+        cuts.append(Cut(region["name"], box, (fx0, fy0, fx1, fy1), region_size(region)))
+    return cuts
+
+
+def plan_cuts(landmarks: np.ndarray, scheme: str, layout: dict | None = None) -> list[Cut]:
+    """The six cuts of a clip, in frame pixels, from its first frame's landmarks.
+
+    Parameters
+    ----------
+    landmarks : ndarray, shape (68, 2)
+        x, y of the 68 points in full-resolution frame pixels.
+    scheme : {"landmarks", "centred", "authors"}
+        Box placement (see ``regions.json``).
+    layout : dict, optional
+        Region layout; the packaged default if omitted.
+    """
+    layout = layout or default_layout()
+    if scheme not in layout["schemes"]:
+        raise ConfigError(
+            f"invalid region scheme {scheme!r}: allowed values are {', '.join(sorted(layout['schemes']))}"
+        )
+    if scheme == "landmarks":
+        return [_landmark_cut(r, landmarks) for r in layout["regions"]]
+    return _canvas_cuts(layout, landmarks, centred=(scheme == "centred"))
+
+
+def decode_factor(cuts: list[Cut], choices=(8, 4, 2)) -> int:
+    """The largest JPEG reduction (1/2, 1/4, 1/8) that still never upsamples a region."""
+    room = min(
+        min((c.box[2] - c.box[0]) / c.size[0], (c.box[3] - c.box[1]) / c.size[1]) for c in cuts
+    )
+    for k in choices:
+        if room >= k:
+            return k
+    return 1
+
+
+def cut(frame: np.ndarray, c: Cut) -> np.ndarray:
+    """Cut one region from a greyscale frame: black outside the frame (and ``valid``), resized."""
+    h, w = frame.shape
+    x0, y0 = math.floor(c.box[0]), math.floor(c.box[1])
+    x1, y1 = max(math.ceil(c.box[2]), x0 + 1), max(math.ceil(c.box[3]), y0 + 1)
+    lx0, ly0, lx1, ly1 = 0, 0, w, h
+    if c.valid is not None:
+        lx0, ly0 = max(0, round(c.valid[0])), max(0, round(c.valid[1]))
+        lx1, ly1 = min(w, round(c.valid[2])), min(h, round(c.valid[3]))
+    sx0, sy0, sx1, sy1 = max(x0, lx0), max(y0, ly0), min(x1, lx1), min(y1, ly1)
+    if x0 == sx0 and y0 == sy0 and x1 == sx1 and y1 == sy1:
+        src = frame[y0:y1, x0:x1]
+    else:
+        src = np.zeros((y1 - y0, x1 - x0), dtype=frame.dtype)
+        if sx1 > sx0 and sy1 > sy0:
+            src[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = frame[sy0:sy1, sx0:sx1]
+    out_w, out_h = c.size
+    if src.shape == (out_h, out_w):
+        return np.ascontiguousarray(src)
+    interp = cv2.INTER_AREA if src.shape[1] > out_w else cv2.INTER_LINEAR
+    return cv2.resize(src, (out_w, out_h), interpolation=interp)

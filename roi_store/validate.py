@@ -1,0 +1,76 @@
+"""Check a store against its schemas and every chunk against its checksum."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from zarr.core.sync import sync
+
+from roi_store import format as fmt
+from roi_store.errors import RoiStoreError
+from roi_store.store import COMPLETE, REGIONS, SKIPPED, Store
+
+
+@dataclasses.dataclass
+class ValidationReport:
+    """Outcome of :func:`validate_store`; ``ok`` is True when ``problems`` is empty."""
+
+    store: str
+    clips: int
+    chunks: int
+    problems: list[str]
+    incomplete: list[str]  # pending clips: not a fault, a run to resume
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def validate_store(store: Store) -> ValidationReport:
+    """Validate the header and every record against ``schemas/``, and read every chunk.
+
+    Reading a chunk runs zarr's crc32c codec, which rejects any chunk whose bytes changed. A
+    complete clip whose chunk is missing, and a record whose row lies outside the arrays, are
+    reported too.
+    """
+    problems: list[str] = []
+    chunks = 0
+    records = store.records()
+    arrays = {name: store.array(name) for name in store.regions}
+    for name, arr in arrays.items():
+        expect = (store.t_max,)
+        if arr.shape[1:2] != expect or arr.dtype != "uint8":
+            problems.append(f"{REGIONS}/{name}: shape {arr.shape} / dtype {arr.dtype} does not match t_max {store.t_max}")
+    for rec in records.values():
+        try:
+            fmt.validate_document(rec.data, "clip", f"clip {rec.id}")
+        except RoiStoreError as exc:
+            problems.append(str(exc))
+            continue
+        if rec.status != COMPLETE:
+            continue
+        for name, arr in arrays.items():
+            if rec.row is None or rec.row >= arr.shape[0]:
+                problems.append(f"clip {rec.id}: row {rec.row} is outside {REGIONS}/{name} ({arr.shape[0]} rows)")
+                continue
+            key = f"c/{rec.row}/0/0/0"
+            if not sync(arr.store_path.store.exists(f"{arr.store_path.path}/{key}")):
+                problems.append(f"clip {rec.id}: chunk {REGIONS}/{name}/{key} is missing")
+                continue
+            try:
+                block = arr[rec.row]
+                chunks += 1
+            except Exception as exc:  # codec errors (checksum, zstd) come as several types
+                problems.append(f"clip {rec.id}: chunk {REGIONS}/{name}/{key} is damaged ({exc})")
+                continue
+            if block[rec.n_frames:].any():
+                problems.append(f"clip {rec.id}: {REGIONS}/{name} has data past its {rec.n_frames} frames")
+    ids = [r.id for r in records.values()]
+    rows = [r.row for r in records.values() if r.row is not None]
+    if len(set(rows)) != len(rows):
+        problems.append("two clip records share one array row")
+    incomplete = [r.id for r in records.values() if r.status not in (COMPLETE, SKIPPED)]
+    return ValidationReport(store.where, len(ids), chunks, problems, incomplete)
+
+
+__all__ = ["ValidationReport", "validate_store"]

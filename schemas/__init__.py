@@ -1,0 +1,1 @@
+"""JSON Schemas of the roistore format (read with importlib.resources)."""

@@ -1,0 +1,54 @@
+"""Shared test helpers: small synthetic clips on a real face photo (scikit-image's astronaut)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+
+@pytest.fixture(scope="session")
+def face_frame() -> np.ndarray:
+    """A 640x480 BGR frame with one real face (~200 px wide) on a grey background."""
+    img = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
+    face = cv2.resize(img[40:260, 120:320], (400, 440), interpolation=cv2.INTER_CUBIC)
+    frame = np.full((480, 640, 3), 90, dtype=np.uint8)
+    frame[20:460, 120:520] = face
+    return frame
+
+
+def write_clip(folder: Path, frame: np.ndarray, numbers, *, pattern="img{n}.jpg", motion=True) -> None:
+    """Write frames named by ``numbers``; frame k is brightened by k so time order is visible."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, n in enumerate(numbers):
+        image = cv2.add(frame, np.full_like(frame, 2 * k)) if motion else frame
+        cv2.imwrite(str(folder / pattern.format(n=n)), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+
+
+def write_manifest(path: Path, rows: list[dict]) -> Path:
+    fields = ["dataset", "subject", "clip", "folder", "label", "onset", "apex", "offset", "aus"]
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: row.get(k, "") for k in fields})
+    return path
+
+
+@pytest.fixture
+def manifest_dataset(tmp_path, face_frame):
+    """Three clips of a 'lab' dataset described by a manifest; clip a crosses img99 -> img100."""
+    root = tmp_path / "lab"
+    write_clip(root / "p1" / "a", face_frame, range(95, 105))
+    write_clip(root / "p1" / "b", face_frame, range(1, 7))
+    write_clip(root / "p2" / "c", face_frame, range(10, 18))
+    manifest = write_manifest(tmp_path / "manifest.csv", [
+        {"dataset": "lab", "subject": "p1", "clip": "a", "folder": "p1/a", "label": "happiness", "aus": "12"},
+        {"dataset": "lab", "subject": "p1", "clip": "b", "folder": "p1/b", "label": "surprise"},
+        {"dataset": "lab", "subject": "p2", "clip": "c", "folder": "p2/c", "label": "disgust", "aus": "4+9"},
+    ])
+    return root, manifest

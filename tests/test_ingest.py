@@ -1,0 +1,174 @@
+"""Ingest into a store: records, frames in true order, resume, recorded skips, validation."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import zarr
+
+import roi_store
+from roi_store import format as fmt
+from roi_store.errors import ConfigError, FormatVersionError, StoreError
+from roi_store.ingest import ingest
+from roi_store.store import PENDING
+from roi_store.validate import validate_store
+
+from conftest import write_clip, write_manifest
+
+
+def _ingest(tmp_path, root, manifest, **kw):
+    return ingest(tmp_path / "s.zarr", "manifest", root, manifest, **kw)
+
+
+def _arrays(path):
+    store = roi_store.open_store(path)
+    return {(c.id, r): store.frames(c.id, r) for c in store.clips for r in store.regions}
+
+
+def test_ingest_records_and_frames_in_numeric_order(tmp_path, manifest_dataset):
+    root, manifest = manifest_dataset
+    report = _ingest(tmp_path, root, manifest, t_max=40)
+    assert (report.found, report.added, report.already, report.skipped) == (3, 3, 0, [])
+    store = roi_store.open_store(tmp_path / "s.zarr")
+    assert store.regions == ["R0", "R1", "R2", "R3", "R4", "R5"]
+    assert [c.id for c in store.clips] == ["lab/p1/a", "lab/p1/b", "lab/p2/c"]
+    rec = store.clip("lab/p1/a")
+    assert rec.n_frames == 10 and rec.emotion == "happiness"
+    assert rec["frames"][4:7] == ["img99.jpg", "img100.jpg", "img101.jpg"]
+    assert rec.megc2019 is None and "not part of this view" in rec["excluded"]["megc2019"]
+    assert len(rec["face"]["landmarks"]) == 68 and rec["face"]["n_faces"] == 1
+    for region, (w, h) in zip(store.regions, [(100, 80), (100, 80), (120, 80), (60, 60), (60, 60), (160, 60)]):
+        frames = store.frames("lab/p1/a", region)
+        assert frames.shape == (10, h, w) and frames.dtype == np.uint8
+        # frame k was brightened by 2k: the mean rises frame after frame only in true order
+        assert np.all(np.diff(frames.reshape(10, -1).mean(axis=1)) > 0.5)
+    padded = store.array("R0")[rec.row]
+    assert padded.shape[0] == 40 and not padded[10:].any()
+
+
+def test_rerun_skips_complete_clips_and_keeps_data(tmp_path, manifest_dataset):
+    root, manifest = manifest_dataset
+    _ingest(tmp_path, root, manifest)
+    before = _arrays(tmp_path / "s.zarr")
+    again = _ingest(tmp_path, root, manifest)
+    assert (again.added, again.already) == (0, 3)
+    after = _arrays(tmp_path / "s.zarr")
+    assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_interrupted_ingest_resumes_to_the_same_store(tmp_path, manifest_dataset):
+    root, manifest = manifest_dataset
+    _ingest(tmp_path, root, manifest)
+    reference = _arrays(tmp_path / "s.zarr")
+    # What a kill leaves: a pending record and a half-written chunk.
+    store = roi_store.open_store(tmp_path / "s.zarr", mode="r+")
+    rec = store.clip("lab/p1/b")
+    store.write_record({**{k: rec.data[k] for k in ("id", "dataset", "subject", "clip", "source", "folder")},
+                        "status": PENDING, "row": rec.row})
+    chunk = tmp_path / "s.zarr" / "regions" / "R2" / "c" / str(rec.row) / "0" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:20])
+    assert [c.id for c in roi_store.open_store(tmp_path / "s.zarr").clips] == ["lab/p1/a", "lab/p2/c"]
+    resumed = _ingest(tmp_path, root, manifest)
+    assert (resumed.added, resumed.already) == (1, 2)
+    after = _arrays(tmp_path / "s.zarr")
+    assert all(np.array_equal(reference[k], after[k]) for k in reference)
+    assert validate_store(roi_store.open_store(tmp_path / "s.zarr")).ok
+
+
+def test_parallel_jobs_give_identical_arrays(tmp_path, manifest_dataset):
+    root, manifest = manifest_dataset
+    ingest(tmp_path / "one.zarr", "manifest", root, manifest, jobs=1)
+    ingest(tmp_path / "two.zarr", "manifest", root, manifest, jobs=2)
+    one, two = _arrays(tmp_path / "one.zarr"), _arrays(tmp_path / "two.zarr")
+    assert one.keys() == two.keys() and all(np.array_equal(one[k], two[k]) for k in one)
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        pytest.param("truncate", "is truncated", id="truncated-jpeg"),
+        pytest.param("zero", "is empty (0 bytes)", id="zero-byte-frame"),
+        pytest.param("garbage", "not a decodable image", id="garbage-frame"),
+        pytest.param("resize", "mixed frame sizes", id="mixed-frame-sizes"),
+        pytest.param("blank", "no face found", id="no-face"),
+        pytest.param("long", "more than the store's t_max", id="longer-than-t-max"),
+    ],
+)
+def test_bad_clip_is_recorded_and_others_survive(tmp_path, manifest_dataset, face_frame, damage, reason):
+    root, manifest = manifest_dataset
+    bad = root / "p3" / "bad"
+    write_clip(bad, face_frame, range(1, 9 if damage != "long" else 30))
+    frame = bad / "img4.jpg"
+    if damage == "truncate":
+        frame.write_bytes(frame.read_bytes()[:2000])
+    elif damage == "zero":
+        frame.write_bytes(b"")
+    elif damage == "garbage":
+        frame.write_bytes(b"\xff\xd8 this is not a jpeg \xff\xd9")
+    elif damage == "resize":
+        cv2.imwrite(str(frame), cv2.resize(face_frame, (320, 240)))
+    elif damage == "blank":
+        for f in bad.iterdir():
+            cv2.imwrite(str(f), np.full((480, 640, 3), 100, np.uint8))
+    rows = [dict(zip(["dataset", "subject", "clip", "folder", "label"], r.split(",")))
+            for r in manifest.read_text().splitlines()[1:]]
+    rows.append({"dataset": "lab", "subject": "p3", "clip": "bad", "folder": "p3/bad", "label": "fear"})
+    write_manifest(manifest, rows)
+    report = _ingest(tmp_path, root, manifest, t_max=20)
+    assert report.added == 3
+    assert [s["id"] for s in report.skipped] == ["lab/p3/bad"]
+    assert reason in report.skipped[0]["reason"]
+    summary = roi_store.open_store(tmp_path / "s.zarr").summary()
+    assert summary["clips"] == 3 and summary["skipped"][0]["id"] == "lab/p3/bad"
+    assert validate_store(roi_store.open_store(tmp_path / "s.zarr")).ok
+
+
+def test_validate_catches_a_damaged_chunk(tmp_path, manifest_dataset):
+    root, manifest = manifest_dataset
+    _ingest(tmp_path, root, manifest)
+    store = roi_store.open_store(tmp_path / "s.zarr")
+    row = store.clip("lab/p2/c").row
+    chunk = tmp_path / "s.zarr" / "regions" / "R5" / "c" / str(row) / "0" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    report = validate_store(roi_store.open_store(tmp_path / "s.zarr"))
+    assert not report.ok
+    assert any("lab/p2/c" in p and "regions/R5" in p and "damaged" in p for p in report.problems)
+
+
+def test_future_format_version_asks_for_an_upgrade(tmp_path, manifest_dataset):
+    root, manifest = manifest_dataset
+    _ingest(tmp_path, root, manifest)
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r+")
+    header = dict(group.attrs[fmt.ATTRS_KEY])
+    group.attrs[fmt.ATTRS_KEY] = {**header, "format_version": fmt.FORMAT_VERSION + 1}
+    with pytest.raises(FormatVersionError, match=r"format version 2, newer than .* upgrade roistore"):
+        roi_store.open_store(tmp_path / "s.zarr")
+
+
+def test_appending_with_other_settings_is_refused(tmp_path, manifest_dataset):
+    root, manifest = manifest_dataset
+    _ingest(tmp_path, root, manifest, t_max=40)
+    with pytest.raises(ConfigError, match="was built with --t-max 40, not 60"):
+        _ingest(tmp_path, root, manifest, t_max=60)
+
+
+def test_open_store_errors(tmp_path):
+    with pytest.raises(StoreError, match="no roistore store at"):
+        roi_store.open_store(tmp_path / "missing.zarr")
+    zarr.open_group(str(tmp_path / "plain.zarr"), mode="w")
+    with pytest.raises(StoreError, match="not a roistore store"):
+        roi_store.open_store(tmp_path / "plain.zarr")
+
+
+def test_store_documents_are_json_only(tmp_path, manifest_dataset):
+    root, manifest = manifest_dataset
+    _ingest(tmp_path, root, manifest)
+    for path in (tmp_path / "s.zarr").rglob("zarr.json"):
+        json.loads(path.read_text())  # every metadata document is plain JSON
+    header = roi_store.open_store(tmp_path / "s.zarr").header
+    assert header["layout"]["regions"][5]["name"] == "R5" and header["relabel"]["default"]["R2"] == ["negative"]
