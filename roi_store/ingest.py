@@ -29,8 +29,6 @@ from roi_store.store import COMPLETE, PENDING, REGIONS, SKIPPED, create_store, n
 DEFAULT_T_MAX = 500
 #: Frames tried for a face when the first frame has none, as offsets from the first frame.
 FALLBACK_FRAMES = (1, 2, 3, 4)
-#: Longest side, in pixels, at which faces are searched (dlib's HOG is slow on 2040x1088).
-DETECT_SIDE = 800
 
 
 @dataclasses.dataclass
@@ -178,7 +176,8 @@ def ingest(
             bar(1)
     finally:
         bar(None)
-    log = {"dataset": reader.name, "root": str(root), "annotations": str(annotations) if annotations else None,
+    log = {"dataset": reader.name, "root": str(root.resolve()),
+           "annotations": str(Path(annotations).resolve()) if annotations else None,
            "started": started, "finished": now(), "added": added, "skipped": len(failed) + len(reader_skips),
            "writer": store.header["writer"]}
     store.update_header(
@@ -259,22 +258,13 @@ def _locate_face(spec: ClipSpec, model: str | None):
         tried.append(len(spec.frames) // 2)
     for index in dict.fromkeys(tried):
         full = read_grey(spec.frames[index])
-        scale = max(1.0, max(full.shape) / DETECT_SIDE)
-        small = full if scale == 1.0 else _resize(full, scale)
-        face = find_face(small, model, upsample=1)
+        face = find_face(full, model)
         if face is not None:
-            return index, face, scale, full.shape
+            return index, face, full.shape
     raise FaceError(
         f"no face found on the first frame of {spec.id} ({spec.frames[0].name}) nor on frames "
         f"{', '.join(str(i) for i in tried[1:]) or '-'}: check the clip folder {spec.folder}"
     )
-
-
-def _resize(image: np.ndarray, scale: float) -> np.ndarray:
-    import cv2
-
-    h, w = image.shape
-    return cv2.resize(image, (round(w / scale), round(h / scale)), interpolation=cv2.INTER_AREA)
 
 
 def _process(spec: ClipSpec, row: int, work: dict) -> dict:
@@ -288,8 +278,8 @@ def _process(spec: ClipSpec, row: int, work: dict) -> dict:
             f"ingest it into a store made with --t-max {n} or more"
         )
     warnings = list(spec.warnings)
-    face_frame, face, scale, full_shape = _locate_face(spec, work["landmarks_model"])
-    landmarks = face.landmarks * scale
+    face_frame, face, full_shape = _locate_face(spec, work["landmarks_model"])
+    landmarks = face.landmarks
     if face_frame:
         warnings.append(f"no face on the first frame; landmarks taken from frame {face_frame} ({spec.frames[face_frame].name})")
     if face.n_faces > 1:
@@ -324,7 +314,7 @@ def _process(spec: ClipSpec, row: int, work: dict) -> dict:
         "decode_factor": factor,
         "face": {
             "frame": face_frame,
-            "box": [round(v * scale, 2) for v in face.box],
+            "box": list(face.box),
             "score": round(face.score, 4),
             "n_faces": face.n_faces,
             "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in landmarks],

@@ -14,7 +14,8 @@ _COLOURS = [(0, 0, 255), (0, 160, 255), (0, 220, 0), (255, 160, 0), (255, 0, 160
 
 
 def _source_frame(store: Store, rec, root: Path | None) -> tuple[np.ndarray | None, str]:
-    roots = [root] if root else [Path(i["root"]) for i in reversed(store.header["ingests"]) if i["dataset"] == rec.dataset]
+    # The ingest log knows where each run read from; a manifest's clips carry their own dataset name.
+    roots = [root] if root else list(dict.fromkeys(Path(i["root"]) for i in reversed(store.header["ingests"])))
     for r in roots:
         path = Path(r) / rec["folder"] / rec["frames"][rec["face"]["frame"]]
         if path.is_file():
