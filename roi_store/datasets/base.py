@@ -36,6 +36,8 @@ class ClipSpec:
     offset: int | None = None
     source: str = ""  # where the annotation came from, e.g. "CASME2-coding.xlsx row 5"
     warnings: list[str] = dataclasses.field(default_factory=list)
+    #: The AU cell as written ("L12 or L14"); ``aus`` flattens it to every AU mentioned.
+    aus_raw: str = ""
 
     @property
     def id(self) -> str:
