@@ -14,14 +14,15 @@ from roi_store.cli.options import jobs_option, seed_option
 @seed_option
 @jobs_option
 def synth(out, preset, seed, jobs):
-    """Write a synthetic CASME II / SAMM / SMIC-HS dataset to OUT, built on real face photos."""
+    """Write a synthetic CASME II / SAMM / SMIC-HS dataset to OUT (a new or empty folder), built on real face photos."""
     from roi_store.synth import generate
 
     result = generate(out, preset=preset, seed=seed, jobs=jobs)
-    counts = result.get("counts", {})
-    for dataset, n in sorted(counts.items()):
-        click.echo(f"{dataset}: {n} clips")
-    click.echo(f"wrote {out}")
+    for name, d in result["datasets"].items():
+        comp = d["composite"]
+        click.echo(f"{name:<7} {d['clips']:>4} clips {d['subjects']:>3} subjects {d['frames']:>6} frames "
+                   f"-> {d['root']}; megc2019: {comp['clips']} clips, {comp['subjects']} subjects")
+    click.echo(f"wrote {out} ({result['frames']} frames; ground truth in {out}/synth.json)")
 
 
 COMMANDS = [synth]
