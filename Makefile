@@ -10,7 +10,7 @@ DEMO ?= demo-out
 $(STAMP): setup.cfg pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,cpu]'
 	# More real face photos for `roistore synth` (image files only; the package is never imported).
 	$(PY) -m pip install --quiet --no-deps insightface==2.1
 	touch $(STAMP)

@@ -28,9 +28,9 @@ def cli():
 
 
 def _register():
-    from roi_store.cli import inspect, ingest, synth
+    from roi_store.cli import ingest, inspect, models, synth
 
-    for module in (synth, ingest, inspect):
+    for module in (synth, ingest, inspect, models):
         for command in module.COMMANDS:
             cli.add_command(command)
 

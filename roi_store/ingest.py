@@ -268,6 +268,16 @@ def _locate_face(spec: ClipSpec, model: str | None):
 
 
 def _process(spec: ClipSpec, row: int, work: dict) -> dict:
+    blocks, meta = cut_clip(spec, work)
+    _write_blocks(work["store"], row, list(meta["cuts"]), blocks)
+    return meta
+
+
+def cut_clip(spec: ClipSpec, work: dict) -> tuple[list[np.ndarray], dict]:
+    """Find the face, plan the cuts and cut every frame of one clip (nothing is written).
+
+    Returns the six zero-padded ``(t_max, h, w)`` blocks and the clip's record fields.
+    """
     t_max = work["t_max"]
     n = len(spec.frames)
     if n == 0:
@@ -300,8 +310,7 @@ def _process(spec: ClipSpec, row: int, work: dict) -> dict:
             )
         for block, c in zip(blocks, scaled):
             block[t] = rg.cut(image, c)
-    _write_blocks(work["store"], row, [c.name for c in cuts], blocks)
-    return {
+    meta = {
         "status": COMPLETE,
         "n_frames": n,
         "fps": float(spec.fps),
@@ -324,6 +333,7 @@ def _process(spec: ClipSpec, row: int, work: dict) -> dict:
         "warnings": warnings,
         "ingested": now(),
     }
+    return blocks, meta
 
 
 def _write_blocks(store_path: str, row: int, names: list[str], blocks: list[np.ndarray]) -> None:

@@ -136,6 +136,17 @@ class Store:
             raise StoreError(f"invalid region {region!r}: allowed values are {', '.join(self.regions)}")
         return self._group[f"{REGIONS}/{region}"][rec.row, : rec.n_frames]
 
+    @property
+    def zgroup(self) -> zarr.Group:
+        """The underlying Zarr root group (for roistore's own modules)."""
+        return self._group
+
+    def view_clips(self, view: str = MEGC2019) -> list[ClipRecord]:
+        """Complete clips that have a label in ``view``, sorted by id."""
+        if view not in self.views:
+            raise StoreError(f"invalid view {view!r}: this store defines {', '.join(sorted(self.views))}")
+        return [c for c in self.clips if c.labels.get(view)]
+
     def array(self, region: str) -> zarr.Array:
         """The padded region array itself (rows are clip records' ``row``)."""
         return self._group[f"{REGIONS}/{region}"]

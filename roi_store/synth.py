@@ -135,6 +135,7 @@ def plan(
     subjects: int | None = None,
     clips_per_class: int | None = None,
     frames: int | None = None,
+    scale: float = 1.0,
 ) -> list[dict]:
     """The clip table of a synthetic dataset, without rendering a frame.
 
@@ -153,6 +154,9 @@ def plan(
         excluded clips (tiny: one "others"/"Other" clip in CASME II and SAMM).
     frames : int, optional
         Every clip gets exactly this many frames (at least 3).
+    scale : float
+        Keep a seeded random share of the clips (0 < scale <= 1), e.g. to benchmark on a
+        quarter of the composite; 1 keeps the preset's exact shape.
 
     Returns
     -------
@@ -193,6 +197,11 @@ def plan(
             entries = _counted_entries(dataset, spec["datasets"][dataset], rng)
         clips += _realise(dataset, entries, frames if frames is not None else spec.get("frames"),
                           spec["amplitude_px"], view, rng)
+    if scale != 1.0:
+        if not 0.0 < scale <= 1.0:
+            raise ConfigError(f"invalid value for 'scale': expected 0 < scale <= 1, got {scale!r}")
+        keep = _rng(seed, "scale").random(len(clips)) < scale
+        clips = [c for c, k in zip(clips, keep) if k]
     return clips
 
 
@@ -715,6 +724,7 @@ def generate(
     subjects: int | None = None,
     clips_per_class: int | None = None,
     frames: int | None = None,
+    scale: float = 1.0,
     jobs: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
@@ -734,7 +744,7 @@ def generate(
     ----------
     out : Path
         Output folder; it must not exist or be empty.
-    preset, seed, datasets, subjects, clips_per_class, frames
+    preset, seed, datasets, subjects, clips_per_class, frames, scale
         As for :func:`plan`.
     jobs : int
         Parallel worker processes (joblib); -1 uses every core.
@@ -759,7 +769,7 @@ def generate(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"output folder {out} is not empty: name a new folder or remove it first")
     clips = plan(preset, seed, datasets=datasets, subjects=subjects, clips_per_class=clips_per_class,
-                 frames=frames)
+                 frames=frames, scale=scale)
     faces, faces_note = _face_sources()
     identities = _identities(clips, preset, seed, subjects, len(faces))
     for c in clips:
@@ -791,7 +801,7 @@ def generate(
         "generator": f"roistore {__version__} synth",
         "preset": preset,
         "seed": seed,
-        "overrides": {"subjects": subjects, "clips_per_class": clips_per_class, "frames": frames},
+        "overrides": {"subjects": subjects, "clips_per_class": clips_per_class, "frames": frames, "scale": scale},
         "faces": [f.name for f in faces],
         "faces_note": faces_note,
         "datasets": summary,

@@ -1,0 +1,1 @@
+"""roistore benchmarks: every figure is measured beside its baseline, in the same run."""

@@ -1,0 +1,133 @@
+"""``roistore embed``, ``fit-lstm``, ``report`` and ``predict``: the region CNN + LSTM method."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from roi_store.cli.options import jobs_option, json_option, seed_option, store_argument
+
+run_option = click.option("--run", "run", required=True, help="Name of the run inside the store.")
+gpu_option = click.option("--gpu", type=int, default=None, help="Use only this GPU (index), made visible before the framework starts.")
+cpu_option = click.option("--cpu", is_flag=True, help="Run on the CPU even if a GPU is present.")
+permute_option = click.option("--permute-labels", type=int, default=None, metavar="SEED",
+                              help="Permutation control: train and score on labels shuffled across clips with SEED.")
+
+
+def _echo_err(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+@click.command()
+@store_argument
+@run_option
+@gpu_option
+@cpu_option
+@click.option("--protocol", type=click.Choice(["loso", "hde", "kfold"]), default="loso", show_default=True,
+              help="Folds: leave one subject out, leave one dataset out, or K folds of whole subjects.")
+@click.option("--folds", type=int, default=None, help="K for --protocol kfold.")
+@click.option("--view", default="megc2019", show_default=True, help="Class view of the store to use.")
+@click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True, help="CNN training epochs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="CNN batch size.")
+@click.option("--cnn-scope", type=click.Choice(["fold", "global"]), default="fold", show_default=True,
+              help="fold: CNNs trained per fold on its training subjects; global: one CNN on every clip (LEAKS test subjects, as the paper appears to do).")
+@click.option("--input", "cnn_input_mode", type=click.Choice(["delta", "frames"]), default="delta", show_default=True,
+              help="What each region CNN sees: the frame minus the clip's first frame (delta), or the raw frame (the paper).")
+@click.option("--relabel", type=click.Choice(["au", "default"]), default="au", show_default=True,
+              help="'Not me' relabel table: AU-driven (default table where a clip has no AUs) or the default FACS table.")
+@permute_option
+@seed_option
+@jobs_option
+@click.option("--overwrite", is_flag=True, help="Replace an existing run of the same name.")
+def embed(store, run, gpu, cpu, protocol, folds, view, epochs, batch_size, cnn_scope, cnn_input_mode, relabel,
+          permute_labels, seed, jobs, overwrite):
+    """Train the six region CNNs (per fold by default) and store every clip's 20-d per-frame embeddings."""
+    from roi_store.embed import embed as run_embed
+
+    if gpu is None and not cpu:
+        _echo_err("no --gpu given: running on the CPU")
+        cpu = True
+    doc = run_embed(store, run, view=view, protocol=protocol, folds=folds, epochs=epochs, batch_size=batch_size,
+                    seed=seed, cnn_scope=cnn_scope, cnn_input_mode=cnn_input_mode, relabel=relabel, permute_labels=permute_labels, jobs=jobs,
+                    gpu=gpu, cpu=cpu, overwrite=overwrite, log=_echo_err)
+    if doc["leakage"]:
+        _echo_err("WARNING: --cnn-scope global trains the CNNs on test subjects too; scores of this run are optimistic")
+    t = doc["timings"]
+    click.echo(f"run {run}: {len(doc['clips'])} clips, {len(doc['folds'])} folds, {doc['cnn_tasks']} CNN trainings "
+               f"on {doc['device']} in {t['embed_seconds']:.0f} s (train {t['cnn_train_frames_per_s']} frames/s, "
+               f"embed {t['embed_frames_per_s']} frames/s)")
+
+
+@click.command(name="fit-lstm")
+@store_argument
+@run_option
+@gpu_option
+@cpu_option
+@click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True, help="Fusion head epochs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=244, show_default=True, help="Fusion head batch size.")
+@click.option("--masked/--unmasked", default=True, show_default=True,
+              help="Mask padded steps (default) or feed the paper's zero padding to t_max as data.")
+@permute_option
+@seed_option
+@jobs_option
+def fit_lstm(store, run, gpu, cpu, epochs, batch_size, masked, permute_labels, seed, jobs):
+    """Fit the LSTM fusion head per fold on the run's embeddings and store pooled predictions."""
+    from roi_store.fusion import fit_lstm as run_fit
+
+    if gpu is None and not cpu:
+        cpu = True
+    head = run_fit(store, run, epochs=epochs, batch_size=batch_size, seed=seed, masked=masked,
+                   permute_labels=permute_labels, jobs=jobs, gpu=gpu, cpu=cpu, log=_echo_err)
+    click.echo(f"run {run}: {len(head['folds'])} folds fitted in {head['timings']['fit_seconds']:.0f} s; "
+               f"{len(head['predictions'])} predictions stored (see 'roistore report')")
+
+
+@click.command()
+@store_argument
+@run_option
+@json_option
+@click.option("--plot", type=click.Path(file_okay=False, path_type=str), default=None,
+              help="Write the confusion matrix and per-dataset bars as PNG into this folder.")
+def report(store, run, as_json, plot):
+    """Print the MEGC 2019 table (UF1/UAR, FULL and per dataset, pooled over folds) of a run."""
+    from roi_store.report import format_report, run_report, write_plots
+    from roi_store.store import open_store
+
+    rep = run_report(open_store(store), run)
+    if plot:
+        rep["plots"] = [str(p) for p in write_plots(rep, plot)]
+    if as_json:
+        click.echo(json.dumps(rep, indent=2))
+    else:
+        click.echo(format_report(rep))
+        for p in rep.get("plots", []):
+            click.echo(f"wrote {p}")
+
+
+COMMANDS = [embed, fit_lstm, report]
+
+
+@click.command()
+@store_argument
+@run_option
+@click.argument("source", type=click.Path(exists=True, path_type=str))
+@click.option("--landmarks-model", type=click.Path(exists=True, dir_okay=False, path_type=str),
+              help="A dlib 68-point shape predictor file (default: face-recognition-models' model).")
+@gpu_option
+@cpu_option
+@json_option
+def predict(store, run, source, landmarks_model, gpu, cpu, as_json):
+    """Run face, regions, CNN embeddings and LSTM of a run on a new clip (frame folder or video); print class probabilities."""
+    from roi_store.predict import predict_clip
+
+    out = predict_clip(store, run, source, landmarks_model=landmarks_model, gpu=gpu, cpu=cpu or gpu is None)
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    click.echo(f"{out['source']}: {out['prediction']} ({out['n_frames']} frames, ensemble of {out['models']} fold models)")
+    for c, p in out["probabilities"].items():
+        click.echo(f"  {c:<10} {p:.4f}")
+
+
+COMMANDS.append(predict)

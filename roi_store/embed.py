@@ -1,0 +1,270 @@
+"""``embed``: train the six region CNNs per fold and store every clip's 20-d per-frame embeddings.
+
+Leakage by construction (METHOD.md §7): with the default ``cnn_scope="fold"`` each fold trains
+its own CNNs on the fold's training subjects only, and embeds every clip of the view with them;
+the fusion head of that fold later sees only those embeddings. So no test subject ever shapes
+the features its predictions are made from. ``cnn_scope="global"`` (one CNN on every clip, as
+the paper appears to do) is available for comparison and is flagged as leaky wherever shown.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from roi_store import backend
+from roi_store.errors import ConfigError
+from roi_store.labels import MEGC2019, relabel_vectors
+from roi_store.protocols import make_folds, subject_of
+from roi_store.runs import create_run, embedding_arrays, put_bytes, update_run
+from roi_store.store import Store, now, open_store
+
+EMBED_DIM = 20
+CNN_SCOPES = ("fold", "global")
+#: What a region CNN sees of a frame. "frames": the grey frame (the paper). "delta": the frame
+#: minus the clip's first frame, so a motion of a few pixels stands out from who the subject is.
+INPUTS = ("delta", "frames")
+
+
+def cnn_input(frames: np.ndarray, mode: str) -> np.ndarray:
+    """A clip's (n, h, w) uint8 region frames as (n, h, w) float16 network input."""
+    if mode == "frames":
+        return (frames.astype(np.float32) / 255.0).astype(np.float16)
+    if mode == "delta":
+        return ((frames.astype(np.float32) - frames[:1].astype(np.float32)) / 64.0).astype(np.float16)
+    raise ConfigError(f"invalid --input {mode!r}: allowed values are {', '.join(INPUTS)}")
+RELABEL_VARIANTS = ("au", "default")
+
+
+def permuted_labels(labels: list[str], seed: int) -> list[str]:
+    """Labels shuffled across clips (the permutation control): clip i gets clip perm[i]'s label."""
+    perm = np.random.default_rng(seed).permutation(len(labels))
+    return [labels[j] for j in perm]
+
+
+def run_targets(store: Store, clips, view: str, labels: list[str], variant: str, permuted: bool) -> list[list[str]]:
+    """Per clip, per region 4-class CNN targets ("not me" relabelling) for the labels in use."""
+    if variant not in RELABEL_VARIANTS:
+        raise ConfigError(f"invalid relabel variant {variant!r}: allowed values are {', '.join(RELABEL_VARIANTS)}")
+    out = []
+    for c, label in zip(clips, labels):
+        if permuted:
+            vec = relabel_vectors(label, c["aus"], store.header["relabel"], store.regions)
+        else:
+            vec = c["relabel"][view]
+        out.append(vec[variant])
+    return out
+
+
+def plan_run(store: Store, view: str, protocol: str, folds: int | None, seed: int,
+             permute_labels: int | None) -> tuple[list, list[str], list[dict]]:
+    """The view's clips, the labels in use (shuffled for a control) and the folds with their clip lists."""
+    clips = store.view_clips(view)
+    if not clips:
+        raise ConfigError(f"view {view!r} of {store.where} has no clips: ingest datasets first")
+    true = [c.labels[view] for c in clips]
+    labels = permuted_labels(true, permute_labels) if permute_labels is not None else true
+    plan = make_folds(clips, protocol, folds, seed)
+    for fold in plan:
+        test = set(fold["test_subjects"])
+        fold["test_clips"] = [c.id for c in clips if subject_of(c) in test]
+        fold["train_clips"] = [c.id for c in clips if subject_of(c) not in test]
+    return clips, labels, plan
+
+
+def embed(
+    store_path: str,
+    run: str,
+    *,
+    view: str = MEGC2019,
+    protocol: str = "loso",
+    folds: int | None = None,
+    epochs: int = 100,
+    batch_size: int = 64,
+    seed: int = 0,
+    cnn_scope: str = "fold",
+    cnn_input_mode: str = "delta",
+    relabel: str = "au",
+    permute_labels: int | None = None,
+    jobs: int = 1,
+    gpu: int | None = None,
+    cpu: bool = False,
+    overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Train region CNNs and write per-frame embeddings under ``runs/<run>``.
+
+    Returns
+    -------
+    dict
+        The run's attributes document (settings, folds with the clips that trained each CNN,
+        device, timings).
+    """
+    if cnn_scope not in CNN_SCOPES:
+        raise ConfigError(f"invalid --cnn-scope {cnn_scope!r}: allowed values are {', '.join(CNN_SCOPES)}")
+    if epochs < 1 or batch_size < 1:
+        raise ConfigError("--epochs and --batch-size must be positive")
+    if cnn_input_mode not in INPUTS:
+        raise ConfigError(f"invalid --input {cnn_input_mode!r}: allowed values are {', '.join(INPUTS)}")
+    threads = None if jobs <= 1 else max(1, _cores() // jobs)
+    backend.select_device(gpu, cpu, threads)
+    say = log or (lambda msg: None)
+    store = open_store(store_path, mode="r+")
+    clips, labels, plan = plan_run(store, view, protocol, folds, seed, permute_labels)
+    targets = run_targets(store, clips, view, labels, relabel, permute_labels is not None)
+    classes = list(store.views[view]["classes"])
+    cnn_classes = [*classes, store.header["relabel"]["not_me"]]
+    tasks = plan if cnn_scope == "fold" else [{"index": 0, "name": "all", "test_subjects": [],
+                                                "test_clips": [], "train_clips": [c.id for c in clips]}]
+    settings = {"view": view, "protocol": protocol, "folds": folds, "epochs": epochs, "batch_size": batch_size,
+                "seed": seed, "cnn_scope": cnn_scope, "input": cnn_input_mode, "relabel": relabel, "permute_labels": permute_labels,
+                "gamma": 2.0, "optimizer": "adam", "learning_rate": 1e-3}
+    doc = {"kind": "region-cnn+lstm", "settings": settings, "classes": classes, "cnn_classes": cnn_classes,
+           "regions": store.regions, "clips": [c.id for c in clips], "labels": labels,
+           "true_labels": [c.labels[view] for c in clips],
+           "folds": plan, "leakage": cnn_scope == "global", "embedding_folds": len(tasks)}
+    group = create_run(store, run, doc, overwrite=overwrite)
+    embedding_arrays(group, store.regions, len(tasks), len(clips), store.t_max, EMBED_DIM)
+    work = {"store": str(store_path), "run": run, "settings": settings, "clips": [c.id for c in clips],
+            "targets": targets, "cnn_classes": cnn_classes, "regions": store.regions}
+    started = time.perf_counter()
+    try:
+        results = _run_tasks(tasks, work, jobs, say)
+    except BaseException:
+        update_run(group, state="failed", finished=now())
+        raise
+    device = results[0]["device"] if results else "cpu"
+    for task, res in zip(tasks, sorted(results, key=lambda r: r["index"])):
+        task["cnn_train_clips"] = task.pop("train_clips")
+        task["cnn"] = res["cnn"]
+    if cnn_scope == "fold":
+        folds_doc = tasks
+    else:
+        folds_doc = plan
+        for fold in folds_doc:
+            fold["cnn_train_clips"] = tasks[0]["cnn_train_clips"]
+            fold.pop("train_clips", None)
+    timings = {"embed_seconds": round(time.perf_counter() - started, 2),
+               "cnn_train_frames_per_s": _rate(results, "train_frames", "train_seconds"),
+               "embed_frames_per_s": _rate(results, "embed_frames", "embed_seconds")}
+    return update_run(group, folds=folds_doc, cnn_tasks=len(tasks), device=device, state="embedded",
+                      embedded=now(), timings=timings,
+                      backend=results[0]["backend"] if results else None)
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _rate(results, frames_key, seconds_key):
+    frames = sum(r["totals"][frames_key] for r in results)
+    seconds = sum(r["totals"][seconds_key] for r in results)
+    return round(frames / seconds, 1) if seconds else None
+
+
+def _run_tasks(tasks, work, jobs, say):
+    if jobs <= 1 or len(tasks) <= 1:
+        out = []
+        for t in tasks:
+            out.append(cnn_task(t["index"], t["train_clips"], work))
+            say(f"cnn fold {t['name']} done ({len(out)}/{len(tasks)})")
+        return out
+    from joblib import Parallel, delayed
+
+    results = []
+    for res in Parallel(n_jobs=jobs, return_as="generator_unordered")(
+            delayed(cnn_task)(t["index"], t["train_clips"], work) for t in tasks):
+        results.append(res)
+        say(f"cnn fold {res['index']} done ({len(results)}/{len(tasks)})")
+    return results
+
+
+class _FrameBatches:
+    """Shuffled float16 network inputs -> float32 batches with one-hot targets (a keras PyDataset)."""
+
+    def __new__(cls, frames, y, batch_size, seed, n_classes):
+        keras = backend.keras()
+
+        class Batches(keras.utils.PyDataset):
+            def __init__(self):
+                super().__init__()
+                self.rng = np.random.default_rng(seed)
+                self.order = self.rng.permutation(len(frames))
+
+            def __len__(self):
+                return int(np.ceil(len(frames) / batch_size))
+
+            def __getitem__(self, i):
+                idx = np.sort(self.order[i * batch_size:(i + 1) * batch_size])
+                x = frames[idx].astype("float32")[..., None]
+                return x, np.eye(n_classes, dtype="float32")[y[idx]]
+
+            def on_epoch_end(self):
+                self.order = self.rng.permutation(len(frames))
+
+        return Batches()
+
+
+def cnn_task(index: int, train_ids: list[str], work: dict) -> dict:
+    """Train the six CNNs of one fold on ``train_ids`` and embed every clip of the run.
+
+    Writes only this fold's embedding chunks and CNN model arrays.
+    """
+    keras = backend.keras()
+    from roi_store import models
+    from roi_store.runs import run_group
+
+    store = open_store(work["store"], mode="r+")
+    group = run_group(store, work["run"])
+    settings = work["settings"]
+    ids = work["clips"]
+    train = set(train_ids)
+    cnn_classes = work["cnn_classes"]
+    cls_index = {c: i for i, c in enumerate(cnn_classes)}
+    record = {"index": index, "cnn": {}, "device": None, "backend": keras.backend.backend(),
+              "totals": {"train_frames": 0, "train_seconds": 0.0, "embed_frames": 0, "embed_seconds": 0.0}}
+    for r_i, region in enumerate(work["regions"]):
+        clips = [cnn_input(store.frames(cid, region), settings["input"]) for cid in ids]
+        lengths = np.array([len(c) for c in clips])
+        train_mask = np.array([cid in train for cid in ids])
+        x_train = np.concatenate([c for c, m in zip(clips, train_mask) if m])
+        y_train = np.concatenate([np.full(len(c), cls_index[work["targets"][i][r_i]])
+                                  for i, (c, m) in enumerate(zip(clips, train_mask)) if m])
+        counts = np.bincount(y_train, minlength=len(cnn_classes))
+        seed = settings["seed"] * 1000003 + index * 101 + r_i
+        backend.seed_everything(seed)
+        h, w = clips[0].shape[1:]
+        cnn = models.region_cnn(h, w, n_classes=len(cnn_classes), name=f"cnn_{region}")
+        cnn.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]),
+                    loss=models.FocalLoss(models.inverse_frequency_alpha(counts), settings["gamma"]),
+                    metrics=["accuracy"])
+        start = time.perf_counter()
+        hist = cnn.fit(_FrameBatches(x_train, y_train, settings["batch_size"], seed, len(cnn_classes)),
+                       epochs=settings["epochs"], verbose=0)
+        record["totals"]["train_seconds"] += time.perf_counter() - start
+        record["totals"]["train_frames"] += len(x_train) * settings["epochs"]
+        emb_model = models.embedding_model(cnn)
+        start = time.perf_counter()
+        every = np.concatenate(clips)
+        feats = np.concatenate([
+            np.asarray(emb_model([every[i:i + 512].astype("float32")[..., None]], training=False))
+            for i in range(0, len(every), 512)])
+        record["totals"]["embed_seconds"] += time.perf_counter() - start
+        record["totals"]["embed_frames"] += len(every)
+        block = np.zeros((len(ids), store.t_max, EMBED_DIM), dtype=np.float16)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        for i in range(len(ids)):
+            block[i, :lengths[i]] = feats[offsets[i]:offsets[i + 1]]
+        group[f"embeddings/{region}"][index] = block
+        put_bytes(group, f"models/cnn/{index}/{region}", backend.model_to_bytes(cnn))
+        record["cnn"][region] = {"train_frames": int(len(x_train)), "class_counts": counts.tolist(),
+                                 "final_loss": round(float(hist.history["loss"][-1]), 5),
+                                 "final_accuracy": round(float(hist.history["accuracy"][-1]), 4)}
+        keras.backend.clear_session()
+    record["device"] = backend.device_name()
+    record["totals"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in record["totals"].items()}
+    return record

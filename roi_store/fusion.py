@@ -1,0 +1,199 @@
+"""``fit-lstm``: the LSTM fusion head per fold, on the run's embeddings; pooled predictions.
+
+Nothing of a fold's test subjects is used to fit its head: no early stopping, no model
+selection, no normalisation statistics; the focal loss's class weights come from the fold's
+training clips. Padded time steps are masked by default (``masked=False`` feeds the paper's
+zero padding to 500 frames as data).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from roi_store import backend
+from roi_store.embed import permuted_labels
+from roi_store.errors import ConfigError, RoiStoreError
+from roi_store.runs import put_bytes, run_group, update_run
+from roi_store.store import now, open_store
+
+#: Masked batches are padded to a multiple of this many steps: few distinct shapes to compile.
+LENGTH_BUCKET = 16
+
+
+def pad_batch(seqs: list[np.ndarray], masked: bool, t_max: int) -> np.ndarray:
+    """Stack variable-length (n, 20) sequences: masked -> PAD_VALUE to a bucketed length; else zeros to t_max."""
+    from roi_store.models import PAD_VALUE
+
+    if masked:
+        longest = max(len(s) for s in seqs)
+        length = int(np.ceil(longest / LENGTH_BUCKET) * LENGTH_BUCKET)
+        out = np.full((len(seqs), length, seqs[0].shape[1]), PAD_VALUE, dtype="float32")
+    else:
+        out = np.zeros((len(seqs), t_max, seqs[0].shape[1]), dtype="float32")
+    for i, s in enumerate(seqs):
+        out[i, :len(s)] = s
+    return out
+
+
+def _batches(indices, lengths, batch_size, rng, masked):
+    """Training batches of clip indices: shuffled, then (masked) grouped by length so padding is small."""
+    order = rng.permutation(indices)
+    if masked:
+        # Sort within windows of a few batches: similar lengths share a batch, order still varies.
+        window = batch_size * 4
+        order = np.concatenate([sorted(order[i:i + window], key=lambda j: lengths[j])
+                                for i in range(0, len(order), window)])
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def fit_lstm(
+    store_path: str,
+    run: str,
+    *,
+    epochs: int = 60,
+    batch_size: int = 244,
+    seed: int = 0,
+    masked: bool = True,
+    permute_labels: int | None = None,
+    jobs: int = 1,
+    gpu: int | None = None,
+    cpu: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Fit the fusion head of every fold of ``run`` and store pooled test predictions.
+
+    Returns
+    -------
+    dict
+        The head document: settings, per-fold clip lists and timings, predictions.
+    """
+    if epochs < 1 or batch_size < 1:
+        raise ConfigError("--epochs and --batch-size must be positive")
+    threads = None if jobs <= 1 else max(1, _cores() // jobs)
+    backend.select_device(gpu, cpu, threads)
+    say = log or (lambda msg: None)
+    store = open_store(store_path, mode="r+")
+    group = run_group(store, run)
+    doc = dict(group.attrs["run"])
+    if doc.get("state") not in ("embedded", "complete"):
+        raise RoiStoreError(f"run {run!r} is {doc.get('state')}: its embed did not finish; re-run 'roistore embed --run {run} --overwrite'")
+    labels = list(doc["labels"])
+    run_perm = doc["settings"].get("permute_labels")
+    head_perm = None
+    if permute_labels is not None and permute_labels != run_perm:
+        if run_perm is not None:
+            raise ConfigError(f"run {run!r} was embedded with --permute-labels {run_perm}; fit its head with the same seed")
+        labels = permuted_labels(labels, permute_labels)  # a head-only control on true-label features
+        head_perm = permute_labels
+    settings = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "masked": masked,
+                "permute_labels": permute_labels if permute_labels is not None else run_perm,
+                "head_only_permutation": head_perm, "optimizer": "adam", "learning_rate": 1e-3, "gamma": 2.0}
+    ids = doc["clips"]
+    for fold in doc["folds"]:
+        test = set(fold["test_clips"])
+        leaked = test & set(fold.get("cnn_train_clips", [])) if doc["settings"]["cnn_scope"] == "fold" else set()
+        if leaked:
+            raise RoiStoreError(f"fold {fold['name']}: test clips {sorted(leaked)[:3]} trained its CNNs; the run is damaged")
+    work = {"store": str(store_path), "run": run, "settings": settings, "labels": labels, "ids": ids,
+            "classes": doc["classes"], "regions": doc["regions"], "t_max": store.t_max,
+            "lengths": [store.clip(i).n_frames for i in ids],
+            "per_fold_cnn": doc["settings"]["cnn_scope"] == "fold"}
+    update_run(group, state="fitting")
+    started = time.perf_counter()
+    try:
+        results = _run_folds(doc["folds"], work, jobs, say)
+    except BaseException:
+        update_run(group, state="failed", finished=now())
+        raise
+    results.sort(key=lambda r: r["index"])
+    predictions = [p for r in results for p in r["predictions"]]
+    predictions.sort(key=lambda p: ids.index(p["id"]))
+    head = {"settings": settings, "classes": doc["classes"],
+            "folds": [{k: v for k, v in r.items() if k != "predictions"} for r in results],
+            "predictions": predictions, "labels_used": labels,
+            "timings": {"fit_seconds": round(time.perf_counter() - started, 2),
+                        "seconds_per_fold": round(float(np.mean([r["seconds"] for r in results])), 3)},
+            "fitted": now()}
+    group.create_group("head", overwrite=True, attributes={"head": head})
+    update_run(group, state="complete", finished=now())
+    return head
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _run_folds(folds, work, jobs, say):
+    if jobs <= 1 or len(folds) <= 1:
+        out = []
+        for f in folds:
+            out.append(head_task(f, work))
+            say(f"head fold {f['name']} done ({len(out)}/{len(folds)})")
+        return out
+    from joblib import Parallel, delayed
+
+    out = []
+    for res in Parallel(n_jobs=jobs, return_as="generator_unordered")(delayed(head_task)(f, work) for f in folds):
+        out.append(res)
+        say(f"head fold {res['name']} done ({len(out)}/{len(folds)})")
+    return out
+
+
+def load_sequences(group, regions, emb_fold: int, lengths) -> list[list[np.ndarray]]:
+    """Per region, the list of each clip's unpadded (n, 20) float32 embeddings."""
+    out = []
+    for r in regions:
+        block = group[f"embeddings/{r}"][emb_fold]
+        out.append([block[i, :n].astype("float32") for i, n in enumerate(lengths)])
+    return out
+
+
+def head_task(fold: dict, work: dict) -> dict:
+    """Fit one fold's head on its training clips and predict its test clips."""
+    keras = backend.keras()
+    from roi_store import models
+
+    store = open_store(work["store"], mode="r+")
+    group = run_group(store, work["run"])
+    s = work["settings"]
+    ids, classes, lengths = work["ids"], work["classes"], work["lengths"]
+    index = fold["index"]
+    seqs = load_sequences(group, work["regions"], index if work["per_fold_cnn"] else 0, lengths)
+    y = np.array([classes.index(lab) for lab in work["labels"]])
+    test_set = set(fold["test_clips"])
+    test_idx = np.array([i for i, c in enumerate(ids) if c in test_set])
+    train_idx = np.array([i for i, c in enumerate(ids) if c not in test_set])
+    seed = s["seed"] * 1000003 + index * 101 + 7
+    backend.seed_everything(seed)
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(y[train_idx], minlength=len(classes))
+    model = models.fusion_head(work["regions"], n_classes=len(classes), masked=s["masked"])
+    model.compile(optimizer=keras.optimizers.Adam(s["learning_rate"]),
+                  loss=models.FocalLoss(models.inverse_frequency_alpha(counts), s["gamma"]))
+    eye = np.eye(len(classes), dtype="float32")
+    start = time.perf_counter()
+    losses = []
+    for _ in range(s["epochs"]):
+        epoch = []
+        for b in _batches(train_idx, lengths, s["batch_size"], rng, s["masked"]):
+            xs = [pad_batch([seqs[r][i] for i in b], s["masked"], work["t_max"]) for r in range(len(seqs))]
+            epoch.append(float(model.train_on_batch(xs, eye[y[b]])))
+        losses.append(float(np.mean(epoch)))
+    seconds = time.perf_counter() - start
+    xs = [pad_batch([seqs[r][i] for i in test_idx], s["masked"], work["t_max"]) for r in range(len(seqs))]
+    probs = np.asarray(model.predict_on_batch(xs))
+    put_bytes(group, f"models/head/{index}", backend.model_to_bytes(model))
+    preds = [{"id": ids[i], "fold": index, "true": work["labels"][i], "pred": classes[int(np.argmax(p))],
+              "probs": [round(float(v), 6) for v in p]} for i, p in zip(test_idx, probs)]
+    keras.backend.clear_session()
+    return {"index": index, "name": fold["name"], "test_clips": [ids[i] for i in test_idx],
+            "head_train_clips": [ids[i] for i in train_idx], "head_val_clips": [],
+            "cnn_train_clips": fold.get("cnn_train_clips", []), "class_counts": counts.tolist(),
+            "final_loss": round(losses[-1], 5), "seconds": round(seconds, 3), "predictions": preds}

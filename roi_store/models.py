@@ -1,0 +1,105 @@
+"""The networks of the method (METHOD.md §6), written with Keras 3 and ``keras.ops`` only.
+
+Nothing here imports a backend: the same code runs on TensorFlow, JAX or PyTorch
+(``KERAS_BACKEND``). Import this module lazily — importing Keras starts the backend.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+EMBED_DIM = 20
+
+
+@keras.saving.register_keras_serializable(package="roistore")
+class FocalLoss(keras.losses.Loss):
+    """Focal categorical cross-entropy with a per-class ``alpha`` (Lin et al. 2017).
+
+    ``alpha`` is computed by the caller from the training labels only (inverse frequency).
+    """
+
+    def __init__(self, alpha, gamma: float = 2.0, name: str = "focal_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.alpha = [float(a) for a in alpha]
+        self.gamma = float(gamma)
+
+    def call(self, y_true, y_pred):
+        y_pred = ops.clip(y_pred, 1e-7, 1.0 - 1e-7)
+        alpha = ops.convert_to_tensor(self.alpha, dtype=y_pred.dtype)
+        y_true = ops.cast(y_true, y_pred.dtype)
+        ce = -y_true * ops.log(y_pred)
+        weight = alpha * ops.power(1.0 - y_pred, self.gamma)
+        return ops.sum(weight * ce, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha, "gamma": self.gamma}
+
+
+def region_cnn(height: int, width: int, n_classes: int = 4, embed_dim: int = EMBED_DIM,
+               dense: int = 1024, dropout: float = 0.2, name: str = "region_cnn") -> keras.Model:
+    """The region CNN: one greyscale frame in, ``n_classes`` softmax out; layer ``embedding`` is the 20-d feature.
+
+    conv 4@5x5 -> max-pool -> conv 8@3x3 -> max-pool -> four parallel convs of 16 filters
+    (1x1, 3x3, 5x5, 7x7) concatenated with the second conv's output -> average-pool ->
+    dense ``dense`` -> dropout -> dense ``embed_dim`` -> dense ``n_classes`` softmax.
+    """
+    inp = keras.Input((height, width, 1), name="frame")
+    x = layers.Conv2D(4, 5, padding="same", activation="relu", name="conv1")(inp)
+    x = layers.MaxPooling2D(2, name="pool1")(x)
+    x = layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(x)
+    c2 = layers.MaxPooling2D(2, name="pool2")(x)
+    branches = [layers.Conv2D(16, k, padding="same", activation="relu", name=f"inception_{k}x{k}")(c2)
+                for k in (1, 3, 5, 7)]
+    x = layers.Concatenate(name="inception")([*branches, c2])
+    x = layers.AveragePooling2D(2, name="avgpool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(dense, activation="relu", name="dense")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    emb = layers.Dense(embed_dim, activation="relu", name="embedding")(x)
+    out = layers.Dense(n_classes, activation="softmax", name="softmax")(emb)
+    return keras.Model(inp, out, name=name)
+
+
+def embedding_model(cnn: keras.Model) -> keras.Model:
+    """The CNN cut at its ``embedding`` layer (the softmax head dropped)."""
+    return keras.Model(cnn.inputs, cnn.get_layer("embedding").output, name=f"{cnn.name}_embedding")
+
+
+#: Value of padded time steps when masking: embeddings are ReLU outputs, so never negative.
+PAD_VALUE = -1.0
+
+
+def fusion_head(regions: list[str], embed_dim: int = EMBED_DIM, units: int = 120, dropout: float = 0.2,
+                dense: int = 64, n_classes: int = 3, masked: bool = True, name: str = "fusion_head") -> keras.Model:
+    """Six LSTMs (one per region sequence) -> dropout -> concatenate -> dense LeakyReLU -> softmax.
+
+    With ``masked``, time steps whose features all equal :data:`PAD_VALUE` are skipped, so
+    padding never reaches the LSTM state; without it, the paper's zero padding is fed as data.
+    """
+    inputs, branches = [], []
+    for r in regions:
+        inp = keras.Input((None, embed_dim), name=f"seq_{r}")
+        x = layers.Masking(mask_value=PAD_VALUE, name=f"mask_{r}")(inp) if masked else inp
+        x = layers.LSTM(units, name=f"lstm_{r}")(x)
+        x = layers.Dropout(dropout, name=f"dropout_{r}")(x)
+        inputs.append(inp)
+        branches.append(x)
+    x = layers.Concatenate(name="fusion")(branches)
+    x = layers.Dense(dense, name="dense")(x)
+    x = layers.LeakyReLU(name="leaky_relu")(x)
+    out = layers.Dense(n_classes, activation="softmax", name="softmax")(x)
+    return keras.Model(inputs, out, name=name)
+
+
+def inverse_frequency_alpha(counts) -> list[float]:
+    """Per-class alpha from training label counts: inverse frequency, normalised to sum 1.
+
+    A class absent from training gets the largest weight of the present ones (it cannot be
+    learnt, but its weight must stay finite).
+    """
+    counts = [float(c) for c in counts]
+    present = [1.0 / c for c in counts if c > 0]
+    inv = [1.0 / c if c > 0 else max(present, default=1.0) for c in counts]
+    total = sum(inv)
+    return [v / total for v in inv]

@@ -1,0 +1,124 @@
+"""Region CNNs, fusion head, evaluation and prediction on a tiny synthetic store (CPU, fast)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("keras")
+
+import roi_store  # noqa: E402
+from roi_store.cli.main import cli  # noqa: E402
+from roi_store.embed import embed  # noqa: E402
+from roi_store.fusion import fit_lstm  # noqa: E402
+from roi_store.ingest import ingest  # noqa: E402
+from roi_store.protocols import make_folds  # noqa: E402
+from roi_store.report import run_report  # noqa: E402
+from roi_store.synth import generate  # noqa: E402
+
+FAST = {"epochs": 1, "batch_size": 32, "seed": 3, "cpu": True}
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory):
+    """CASME II layout, 3 subjects x 1 clip per class, 6 frames: 9 composite clips."""
+    tmp = tmp_path_factory.mktemp("method")
+    generate(tmp / "data", preset="tiny", seed=2, datasets=("casme2",), subjects=3, clips_per_class=1, frames=6)
+    store = tmp / "s.zarr"
+    ingest(store, "casme2", tmp / "data" / "CASME2" / "CASME2_RAW_selected")
+    return store, tmp
+
+
+@pytest.fixture(scope="module")
+def fitted(small_store):
+    store, _ = small_store
+    embed(str(store), "main", protocol="loso", **FAST)
+    fit_lstm(str(store), "main", epochs=2, seed=3, cpu=True)
+    return store
+
+
+def test_folds_hold_whole_subjects(fitted):
+    store = roi_store.open_store(fitted)
+    doc = store.zgroup["runs/main"].attrs["run"]
+    head = store.zgroup["runs/main/head"].attrs["head"]
+    assert len(doc["folds"]) == 3  # one per subject
+    for fold in head["folds"]:
+        test = set(fold["test_clips"])
+        assert test and not test & set(fold["head_train_clips"]) and not test & set(fold["cnn_train_clips"])
+        subjects = {c.split("/")[1] for c in test}
+        trained = {c.split("/")[1] for c in fold["cnn_train_clips"] + fold["head_train_clips"]}
+        assert not subjects & trained
+    assert sorted(p["id"] for p in head["predictions"]) == sorted(doc["clips"])
+
+
+def test_report_equals_scikit_learn_on_pooled_predictions(fitted):
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    rep = run_report(roi_store.open_store(fitted), "main")
+    true = [p["true"] for p in rep["predictions"]]
+    pred = [p["pred"] for p in rep["predictions"]]
+    labels = sorted(set(true))
+    assert rep["scores"]["FULL"]["UF1"] == pytest.approx(f1_score(true, pred, labels=labels, average="macro"), abs=1e-4)
+    assert rep["scores"]["FULL"]["UAR"] == pytest.approx(balanced_accuracy_score(true, pred), abs=1e-4)
+    assert np.array(rep["confusion"]).sum() == 9 and rep["leakage"] is False
+
+
+def test_same_seed_same_predictions(fitted, small_store):
+    store, _ = small_store
+    embed(str(store), "again", protocol="loso", **FAST)
+    fit_lstm(str(store), "again", epochs=2, seed=3, cpu=True)
+    s = roi_store.open_store(store)
+    a = s.zgroup["runs/main/head"].attrs["head"]["predictions"]
+    b = s.zgroup["runs/again/head"].attrs["head"]["predictions"]
+    assert a == b
+
+
+def test_permutation_control_and_leaky_scope_are_flagged(small_store):
+    store, _ = small_store
+    embed(str(store), "perm", protocol="kfold", folds=3, permute_labels=7, **FAST)
+    fit_lstm(str(store), "perm", epochs=1, seed=3, cpu=True)
+    embed(str(store), "leaky", protocol="kfold", folds=3, cnn_scope="global", **FAST)
+    fit_lstm(str(store), "leaky", epochs=1, seed=3, cpu=True)
+    s = roi_store.open_store(store)
+    perm = run_report(s, "perm")
+    assert perm["permuted"]
+    doc = s.zgroup["runs/perm"].attrs["run"]
+    assert doc["labels"] != doc["true_labels"] and sorted(doc["labels"]) == sorted(doc["true_labels"])
+    leaky = run_report(s, "leaky")
+    assert leaky["leakage"] and "LEAKAGE" in leaky["warning"]
+
+
+def test_cli_report_json_and_predict(fitted, small_store):
+    _, tmp = small_store
+    runner = CliRunner()
+    out = runner.invoke(cli, ["report", str(fitted), "--run", "main", "--json", "--plot", str(tmp / "plots")])
+    assert out.exit_code == 0, out.output
+    rep = json.loads(out.output)
+    assert set(rep["scores"]) >= {"FULL", "casme2"} and {"UF1", "UAR"} <= set(rep["scores"]["FULL"])
+    assert (tmp / "plots" / "main_confusion.png").is_file()
+    clip = next((tmp / "data" / "CASME2" / "CASME2_RAW_selected").glob("sub01/*"))
+    out = runner.invoke(cli, ["predict", str(fitted), "--run", "main", str(clip), "--json"])
+    assert out.exit_code == 0, out.output
+    pred = json.loads(out.output)
+    assert pred["models"] == 3 and sum(pred["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_existing_run_name_is_refused(fitted):
+    result = CliRunner().invoke(cli, ["embed", str(fitted), "--run", "main", "--cpu", "--epochs", "1"])
+    assert result.exit_code == 1
+    assert "run 'main' already exists" in result.output and "--overwrite" in result.output
+
+
+def test_kfold_splits_subjects_deterministically():
+    class C:
+        def __init__(self, d, s):
+            self.dataset, self.subject = d, s
+
+    clips = [C("casme2", f"sub{i:02d}") for i in range(1, 11) for _ in range(i)]
+    a = make_folds(clips, "kfold", 4, seed=1)
+    assert a == make_folds(clips, "kfold", 4, seed=1)
+    subjects = [s for f in a for s in f["test_subjects"]]
+    assert sorted(subjects) == sorted({f"casme2/{c.subject}" for c in clips})
