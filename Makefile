@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO ?= demo-out
+DEMO_EPOCHS ?= 15
 
 .PHONY: setup test demo bench clean
 
@@ -28,6 +29,9 @@ demo: setup
 	$(VENV)/bin/roistore ingest $(DEMO)/store.zarr --dataset smic --root $(DEMO)/data/SMIC/HS --jobs 2
 	$(VENV)/bin/roistore validate $(DEMO)/store.zarr
 	$(VENV)/bin/roistore info $(DEMO)/store.zarr
+	$(VENV)/bin/roistore embed $(DEMO)/store.zarr --run demo --cpu --protocol kfold --folds 4 --epochs $(DEMO_EPOCHS) --seed 1
+	$(VENV)/bin/roistore fit-lstm $(DEMO)/store.zarr --run demo --epochs 40 --seed 1
+	$(VENV)/bin/roistore report $(DEMO)/store.zarr --run demo --plot $(DEMO)/plots
 
 bench: setup
 	$(PY) -m benchmarks --scale 0.1 --out bench-out

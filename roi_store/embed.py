@@ -82,10 +82,11 @@ def embed(
     protocol: str = "loso",
     folds: int | None = None,
     epochs: int = 100,
-    batch_size: int = 64,
+    batch_size: int = 256,
     seed: int = 0,
     cnn_scope: str = "fold",
     cnn_input_mode: str = "delta",
+    cnn_dense: int = 1024,
     relabel: str = "au",
     permute_labels: int | None = None,
     jobs: int = 1,
@@ -104,8 +105,8 @@ def embed(
     """
     if cnn_scope not in CNN_SCOPES:
         raise ConfigError(f"invalid --cnn-scope {cnn_scope!r}: allowed values are {', '.join(CNN_SCOPES)}")
-    if epochs < 1 or batch_size < 1:
-        raise ConfigError("--epochs and --batch-size must be positive")
+    if epochs < 1 or batch_size < 1 or cnn_dense < 1:
+        raise ConfigError("--epochs, --batch-size and --cnn-dense must be positive")
     if cnn_input_mode not in INPUTS:
         raise ConfigError(f"invalid --input {cnn_input_mode!r}: allowed values are {', '.join(INPUTS)}")
     threads = None if jobs <= 1 else max(1, _cores() // jobs)
@@ -119,7 +120,7 @@ def embed(
     tasks = plan if cnn_scope == "fold" else [{"index": 0, "name": "all", "test_subjects": [],
                                                 "test_clips": [], "train_clips": [c.id for c in clips]}]
     settings = {"view": view, "protocol": protocol, "folds": folds, "epochs": epochs, "batch_size": batch_size,
-                "seed": seed, "cnn_scope": cnn_scope, "input": cnn_input_mode, "relabel": relabel, "permute_labels": permute_labels,
+                "seed": seed, "cnn_scope": cnn_scope, "input": cnn_input_mode, "cnn_dense": cnn_dense, "relabel": relabel, "permute_labels": permute_labels,
                 "gamma": 2.0, "optimizer": "adam", "learning_rate": 1e-3}
     doc = {"kind": "region-cnn+lstm", "settings": settings, "classes": classes, "cnn_classes": cnn_classes,
            "regions": store.regions, "clips": [c.id for c in clips], "labels": labels,
@@ -238,10 +239,11 @@ def cnn_task(index: int, train_ids: list[str], work: dict) -> dict:
         seed = settings["seed"] * 1000003 + index * 101 + r_i
         backend.seed_everything(seed)
         h, w = clips[0].shape[1:]
-        cnn = models.region_cnn(h, w, n_classes=len(cnn_classes), name=f"cnn_{region}")
+        cnn = models.region_cnn(h, w, n_classes=len(cnn_classes), dense=settings["cnn_dense"], name=f"cnn_{region}")
         cnn.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]),
                     loss=models.FocalLoss(models.inverse_frequency_alpha(counts), settings["gamma"]),
-                    metrics=["accuracy"])
+                    metrics=["accuracy"],
+                    run_eagerly=int(np.ceil(len(x_train) / settings["batch_size"])) * settings["epochs"] <= models.EAGER_STEPS)
         start = time.perf_counter()
         hist = cnn.fit(_FrameBatches(x_train, y_train, settings["batch_size"], seed, len(cnn_classes)),
                        epochs=settings["epochs"], verbose=0)

@@ -175,8 +175,10 @@ def head_task(fold: dict, work: dict) -> dict:
     rng = np.random.default_rng(seed)
     counts = np.bincount(y[train_idx], minlength=len(classes))
     model = models.fusion_head(work["regions"], n_classes=len(classes), masked=s["masked"])
+    steps = int(np.ceil(len(train_idx) / s["batch_size"])) * s["epochs"]
     model.compile(optimizer=keras.optimizers.Adam(s["learning_rate"]),
-                  loss=models.FocalLoss(models.inverse_frequency_alpha(counts), s["gamma"]))
+                  loss=models.FocalLoss(models.inverse_frequency_alpha(counts), s["gamma"]),
+                  run_eagerly=steps <= models.EAGER_STEPS)
     eye = np.eye(len(classes), dtype="float32")
     start = time.perf_counter()
     losses = []

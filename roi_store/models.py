@@ -10,6 +10,9 @@ import keras
 from keras import layers, ops
 
 EMBED_DIM = 20
+#: Below this many optimisation steps a model trains eagerly: compiling the step function costs
+#: about 4 s per model on a CPU, more than a handful of eager steps.
+EAGER_STEPS = 24
 
 
 @keras.saving.register_keras_serializable(package="roistore")

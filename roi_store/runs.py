@@ -20,7 +20,9 @@ import re
 
 import numpy as np
 import zarr
+import zarr.codecs
 
+from roi_store import format as fmt
 from roi_store.errors import StoreError
 from roi_store.store import Store, compressors, now
 
@@ -73,12 +75,15 @@ def create_run(store: Store, name: str, doc: dict, overwrite: bool = False) -> z
             state = store.zgroup[path].attrs.get("run", {}).get("state", "unknown")
             raise StoreError(f"run {name!r} already exists in {store.where} ({state}): choose another --run name or pass --overwrite")
         del store.zgroup[path]
-    return store.zgroup.create_group(path, attributes={"run": {**doc, "name": name, "state": "running",
-                                                               "created": now(), **who()}})
+    doc = {**doc, "name": name, "state": "running", "created": now(), **who()}
+    fmt.validate_document(doc, "run", f"{store.where} run {name}")
+    return store.zgroup.create_group(path, attributes={"run": doc})
 
 
 def update_run(group: zarr.Group, **changes) -> dict:
+    """Rewrite the run document with ``changes`` (coordinating process only), validated."""
     doc = {**group.attrs["run"], **changes}
+    fmt.validate_document(doc, "run", f"run {doc.get('name')}")
     group.attrs["run"] = doc
     return doc
 
@@ -93,8 +98,9 @@ def embedding_arrays(group: zarr.Group, regions: list[str], n_folds: int, n_clip
 def put_bytes(group: zarr.Group, path: str, data: bytes) -> None:
     """Store a file's bytes as a checksummed uint8 array (models; never pickled objects)."""
     arr = np.frombuffer(data, dtype=np.uint8)
-    a = group.create_array(path, shape=arr.shape, chunks=arr.shape, dtype="uint8", compressors=compressors(),
-                           overwrite=True)
+    # Trained weights do not compress: checksum only, in 8 MiB chunks.
+    a = group.create_array(path, shape=arr.shape, chunks=(min(len(arr), 1 << 23),), dtype="uint8",
+                           compressors=[zarr.codecs.Crc32cCodec()], overwrite=True)
     a[:] = arr
 
 

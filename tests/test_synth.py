@@ -306,9 +306,9 @@ def test_tiny_plan_is_balanced_with_one_excluded_clip_in_casme2_and_samm():
         assert sorted({c["subject"] for c in rows}, key=lambda s: int(re.sub(r"\D", "", s))) == subjects
         composite = [c for c in rows if c["label"] is not None]
         assert Counter((c["subject"], c["label"]) for c in composite) == {
-            (s, k): 3 for s in subjects for k in ("negative", "positive", "surprise")}
+            (s, k): 2 for s in subjects for k in ("negative", "positive", "surprise")}
         assert len(rows) - len(composite) == (0 if dataset == "smic" else 1)
-        assert all(16 <= c["n_frames"] <= 24 for c in rows)
+        assert all(9 <= c["n_frames"] <= 11 for c in rows)
     assert {c["emotion"] for c in clips if c["label"] is None} == {"others", "Other"}
 
 
