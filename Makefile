@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO ?= demo-out
-DEMO_EPOCHS ?= 15
+DEMO_EPOCHS ?= 6
 
 .PHONY: setup test demo bench clean
 

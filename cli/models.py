@@ -54,6 +54,8 @@ def embed(store, run, gpu, cpu, protocol, folds, view, epochs, batch_size, cnn_s
     doc = run_embed(store, run, view=view, protocol=protocol, folds=folds, epochs=epochs, batch_size=batch_size,
                     seed=seed, cnn_scope=cnn_scope, cnn_input_mode=cnn_input_mode, cnn_dense=cnn_dense, relabel=relabel, permute_labels=permute_labels, jobs=jobs,
                     gpu=gpu, cpu=cpu, overwrite=overwrite, log=_echo_err)
+    if gpu is not None and not str(doc["device"]).startswith("gpu"):
+        _echo_err(f"WARNING: --gpu {gpu} was asked for but no GPU was visible to the framework: the run used the CPU")
     if doc["leakage"]:
         _echo_err("WARNING: --cnn-scope global trains the CNNs on test subjects too; scores of this run are optimistic")
     t = doc["timings"]

@@ -172,3 +172,51 @@ def test_store_documents_are_json_only(tmp_path, manifest_dataset):
         json.loads(path.read_text())  # every metadata document is plain JSON
     header = roi_store.open_store(tmp_path / "s.zarr").header
     assert header["layout"]["regions"][5]["name"] == "R5" and header["relabel"]["default"]["R2"] == ["negative"]
+
+
+def test_view_file_defines_the_megc2019_view(tmp_path, face_frame):
+    root = tmp_path / "lab"
+    for clip in ("a", "b"):
+        write_clip(root / "1" / clip, face_frame, range(1, 5))
+    manifest = write_manifest(tmp_path / "m.csv", [
+        {"dataset": "casme2", "subject": "1", "clip": "a", "folder": "1/a", "label": "happiness"},
+        {"dataset": "casme2", "subject": "1", "clip": "b", "folder": "1/b", "label": "happiness"},
+    ])
+    view = tmp_path / "view.csv"
+    view.write_text("casme2,1,a,2\n")  # the challenge's format: subject as a number, label 0/1/2
+    ingest(tmp_path / "s.zarr", "manifest", root, manifest, view_file=view)
+    store = roi_store.open_store(tmp_path / "s.zarr")
+    assert store.clip("casme2/sub01/a").megc2019 == "surprise"  # the list wins over the emotion rules
+    assert store.clip("casme2/sub01/b").megc2019 is None
+    assert "not listed in view file view.csv" in store.clip("casme2/sub01/b")["excluded"]["megc2019"]
+    assert store.views["megc2019"]["kind"] == "list"
+    rec = store.clip("casme2/sub01/a")
+    assert rec["relabel"]["megc2019"]["default"] == ["surprise", "surprise", "not_me", "not_me", "not_me", "surprise"]
+
+
+def test_sigkilled_ingest_resumes_to_the_same_arrays(tmp_path, manifest_dataset):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root, manifest = manifest_dataset
+    _ingest(tmp_path, root, manifest)
+    reference = _arrays(tmp_path / "s.zarr")
+    killed = tmp_path / "k.zarr"
+    code = ("import sys; from roi_store.ingest import ingest; "
+            f"ingest({str(killed)!r}, 'manifest', {str(root)!r}, {str(manifest)!r})")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    # Kill once the store exists and some clip is still pending, i.e. mid-run.
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if (killed / "clips").exists() and any((killed / "clips").rglob("zarr.json")):
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert validate_store(roi_store.open_store(killed)).ok
+    ingest(killed, "manifest", root, manifest)
+    after = _arrays(killed)
+    assert after.keys() == reference.keys() and all(np.array_equal(reference[k], after[k]) for k in reference)
