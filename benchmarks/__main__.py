@@ -13,7 +13,8 @@ import shutil
 from pathlib import Path
 
 from benchmarks.harness import machine, table
-from benchmarks.ingest_bench import bench_ingest, memory_scaling
+from benchmarks.ingest_bench import DATASETS, bench_ingest, memory_scaling
+from benchmarks.method_bench import cnn_throughput, data_path, fit_lstm_masked_vs_padded, loso_projection
 
 
 def dataset(out: Path, scale: float, seed: int = 0) -> Path:
@@ -40,12 +41,70 @@ def main(argv=None) -> dict:
     ap.add_argument("--scale", type=float, default=0.1, help="share of the megc2019 preset (1 = full composite)")
     ap.add_argument("--out", type=Path, default=Path("bench-out"))
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--stages", type=str, default="ingest,method",
+                    help="comma-separated: ingest (vs cv2.imread), method (data path, CNN, fit-lstm, LOSO projection)")
     ap.add_argument("--scaling", type=str, default="",
                     help="comma-separated scales for the memory/time growth check, e.g. 0.25,0.5,1")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     data = dataset(args.out, args.scale)
     results = {"machine": machine(), "scale": args.scale, "repeats": args.repeats}
+    stages = set(args.stages.split(","))
+    md = [f"# roistore benchmarks (scale {args.scale}, {args.repeats} repeats)", "",
+          f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, "
+          f"{results['machine']['memory_gib']} GiB; " + ", ".join(f"{k} {v}" for k, v in results['machine']['versions'].items())]
+    if "ingest" in stages:
+        md += _ingest_stage(args, data, results)
+    if "method" in stages:
+        md += _method_stage(args, data, results)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    (args.out / "results.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return results
+
+
+def _method_stage(args, data: Path, results: dict) -> list[str]:
+    from roi_store.ingest import ingest
+
+    store = args.out / "method.zarr"
+    if not (store / "zarr.json").exists():
+        for name, rel in DATASETS:
+            ingest(store, name, data / rel, jobs=2)
+    cnn = cnn_throughput(store, "bench", folds=4, epochs=2)
+    fit = fit_lstm_masked_vs_padded(store, "bench", epochs=10, repeats=2)
+    path = data_path(store, data, n=40, repeats=args.repeats)
+    import roi_store
+
+    s = roi_store.open_store(store)
+    full = json.loads((data / "synth.json").read_text())
+    # The full composite: 442 clips, 68 subjects; frames of its clips scaled up from this sample.
+    view = s.view_clips()
+    frames_view = sum(c.n_frames for c in view)
+    frames_full = frames_view / max(len(view), 1) * 442
+    m = fit["masked"]
+    proj = loso_projection(int(frames_full), 442, 68, cnn, sum(r["seconds_per_fold"] for r in m) / len(m), 10)
+    results["method"] = {"cnn": cnn, "fit_lstm": fit, "data_path": path, "loso_projection_cpu": proj,
+                         "scale_note": full.get("overrides")}
+    pad, mas = fit["padded"], fit["masked"]
+    return ["", "## Method stages", "",
+            table(["figure", "value", "baseline beside it", "ratio"], [
+                ["data path: clips/s reading six region clips from the store", _fmt(path["store_clips_per_s"]),
+                 f"decode + cut from source frames: {_fmt(path['source_clips_per_s'])}", f"{path['ratio']['median']:.1f}x"],
+                ["CNN training, frames/s per region (6 regions, 4 folds)", f"{cnn['timings']['cnn_train_frames_per_s']}",
+                 "-", "-"],
+                ["CNN embedding, frames/s per region", f"{cnn['timings']['embed_frames_per_s']}", "-", "-"],
+                ["fit-lstm s/fold, masked length-aware batches", " / ".join(f"{r['seconds_per_fold']:.2f}" for r in mas),
+                 "padded to t_max, unmasked: " + " / ".join(f"{r['seconds_per_fold']:.2f}" for r in pad),
+                 f"{fit['speedup']['median']:.1f}x"],
+                ["fit-lstm UF1 (masked vs padded)", " / ".join(f"{r['UF1']:.3f}" for r in mas),
+                 " / ".join(f"{r['UF1']:.3f}" for r in pad), "-"],
+            ]), "",
+            f"Projected full per-fold LOSO on this machine ({proj['assumptions']}): CNN training "
+            f"{proj['cnn_train_s'] / 3600:.1f} h, embedding {proj['embed_s'] / 60:.1f} min, fit-lstm "
+            f"{proj['fit_lstm_s'] / 60:.1f} min."]
+
+
+def _ingest_stage(args, data: Path, results: dict) -> list[str]:
     ing = bench_ingest(data, args.out, args.repeats)
     results["ingest"] = ing
     rows = [
@@ -54,10 +113,7 @@ def main(argv=None) -> dict:
         ["roistore ingest, 2 jobs", _fmt(ing["frames_per_s"]["ingest_2"]),
          f"{ing['ingest_2_vs_ingest_1']['median']:.2f} vs 1 job"],
     ]
-    md = [f"# roistore benchmarks (scale {args.scale}, {ing['frames']} frames, {args.repeats} repeats)", "",
-          f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, "
-          f"{results['machine']['memory_gib']} GiB; " + ", ".join(f"{k} {v}" for k, v in results['machine']['versions'].items()),
-          "", "## Ingest (frames/s: median (min-max))", "",
+    md = ["", f"## Ingest ({ing['frames']} frames; frames/s: median (min-max))", "",
           table(["contender", "frames/s", "ratio"], rows), "",
           f"Peak memory of a 1-job ingest: {_fmt(ing['peak_rss_mib_1_job'], 0)} MiB"]
     if args.scaling:
@@ -68,10 +124,7 @@ def main(argv=None) -> dict:
                table(["scale", "frames", "seconds", "frames/s", "peak RSS MiB"],
                      [[g["scale"], g["frames"], f"{g['seconds']:.1f}", f"{g['frames_per_s']:.1f}",
                        f"{g['peak_rss_mib']:.0f}"] for g in growth])]
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    (args.out / "results.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
-    return results
+    return md
 
 
 if __name__ == "__main__":
