@@ -14,6 +14,11 @@ import zipfile
 from roi_store.errors import ConfigError, RoiStoreError
 
 
+def cores() -> int:
+    """CPU cores this process may use (the affinity mask, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def select_device(gpu: int | None = None, cpu: bool = False, threads: int | None = None) -> None:
     """Make only GPU ``gpu`` visible (or none with ``cpu``); must run before Keras is imported."""
     if gpu is not None and cpu:

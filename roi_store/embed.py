@@ -109,7 +109,7 @@ def embed(
         raise ConfigError("--epochs, --batch-size and --cnn-dense must be positive")
     if cnn_input_mode not in INPUTS:
         raise ConfigError(f"invalid --input {cnn_input_mode!r}: allowed values are {', '.join(INPUTS)}")
-    threads = None if jobs <= 1 else max(1, _cores() // jobs)
+    threads = None if jobs <= 1 else max(1, backend.cores() // jobs)
     backend.select_device(gpu, cpu, threads)
     say = log or (lambda msg: None)
     store = open_store(store_path, mode="r+")
@@ -153,12 +153,6 @@ def embed(
     return update_run(group, folds=folds_doc, cnn_tasks=len(tasks), device=device, state="embedded",
                       embedded=now(), timings=timings,
                       backend=results[0]["backend"] if results else None)
-
-
-def _cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _rate(results, frames_key, seconds_key):

@@ -6,6 +6,7 @@ documents' JSON Schemas.
 
 from __future__ import annotations
 
+import functools
 import json
 from importlib import resources
 
@@ -62,9 +63,15 @@ def schema(name: str) -> dict:
     return json.loads(resources.files("roi_store.schemas").joinpath(f"{name}.schema.json").read_text())
 
 
+@functools.lru_cache(maxsize=None)
+def _validator(name: str) -> jsonschema.Draft202012Validator:
+    # Built once per process: ingest validates every record it writes.
+    return jsonschema.Draft202012Validator(schema(name))
+
+
 def validate_document(doc: dict, name: str, where: str) -> None:
     """Validate ``doc`` against schema ``name``; one-line ValidationError naming the first problem."""
-    validator = jsonschema.Draft202012Validator(schema(name))
+    validator = _validator(name)
     error = next(iter(sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))), None)
     if error is not None:
         at = "/".join(str(p) for p in error.absolute_path) or "(top level)"

@@ -74,13 +74,14 @@ def fit_lstm(
     """
     if epochs < 1 or batch_size < 1:
         raise ConfigError("--epochs and --batch-size must be positive")
-    threads = None if jobs <= 1 else max(1, _cores() // jobs)
+    threads = None if jobs <= 1 else max(1, backend.cores() // jobs)
     backend.select_device(gpu, cpu, threads)
     say = log or (lambda msg: None)
     store = open_store(store_path, mode="r+")
     group = run_group(store, run)
     doc = dict(group.attrs["run"])
-    if doc.get("state") not in ("embedded", "complete"):
+    if not doc.get("embedded"):
+        # A head fit that was killed leaves the embeddings intact: fitting again is fine.
         raise RoiStoreError(f"run {run!r} is {doc.get('state')}: its embed did not finish; re-run 'roistore embed --run {run} --overwrite'")
     labels = list(doc["labels"])
     run_perm = doc["settings"].get("permute_labels")
@@ -122,12 +123,6 @@ def fit_lstm(
     group.create_group("head", overwrite=True, attributes={"head": head})
     update_run(group, state="complete", finished=now())
     return head
-
-
-def _cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _run_folds(folds, work, jobs, say):

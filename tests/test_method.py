@@ -123,3 +123,15 @@ def test_kfold_splits_subjects_deterministically():
     assert a == make_folds(clips, "kfold", 4, seed=1)
     subjects = [s for f in a for s in f["test_subjects"]]
     assert sorted(subjects) == sorted({f"casme2/{c.subject}" for c in clips})
+
+
+def test_folds_run_in_parallel_workers(small_store):
+    store, _ = small_store
+    doc = embed(str(store), "par", protocol="kfold", folds=2, jobs=2, **FAST)
+    head = fit_lstm(str(store), "par", epochs=1, seed=3, cpu=True, jobs=2)
+    s = roi_store.open_store(store)
+    assert doc["state"] == "embedded" and [f["index"] for f in doc["folds"]] == [0, 1]
+    assert s.zgroup["runs/par"].attrs["run"]["state"] == "complete"
+    assert sorted(p["id"] for p in head["predictions"]) == sorted(doc["clips"])
+    emb = s.zgroup["runs/par/embeddings/R5"][:]
+    assert emb.shape[:2] == (2, len(doc["clips"])) and np.abs(emb).sum() > 0
