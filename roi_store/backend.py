@@ -19,6 +19,21 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def map_tasks(fn, calls: list[tuple], jobs: int, say, label: str) -> list:
+    """``fn(*args)`` for each call, here (``jobs`` <= 1) or in ``jobs`` joblib workers; results in completion order."""
+    if jobs <= 1 or len(calls) <= 1:
+        results = (fn(*args) for args in calls)
+    else:
+        from joblib import Parallel, delayed
+
+        results = Parallel(n_jobs=jobs, return_as="generator_unordered")(delayed(fn)(*args) for args in calls)
+    out = []
+    for res in results:
+        out.append(res)
+        say(f"{label} {res['index']} done ({len(out)}/{len(calls)})")
+    return out
+
+
 def select_device(gpu: int | None = None, cpu: bool = False, threads: int | None = None) -> None:
     """Make only GPU ``gpu`` visible (or none with ``cpu``); must run before Keras is imported."""
     if gpu is not None and cpu:

@@ -132,7 +132,8 @@ def embed(
             "targets": targets, "cnn_classes": cnn_classes, "regions": store.regions}
     started = time.perf_counter()
     try:
-        results = _run_tasks(tasks, work, jobs, say)
+        results = backend.map_tasks(cnn_task, [(t["index"], t["train_clips"], work) for t in tasks], jobs, say,
+                                    "cnn fold")
     except BaseException:
         update_run(group, state="failed", finished=now())
         raise
@@ -159,23 +160,6 @@ def _rate(results, frames_key, seconds_key):
     frames = sum(r["totals"][frames_key] for r in results)
     seconds = sum(r["totals"][seconds_key] for r in results)
     return round(frames / seconds, 1) if seconds else None
-
-
-def _run_tasks(tasks, work, jobs, say):
-    if jobs <= 1 or len(tasks) <= 1:
-        out = []
-        for t in tasks:
-            out.append(cnn_task(t["index"], t["train_clips"], work))
-            say(f"cnn fold {t['name']} done ({len(out)}/{len(tasks)})")
-        return out
-    from joblib import Parallel, delayed
-
-    results = []
-    for res in Parallel(n_jobs=jobs, return_as="generator_unordered")(
-            delayed(cnn_task)(t["index"], t["train_clips"], work) for t in tasks):
-        results.append(res)
-        say(f"cnn fold {res['index']} done ({len(results)}/{len(tasks)})")
-    return results
 
 
 class _FrameBatches:

@@ -107,7 +107,7 @@ def fit_lstm(
     update_run(group, state="fitting")
     started = time.perf_counter()
     try:
-        results = _run_folds(doc["folds"], work, jobs, say)
+        results = backend.map_tasks(head_task, [(f, work) for f in doc["folds"]], jobs, say, "head fold")
     except BaseException:
         update_run(group, state="failed", finished=now())
         raise
@@ -123,22 +123,6 @@ def fit_lstm(
     group.create_group("head", overwrite=True, attributes={"head": head})
     update_run(group, state="complete", finished=now())
     return head
-
-
-def _run_folds(folds, work, jobs, say):
-    if jobs <= 1 or len(folds) <= 1:
-        out = []
-        for f in folds:
-            out.append(head_task(f, work))
-            say(f"head fold {f['name']} done ({len(out)}/{len(folds)})")
-        return out
-    from joblib import Parallel, delayed
-
-    out = []
-    for res in Parallel(n_jobs=jobs, return_as="generator_unordered")(delayed(head_task)(f, work) for f in folds):
-        out.append(res)
-        say(f"head fold {res['name']} done ({len(out)}/{len(folds)})")
-    return out
 
 
 def load_sequences(group, regions, emb_fold: int, lengths) -> list[list[np.ndarray]]:
