@@ -63,7 +63,7 @@ def keras():
 
 
 def device_name() -> str:
-    """The device the backend computes on, in words (e.g. 'cpu', 'gpu: NVIDIA H100')."""
+    """The device the backend computes on, in words (e.g. 'cpu' or 'gpu: <card name>')."""
     k = keras()
     backend = k.backend.backend()
     try:
