@@ -162,30 +162,31 @@ def _rate(results, frames_key, seconds_key):
     return round(frames / seconds, 1) if seconds else None
 
 
-class _FrameBatches:
-    """Shuffled float16 network inputs -> float32 batches with one-hot targets (a keras PyDataset)."""
+def _frame_batches(frames, y, batch_size, seed, n_classes):
+    """Shuffled float16 network inputs -> float32 batches with one-hot targets (a keras PyDataset).
 
-    def __new__(cls, frames, y, batch_size, seed, n_classes):
-        keras = backend.keras()
+    Defined inside a function because Keras may only be imported once the device is chosen.
+    """
+    keras = backend.keras()
 
-        class Batches(keras.utils.PyDataset):
-            def __init__(self):
-                super().__init__()
-                self.rng = np.random.default_rng(seed)
-                self.order = self.rng.permutation(len(frames))
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.order = self.rng.permutation(len(frames))
 
-            def __len__(self):
-                return int(np.ceil(len(frames) / batch_size))
+        def __len__(self):
+            return int(np.ceil(len(frames) / batch_size))
 
-            def __getitem__(self, i):
-                idx = np.sort(self.order[i * batch_size:(i + 1) * batch_size])
-                x = frames[idx].astype("float32")[..., None]
-                return x, np.eye(n_classes, dtype="float32")[y[idx]]
+        def __getitem__(self, i):
+            idx = np.sort(self.order[i * batch_size:(i + 1) * batch_size])
+            x = frames[idx].astype("float32")[..., None]
+            return x, np.eye(n_classes, dtype="float32")[y[idx]]
 
-            def on_epoch_end(self):
-                self.order = self.rng.permutation(len(frames))
+        def on_epoch_end(self):
+            self.order = self.rng.permutation(len(frames))
 
-        return Batches()
+    return Batches()
 
 
 def cnn_task(index: int, train_ids: list[str], work: dict) -> dict:
@@ -223,7 +224,7 @@ def cnn_task(index: int, train_ids: list[str], work: dict) -> dict:
                     metrics=["accuracy"],
                     run_eagerly=int(np.ceil(len(x_train) / settings["batch_size"])) * settings["epochs"] <= models.EAGER_STEPS)
         start = time.perf_counter()
-        hist = cnn.fit(_FrameBatches(x_train, y_train, settings["batch_size"], seed, len(cnn_classes)),
+        hist = cnn.fit(_frame_batches(x_train, y_train, settings["batch_size"], seed, len(cnn_classes)),
                        epochs=settings["epochs"], verbose=0)
         record["totals"]["train_seconds"] += time.perf_counter() - start
         record["totals"]["train_frames"] += len(x_train) * settings["epochs"]

@@ -60,7 +60,7 @@ def list_runs(store: Store) -> list[dict]:
     if RUNS not in store.zgroup:
         return []
     out = []
-    for key, node in sorted(store.zgroup[RUNS].groups()):
+    for _name, node in sorted(store.zgroup[RUNS].groups()):
         doc = node.attrs.get("run")
         if doc:
             out.append(dict(doc))
