@@ -74,14 +74,28 @@ def embed(store, run, gpu, cpu, protocol, folds, view, epochs, batch_size, cnn_s
 @click.option("--masked/--unmasked", default=True, show_default=True,
               help="Mask padded steps (default) or feed the paper's zero padding to t_max as data.")
 @permute_option
+@click.option("--final", is_flag=True,
+              help="Instead of the folds: fit the run's CNNs and head on ALL subjects, for 'roistore predict' (never scored).")
+@click.option("--cnn-epochs", type=click.IntRange(min=1), default=None,
+              help="With --final: CNN epochs (default: the run's).")
 @seed_option
 @jobs_option
-def fit_lstm(store, run, gpu, cpu, epochs, batch_size, masked, permute_labels, seed, jobs):
+def fit_lstm(store, run, gpu, cpu, epochs, batch_size, masked, permute_labels, final, cnn_epochs, seed, jobs):
     """Fit the LSTM fusion head per fold on the run's embeddings and store pooled predictions."""
     from roi_store.fusion import fit_lstm as run_fit
 
     if gpu is None and not cpu:
         cpu = True
+    if final:
+        from roi_store.final import fit_final
+
+        if permute_labels is not None:
+            raise click.UsageError("--final fits on the run's own labels: drop --permute-labels")
+        doc = fit_final(store, run, epochs=epochs, batch_size=batch_size, seed=seed, masked=masked,
+                        cnn_epochs=cnn_epochs, gpu=gpu, cpu=cpu, log=_echo_err)
+        click.echo(f"run {run}: final model fitted on {len(doc['trained_on'])} clips of {doc['subjects']} subjects "
+                   f"in {doc['timings']['seconds']:.0f} s (used by 'roistore predict')")
+        return
     head = run_fit(store, run, epochs=epochs, batch_size=batch_size, seed=seed, masked=masked,
                    permute_labels=permute_labels, jobs=jobs, gpu=gpu, cpu=cpu, log=_echo_err)
     click.echo(f"run {run}: {len(head['folds'])} folds fitted in {head['timings']['fit_seconds']:.0f} s; "
@@ -119,18 +133,22 @@ COMMANDS = [embed, fit_lstm, report]
 @click.argument("source", type=click.Path(exists=True, path_type=str))
 @click.option("--landmarks-model", type=click.Path(exists=True, dir_okay=False, path_type=str),
               help="A dlib 68-point shape predictor file (default: face-recognition-models' model).")
+@click.option("--models", "which", type=click.Choice(["auto", "final", "folds"]), default="auto", show_default=True,
+              help="final: the model fitted on all subjects (fit-lstm --final); folds: average every fold's models; "
+                   "auto: final when the run has one.")
 @gpu_option
 @cpu_option
 @json_option
-def predict(store, run, source, landmarks_model, gpu, cpu, as_json):
+def predict(store, run, source, landmarks_model, which, gpu, cpu, as_json):
     """Run face, regions, CNN embeddings and LSTM of a run on a new clip (frame folder or video); print class probabilities."""
     from roi_store.predict import predict_clip
 
-    out = predict_clip(store, run, source, landmarks_model=landmarks_model, gpu=gpu, cpu=cpu or gpu is None)
+    out = predict_clip(store, run, source, models=which, landmarks_model=landmarks_model, gpu=gpu, cpu=cpu or gpu is None)
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
-    click.echo(f"{out['source']}: {out['prediction']} ({out['n_frames']} frames, ensemble of {out['models']} fold models)")
+    used = "the final model" if out["model"] == "final" else f"ensemble of {out['models']} fold models"
+    click.echo(f"{out['source']}: {out['prediction']} ({out['n_frames']} frames, {used})")
     for c, p in out["probabilities"].items():
         click.echo(f"  {c:<10} {p:.4f}")
 

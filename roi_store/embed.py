@@ -200,6 +200,8 @@ def cnn_task(index: int, train_ids: list[str], work: dict) -> dict:
 
     store = open_store(work["store"], mode="r+")
     group = run_group(store, work["run"])
+    if work.get("subgroup"):  # the final model's arrays (``roistore fit-lstm --final``)
+        group = group[work["subgroup"]]
     settings = work["settings"]
     ids = work["clips"]
     train = set(train_ids)

@@ -141,14 +141,16 @@ def head_task(fold: dict, work: dict) -> dict:
 
     store = open_store(work["store"], mode="r+")
     group = run_group(store, work["run"])
+    if work.get("subgroup"):  # the final model's arrays (``roistore fit-lstm --final``)
+        group = group[work["subgroup"]]
     s = work["settings"]
     ids, classes, lengths = work["ids"], work["classes"], work["lengths"]
     index = fold["index"]
     seqs = load_sequences(group, work["regions"], index if work["per_fold_cnn"] else 0, lengths)
     y = np.array([classes.index(lab) for lab in work["labels"]])
     test_set = set(fold["test_clips"])
-    test_idx = np.array([i for i, c in enumerate(ids) if c in test_set])
-    train_idx = np.array([i for i, c in enumerate(ids) if c not in test_set])
+    test_idx = np.array([i for i, c in enumerate(ids) if c in test_set], dtype=int)
+    train_idx = np.array([i for i, c in enumerate(ids) if c not in test_set], dtype=int)
     seed = s["seed"] * 1000003 + index * 101 + 7
     backend.seed_everything(seed)
     rng = np.random.default_rng(seed)
@@ -168,8 +170,10 @@ def head_task(fold: dict, work: dict) -> dict:
             epoch.append(float(model.train_on_batch(xs, eye[y[b]])))
         losses.append(float(np.mean(epoch)))
     seconds = time.perf_counter() - start
-    xs = [pad_batch([seqs[r][i] for i in test_idx], s["masked"], work["t_max"]) for r in range(len(seqs))]
-    probs = np.asarray(model.predict_on_batch(xs))
+    probs = []
+    if len(test_idx):  # the final model (all subjects) has no test clips
+        xs = [pad_batch([seqs[r][i] for i in test_idx], s["masked"], work["t_max"]) for r in range(len(seqs))]
+        probs = np.asarray(model.predict_on_batch(xs))
     put_bytes(group, f"models/head/{index}", backend.model_to_bytes(model))
     preds = [{"id": ids[i], "fold": index, "true": work["labels"][i], "pred": classes[int(np.argmax(p))],
               "probs": [round(float(v), 6) for v in p]} for i, p in zip(test_idx, probs)]

@@ -56,20 +56,37 @@ def _spec(source: Path, tmp: Path) -> ClipSpec:
                     frame_numbers=list(numbers), fps=fps or 1.0, emotion="", warnings=list(warnings))
 
 
-def predict_clip(store_path: str, run: str, source: str | Path, *, landmarks_model: str | None = None,
-                 gpu: int | None = None, cpu: bool = False) -> dict:
-    """Class probabilities of a new clip: face, regions, each fold's CNN embeddings and head, averaged.
+MODEL_CHOICES = ("auto", "final", "folds")
 
+
+def predict_clip(store_path: str, run: str, source: str | Path, *, models: str = "auto",
+                 landmarks_model: str | None = None, gpu: int | None = None, cpu: bool = False) -> dict:
+    """Class probabilities of a new clip: face, regions, CNN embeddings and fusion head.
+
+    ``models``: ``final`` uses the model fitted on all subjects (``fit-lstm --final``), ``folds``
+    averages every fold's CNNs and head, ``auto`` takes the final model when the run has one.
     Uses the store's recorded region layout, scheme and t_max, so the clip is cut exactly as
     the training clips were.
     """
+    if models not in MODEL_CHOICES:
+        raise RoiStoreError(f"invalid --models {models!r}: allowed values are {', '.join(MODEL_CHOICES)}")
     backend.select_device(gpu, cpu)
     store = open_store(store_path)
     group = run_group(store, run)
     doc = dict(group.attrs["run"])
-    if doc.get("state") != "complete" or "head" not in group:
-        raise RoiStoreError(f"run {run!r} is {doc.get('state')}: fit its head with 'roistore fit-lstm' first")
-    head = dict(group["head"].attrs["head"])
+    from roi_store.final import FINAL, final_info
+
+    final = final_info(group)
+    if models == "final" and final is None:
+        raise RoiStoreError(f"run {run!r} has no final model: fit one with 'roistore fit-lstm {store.where} --run {run} --final'")
+    use_final = final is not None and models != "folds"
+    if use_final:
+        group = group[FINAL]
+        head = {"folds": [{"index": 0}], "settings": final["settings"]["head"], "classes": doc["classes"]}
+    else:
+        if doc.get("state") != "complete" or "head" not in group:
+            raise RoiStoreError(f"run {run!r} is {doc.get('state')}: fit its head with 'roistore fit-lstm' first")
+        head = dict(group["head"].attrs["head"])
     work = {"t_max": store.t_max, "scheme": store.header["region_scheme"], "layout": store.header["layout"],
             "landmarks_model": landmarks_model}
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,8 +94,8 @@ def predict_clip(store_path: str, run: str, source: str | Path, *, landmarks_mod
         blocks, meta = cut_clip(spec, work)
     n = meta["n_frames"]
     regions = doc["regions"]
-    per_fold_cnn = doc["settings"]["cnn_scope"] == "fold"
-    from roi_store import models
+    per_fold_cnn = doc["settings"]["cnn_scope"] == "fold" and not use_final
+    from roi_store import models as nets
     from roi_store.fusion import pad_batch
 
     probs = []
@@ -88,7 +105,7 @@ def predict_clip(store_path: str, run: str, source: str | Path, *, landmarks_mod
         seqs = []
         for region, block in zip(regions, blocks):
             cnn = backend.model_from_bytes(get_bytes(group, f"models/cnn/{cnn_fold}/{region}"))
-            emb = models.embedding_model(cnn)
+            emb = nets.embedding_model(cnn)
             x = cnn_input(block[:n], doc["settings"].get("input", "frames")).astype("float32")[..., None]
             seqs.append(pad_batch([np.asarray(emb([x], training=False))], head["settings"]["masked"], store.t_max))
         model = backend.model_from_bytes(get_bytes(group, f"models/head/{k}"))
@@ -98,4 +115,5 @@ def predict_clip(store_path: str, run: str, source: str | Path, *, landmarks_mod
     return {"source": str(source), "run": run, "n_frames": n, "classes": classes,
             "probabilities": {c: round(float(p), 4) for c, p in zip(classes, mean)},
             "prediction": classes[int(np.argmax(mean))], "models": len(probs),
+            "model": "final" if use_final else "folds",
             "leakage": bool(doc.get("leakage")), "warnings": meta["warnings"]}

@@ -135,3 +135,37 @@ def test_folds_run_in_parallel_workers(small_store):
     assert sorted(p["id"] for p in head["predictions"]) == sorted(doc["clips"])
     emb = s.zgroup["runs/par/embeddings/R5"][:]
     assert emb.shape[:2] == (2, len(doc["clips"])) and np.abs(emb).sum() > 0
+
+
+def test_final_model_trains_on_every_clip_and_predicts(fitted, small_store):
+    _, tmp = small_store
+    runner = CliRunner()
+    out = runner.invoke(cli, ["fit-lstm", str(fitted), "--run", "main", "--final", "--epochs", "2", "--cnn-epochs", "1",
+                              "--seed", "3"])
+    assert out.exit_code == 0, out.output
+    s = roi_store.open_store(fitted)
+    group = s.zgroup["runs/main"]
+    final = group["final"].attrs["final"]
+    assert sorted(final["trained_on"]) == sorted(group.attrs["run"]["clips"]) and final["subjects"] == 3
+    assert final["cnn_source"] == "trained" and set(final["cnn"]) == set(s.regions)
+    emb = group["final/embeddings/R0"][:]
+    assert emb.shape[0] == 1 and np.abs(emb).sum() > 0
+    # The folds' results are untouched: the final model is never scored.
+    assert len(run_report(s, "main")["predictions"]) == 9
+    clip = next((tmp / "data" / "CASME2" / "CASME2_RAW_selected").glob("sub02/*"))
+    out = runner.invoke(cli, ["predict", str(fitted), "--run", "main", str(clip), "--json"])
+    assert out.exit_code == 0, out.output
+    pred = json.loads(out.output)
+    assert pred["model"] == "final" and pred["models"] == 1
+    assert sum(pred["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+    out = runner.invoke(cli, ["predict", str(fitted), "--run", "main", str(clip), "--models", "folds", "--json"])
+    assert json.loads(out.output)["model"] == "folds"
+
+
+def test_final_model_is_asked_for_before_it_exists(small_store):
+    store, tmp = small_store
+    embed(str(store), "nofinal", protocol="kfold", folds=2, **FAST)
+    fit_lstm(str(store), "nofinal", epochs=1, seed=3, cpu=True)
+    clip = next((tmp / "data" / "CASME2" / "CASME2_RAW_selected").glob("sub01/*"))
+    out = CliRunner().invoke(cli, ["predict", str(store), "--run", "nofinal", str(clip), "--models", "final"])
+    assert out.exit_code == 1 and "--final" in out.output and "Traceback" not in out.output
