@@ -21,6 +21,41 @@ import time
 from pathlib import Path
 
 
+def steady_state(store: str, frames: int = 8192, epochs: int = 3, batch_size: int = 256, cnn_dense: int = 1024) -> dict:
+    """Frames/s of one compiled region CNN per region: training epochs and embedding, compile excluded.
+
+    Uses the store's real region frames (every view clip, repeated up to ``frames``).
+    """
+    import numpy as np
+
+    import roi_store
+    from roi_store import backend, models
+    from roi_store.embed import _frame_batches, cnn_input, embed_frames
+
+    keras = backend.keras()
+    s = roi_store.open_store(store)
+    out = {}
+    for region in s.regions:
+        x = np.concatenate([cnn_input(s.frames(c.id, region), "delta") for c in s.view_clips()])
+        x = np.resize(x, (frames, *x.shape[1:]))
+        y = np.random.default_rng(0).integers(0, 4, len(x))
+        cnn = models.region_cnn(*x.shape[1:], n_classes=4, dense=cnn_dense, name=f"cnn_{region}")
+        cnn.compile(optimizer=keras.optimizers.Adam(1e-3),
+                    loss=models.FocalLoss(models.inverse_frequency_alpha(np.bincount(y, minlength=4)), 2.0))
+        cnn.fit(_frame_batches(x[:batch_size * 2], y[:batch_size * 2], batch_size, 0, 4), epochs=1, verbose=0)
+        t = time.perf_counter()
+        cnn.fit(_frame_batches(x, y, batch_size, 0, 4), epochs=epochs, verbose=0)
+        train = len(x) * epochs / (time.perf_counter() - t)
+        emb = models.embedding_model(cnn)
+        embed_frames(emb, x[:1024])
+        t = time.perf_counter()
+        embed_frames(emb, x)
+        out[region] = {"size": list(x.shape[1:]), "train_frames_per_s": round(train, 1),
+                       "embed_frames_per_s": round(len(x) / (time.perf_counter() - t), 1)}
+        keras.backend.clear_session()
+    return out
+
+
 def measure(store: str, gpu: int | None, folds: int, epochs: int, head_epochs: int, cnn_dense: int,
             batch_size: int) -> dict:
     from roi_store import backend
@@ -31,7 +66,8 @@ def measure(store: str, gpu: int | None, folds: int, epochs: int, head_epochs: i
     from roi_store.report import run_report
     import roi_store
 
-    out = {"store": store, "folds": folds, "cnn_epochs": epochs, "head_epochs": head_epochs, "cnn_dense": cnn_dense,
+    out = {"steady_state": steady_state(store, cnn_dense=cnn_dense, batch_size=batch_size)}
+    out |= {"store": store, "folds": folds, "cnn_epochs": epochs, "head_epochs": head_epochs, "cnn_dense": cnn_dense,
            "batch_size": batch_size, "python": platform.python_version(), "embed": [], "fit_lstm": []}
     for attempt in ("warm-up", "measured"):
         t = time.perf_counter()

@@ -189,6 +189,13 @@ def _frame_batches(frames, y, batch_size, seed, n_classes):
     return Batches()
 
 
+def embed_frames(emb_model, frames: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """(n, h, w) float16 network inputs -> (n, 20) embeddings, in compiled batches."""
+    return np.concatenate([
+        np.asarray(emb_model.predict_on_batch(frames[i:i + batch_size].astype("float32")[..., None]))
+        for i in range(0, len(frames), batch_size)])
+
+
 def cnn_task(index: int, train_ids: list[str], work: dict) -> dict:
     """Train the six CNNs of one fold on ``train_ids`` and embed every clip of the run.
 
@@ -233,9 +240,7 @@ def cnn_task(index: int, train_ids: list[str], work: dict) -> dict:
         emb_model = models.embedding_model(cnn)
         start = time.perf_counter()
         every = np.concatenate(clips)
-        feats = np.concatenate([
-            np.asarray(emb_model([every[i:i + 512].astype("float32")[..., None]], training=False))
-            for i in range(0, len(every), 512)])
+        feats = embed_frames(emb_model, every)
         record["totals"]["embed_seconds"] += time.perf_counter() - start
         record["totals"]["embed_frames"] += len(every)
         block = np.zeros((len(ids), store.t_max, EMBED_DIM), dtype=np.float16)
