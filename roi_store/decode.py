@@ -40,6 +40,8 @@ def read_grey(path: Path, factor: int = 1) -> np.ndarray:
     if not data:
         raise FrameError(f"frame {path} is empty (0 bytes): restore it from the original dataset")
     if path.suffix.lower() in _JPEG:
+        if not data.startswith(b"\xff\xd8"):
+            raise FrameError(f"frame {path} is not a JPEG image (no JPEG start marker): restore or remove it")
         if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
             raise FrameError(f"frame {path} is truncated (no JPEG end marker): restore it from the original dataset")
     flag = _REDUCED[factor] if factor > 1 and can_reduce(path) else cv2.IMREAD_GRAYSCALE
