@@ -36,7 +36,9 @@ def read_grey(path: Path, factor: int = 1) -> np.ndarray:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise FrameError(f"cannot read frame {path}: {exc.strerror or exc}") from None
+        raise FrameError(
+            f"cannot read frame {path}: {exc.strerror or exc}: check the file's permissions, or restore it"
+        ) from None
     if not data:
         raise FrameError(f"frame {path} is empty (0 bytes): restore it from the original dataset")
     if path.suffix.lower() in _JPEG:
