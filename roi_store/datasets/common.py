@@ -561,7 +561,9 @@ def read_sheet(
     try:
         by_title = {ws.title.lower(): ws for ws in wb.worksheets}
         ws = by_title.get(sheet.lower()) if sheet else None
-        ws = ws or wb.worksheets[0]
+        # A hidden sheet (a lookup table, an old version) is not the one a person reads.
+        visible = [w for w in wb.worksheets if getattr(w, "sheet_state", "visible") == "visible"]
+        ws = ws or (visible or wb.worksheets)[0]
         title = ws.title
         # Files written by other tools may declare wrong dimensions; read to the real end.
         ws.reset_dimensions()
