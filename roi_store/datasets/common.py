@@ -507,6 +507,17 @@ def match_columns(
 
 SHEET_HINT = "use the coding sheet published with the dataset or a manifest CSV"
 
+#: The signature of OLE compound files: Excel 97-2003 workbooks and encrypted .xlsx files.
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(magic)) == magic
+    except OSError:
+        return False  # load_workbook reports it
+
 
 def read_sheet(
     path: Path,
@@ -551,6 +562,11 @@ def read_sheet(
     optional = optional or {}
     if not path.is_file():
         raise AnnotationError(f"annotation sheet not found: {path}")
+    if _starts_with(path, _OLE_MAGIC):
+        raise AnnotationError(
+            f"{path.name}: is password-protected or an old .xls workbook (an OLE file, not .xlsx): "
+            "save it unprotected as .xlsx, or use a manifest CSV"
+        )
     try:
         wb = openpyxl.load_workbook(path, read_only=True, data_only=False, keep_links=False)
     except Exception as exc:  # openpyxl/zipfile/xml raise many types for a bad file
