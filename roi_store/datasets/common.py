@@ -87,6 +87,10 @@ def _show(value: object) -> str:
     return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
+def _cell_text(value: object) -> str:
+    return "" if value is None else _one_line(value)
+
+
 def is_blank(value: object) -> bool:
     """True for an empty cell: None or text made of blanks only."""
     return value is None or (isinstance(value, str) and not value.strip())
@@ -995,10 +999,17 @@ def scan_coded_dataset(
         subj, clip = v["subject"], v["clip"]
         if is_blank(subj) and is_blank(clip):
             continue  # a note or total line below the table
+        sid = f"{ds}/{_cell_text(subj)}/{_cell_text(clip)}"
+        blank = [cols[k] for k, cell in (("subject", subj), ("clip", clip)) if is_blank(cell)]
+        if blank:
+            # Merged cells read as blank in every row but the first of the merge.
+            reason = (f"{where}: {blank[0]} is blank (a merged cell is blank below its first row): "
+                      "write it in every row")
+            items.append((sort_key(ds, _cell_text(subj), _cell_text(clip)), Skip(sid, reason, where)))
+            continue
         try:
             key = ClipKey.make(ds, subj, clip)
         except AnnotationError as exc:
-            sid = f"{ds}/{_one_line(subj)}/{_one_line(clip)}"
             items.append((sort_key(ds, subj, clip), Skip(sid, f"{where}: {exc}", where)))
             continue
 
