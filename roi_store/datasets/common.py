@@ -630,22 +630,23 @@ _WHOLE = re.compile(r"^[+-]?\d+(?:\.0*)?$")
 
 
 def cell_int(value: object) -> int:
-    """A frame number from a cell: int, integral float, or digits as text.
+    """A frame number from a cell: int, integral float, or digits as text; never negative.
 
     Raises
     ------
     BadCell
-        For a blank cell, a formula (never evaluated), a date, or anything not whole.
+        For a blank cell, a formula (never evaluated), a date, a negative number, or anything
+        not whole.
     """
     if is_blank(value):
         raise BadCell("is blank")
     if isinstance(value, bool):
         raise BadCell(f"holds {value!r}, not a frame number")
     if isinstance(value, int):
-        return value
+        return _not_negative(value)
     if isinstance(value, float):
         if value.is_integer():
-            return int(value)
+            return _not_negative(int(value))
         raise BadCell(f"holds {value!r}, not a whole frame number")
     if isinstance(value, (datetime.date, datetime.time, datetime.timedelta)):
         raise BadCell(f"holds a date/time ({value}), not a frame number")
@@ -654,9 +655,15 @@ def cell_int(value: object) -> int:
         if text.startswith("="):
             raise BadCell(f"holds a formula ({_show(text)}); formulas are not evaluated")
         if _WHOLE.match(text):
-            return int(float(text))
+            return _not_negative(int(float(text)))
         raise BadCell(f"holds {_show(text)}, not a frame number")
     raise BadCell(f"holds {_show(value)} ({type(value).__name__}), not a frame number")
+
+
+def _not_negative(number: int) -> int:
+    if number < 0:
+        raise BadCell(f"holds {number}, not a frame number (frame numbers are 0 or more)")
+    return number
 
 
 def parse_apex(
