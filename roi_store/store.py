@@ -159,7 +159,7 @@ class Store:
     def update_header(self, **changes) -> None:
         """Rewrite the header with ``changes`` (only the coordinating process calls this)."""
         self._require_writable()
-        header = fmt.stamp({**self.header, **changes})
+        header = fmt.json_safe(fmt.stamp({**self.header, **changes}))
         fmt.validate_document(header, "store", self.where)
         self._group.attrs[fmt.ATTRS_KEY] = header
         self.header = header
@@ -167,6 +167,7 @@ class Store:
     def write_record(self, doc: dict) -> ClipRecord:
         """Create or replace a clip's record (validated against the clip schema)."""
         self._require_writable()
+        doc = fmt.json_safe(doc)  # file names that are not UTF-8 become \xNN escapes
         fmt.validate_document(doc, "clip", f"{self.where} clip {doc.get('id')}")
         key = ClipKey.parse(doc["id"])
         path = _clip_path(key)
