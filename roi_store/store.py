@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 import zarr.codecs
+from zarr.core.sync import sync
 
 from roi_store import format as fmt
 from roi_store.errors import StoreError
@@ -71,6 +72,11 @@ class ClipRecord:
             status=doc["status"], row=doc.get("row"), n_frames=doc.get("n_frames", 0),
             emotion=doc.get("emotion", ""), labels=dict(doc.get("labels", {})), data=doc,
         )
+
+
+def chunk_key(arr: zarr.Array, row: int) -> str:
+    """The store key of a region array's chunk for clip row ``row`` (one chunk per row)."""
+    return f"{arr.store_path.path}/c/{row}/0/0/0"
 
 
 def _clip_path(key: ClipKey) -> str:
@@ -130,11 +136,26 @@ class Store:
         return rec
 
     def frames(self, clip_id: str, region: str) -> np.ndarray:
-        """The clip's unpadded frames of one region, uint8, shape (n_frames, h, w), in time order."""
+        """The clip's unpadded frames of one region, uint8, shape (n_frames, h, w), in time order.
+
+        Raises
+        ------
+        StoreError
+            If the clip is not complete, or its chunk is missing or fails its checksum.
+        """
         rec = self.clip(clip_id)
         if region not in self.regions:
             raise StoreError(f"invalid region {region!r}: allowed values are {', '.join(self.regions)}")
-        return self._group[f"{REGIONS}/{region}"][rec.row, : rec.n_frames]
+        arr = self.array(region)
+        where = f"clip {rec.id}: region {region} of {self.where}"
+        todo = f"run 'roistore validate {self.where}'; restore the store from a backup or re-ingest into a new store"
+        # A missing chunk would read as zeros (the fill value): silently wrong data.
+        if rec.row >= arr.shape[0] or not sync(arr.store_path.store.exists(chunk_key(arr, rec.row))):
+            raise StoreError(f"{where} is missing its chunk ({chunk_key(arr, rec.row)}): {todo}")
+        try:
+            return arr[rec.row, : rec.n_frames]
+        except Exception as exc:  # codec errors (checksum, zstd) come as several types
+            raise StoreError(f"{where} is damaged ({type(exc).__name__}: checksum or compression): {todo}") from None
 
     @property
     def zgroup(self) -> zarr.Group:
