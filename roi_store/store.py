@@ -169,8 +169,23 @@ class Store:
         return [c for c in self.clips if c.labels.get(view)]
 
     def array(self, region: str) -> zarr.Array:
-        """The padded region array itself (rows are clip records' ``row``)."""
-        return self._group[f"{REGIONS}/{region}"]
+        """The padded region array itself (rows are clip records' ``row``).
+
+        Raises
+        ------
+        StoreError
+            If the array is missing or its metadata cannot be read.
+        """
+        try:
+            return self._group[f"{REGIONS}/{region}"]
+        except KeyError:
+            state = "is missing"
+        except Exception as exc:  # a damaged zarr.json: JSON, key or value errors
+            state = f"is damaged ({type(exc).__name__})"
+        raise StoreError(
+            f"{self.where}: array {REGIONS}/{region} {state}: restore the store from a backup or re-ingest into a "
+            "new store"
+        )
 
     # --- writing (coordinator only) ---------------------------------------------------------
     def _require_writable(self) -> None:

@@ -36,7 +36,12 @@ def validate_store(store: Store) -> ValidationReport:
     problems: list[str] = []
     chunks = 0
     records = store.records()
-    arrays = {name: store.array(name) for name in store.regions}
+    arrays = {}
+    for name in store.regions:
+        try:
+            arrays[name] = store.array(name)
+        except RoiStoreError as exc:
+            problems.append(str(exc))
     for name, arr in arrays.items():
         expect = (store.t_max,)
         if arr.shape[1:2] != expect or arr.dtype != "uint8":
