@@ -79,6 +79,39 @@ def chunk_key(arr: zarr.Array, row: int) -> str:
     return f"{arr.store_path.path}/c/{row}/0/0/0"
 
 
+async def _list_keys(store, prefix: str) -> list[str]:
+    return [key async for key in store.list_prefix(prefix)]
+
+
+def _record_problem(doc: object, path: str) -> str | None:
+    """None for a record this module can use; else why not (the schema's first complaint)."""
+    if isinstance(doc, dict) and _usable(doc):
+        return None
+    try:
+        fmt.validate_document(doc, "clip", f"clip {doc.get('id', path) if isinstance(doc, dict) else path}")
+    except StoreError as exc:
+        return str(exc)
+    return f"{path}: record is damaged"
+
+
+def _usable(doc: dict) -> bool:
+    # The fields ClipRecord and summary() rely on, checked cheaply: full schema validation of
+    # every record on every open would cost more than reading them.
+    def whole(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    if not all(isinstance(doc.get(k), str) for k in ("id", "dataset", "subject", "clip")):
+        return False
+    if doc.get("status") not in (COMPLETE, PENDING, SKIPPED):
+        return False
+    if doc.get("row") is not None and not whole(doc["row"]):
+        return False
+    if doc["status"] == COMPLETE:
+        return (whole(doc.get("row")) and whole(doc.get("n_frames")) and isinstance(doc.get("labels"), dict)
+                and isinstance(doc.get("emotion"), str))
+    return True
+
+
 def _clip_path(key: ClipKey) -> str:
     return f"{CLIPS}/{key.dataset}/{key.subject}/{key.clip}"
 
@@ -92,6 +125,8 @@ class Store:
         self.mode = mode
         self.header = fmt.check(dict(group.attrs), where)
         self._records: dict[str, ClipRecord] | None = None
+        #: Records that could not be read (filled by :meth:`records`), for ``roistore validate``.
+        self.damaged: list[str] = []
 
     # --- settings recorded in the store ---------------------------------------------------
     @property
@@ -108,18 +143,62 @@ class Store:
         return self.header["views"]
 
     # --- records --------------------------------------------------------------------------
-    def records(self) -> dict[str, ClipRecord]:
-        """Every clip record in the store (complete, pending or skipped), by clip id."""
+    def records(self, *, strict: bool = True) -> dict[str, ClipRecord]:
+        """Every clip record in the store (complete, pending or skipped), by clip id.
+
+        Parameters
+        ----------
+        strict : bool
+            True: a damaged record (unreadable ``zarr.json``, a record that does not match
+            ``clip.schema.json``) raises. False: damaged records are left out and listed in
+            :attr:`damaged` (``roistore validate`` reports them).
+
+        Raises
+        ------
+        StoreError
+            If ``strict`` and a record is damaged (one line, with what to do).
+        """
         if self._records is None:
             found: dict[str, ClipRecord] = {}
-            if CLIPS in self._group:
-                for _, node in self._group[CLIPS].members(max_depth=None):
-                    doc = node.attrs.get("record") if isinstance(node, zarr.Group) else None
-                    if doc:
-                        rec = ClipRecord.from_doc(doc)
-                        found[rec.id] = rec
+            damaged: list[str] = []
+            for path, node in self._clip_nodes(damaged):
+                doc = node.attrs.get("record") if isinstance(node, zarr.Group) else None
+                if not doc:
+                    continue
+                problem = _record_problem(doc, f"{CLIPS}/{path}")
+                if problem:
+                    damaged.append(problem)
+                    continue
+                rec = ClipRecord.from_doc(doc)
+                found[rec.id] = rec
             self._records = dict(sorted(found.items()))
+            self.damaged = damaged
+        if strict and self.damaged:
+            more = f" (and {len(self.damaged) - 1} more)" if len(self.damaged) > 1 else ""
+            raise StoreError(
+                f"{self.where}: {self.damaged[0]}{more}: run 'roistore validate {self.where}' to list the "
+                "damage; restore the store from a backup or re-ingest into a new store"
+            )
         return self._records
+
+    def _clip_nodes(self, damaged: list[str]) -> list[tuple[str, zarr.Group | zarr.Array]]:
+        try:
+            if CLIPS not in self._group:
+                return []
+            return list(self._group[CLIPS].members(max_depth=None))
+        except Exception:  # one unreadable zarr.json fails the whole walk: go node by node
+            pass
+        nodes = []
+        prefix = f"{self._group.store_path.path}/{CLIPS}/".lstrip("/")
+        for key in sync(_list_keys(self._group.store_path.store, prefix)):
+            if not key.endswith("/zarr.json"):
+                continue
+            path = key[len(prefix): -len("/zarr.json")]
+            try:
+                nodes.append((path, self._group[f"{CLIPS}/{path}"]))
+            except Exception as exc:  # zarr raises JSON, key and value errors for a bad document
+                damaged.append(f"{CLIPS}/{path}/zarr.json is damaged ({type(exc).__name__})")
+        return nodes
 
     @property
     def clips(self) -> list[ClipRecord]:

@@ -31,11 +31,12 @@ def validate_store(store: Store) -> ValidationReport:
 
     Reading a chunk runs zarr's crc32c codec, which rejects any chunk whose bytes changed. A
     complete clip whose chunk is missing, and a record whose row lies outside the arrays, are
-    reported too.
+    reported too, and so are records and arrays whose metadata cannot be read.
     """
     problems: list[str] = []
     chunks = 0
-    records = store.records()
+    records = store.records(strict=False)
+    problems += store.damaged
     arrays = {}
     for name in store.regions:
         try:
