@@ -26,6 +26,17 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
 _INT = re.compile(r"^\d+(?:\.0+)?$")
 
 
+#: Names the store's Zarr layout gives its own files; an id part spelled so (in any case, for
+#: case-insensitive file systems) would collide with the metadata of the group above it.
+_RESERVED = frozenset({"zarr.json"})
+
+
+def _not_reserved(text: str, what: str) -> str:
+    if text.lower() in _RESERVED:
+        raise AnnotationError(f"invalid {what} {_q(text)}: the name is reserved by the store format; rename it")
+    return text
+
+
 def _q(text: object) -> str:
     # Quoted like repr, but a name that is not UTF-8 shows its bytes as \xNN, as ids do.
     return f"'{printable(str(text))}'"
@@ -67,7 +78,7 @@ def normalise_subject(dataset: str, value: object) -> str:
         raise AnnotationError(
             f"invalid subject id {_q(text)} for dataset {_q(dataset)}: use letters, digits, '_', '-', '.'"
         )
-    return text
+    return _not_reserved(text, "subject id")
 
 
 def normalise_clip(dataset: str, subject: str, value: object) -> str:
@@ -82,7 +93,7 @@ def normalise_clip(dataset: str, subject: str, value: object) -> str:
             f"invalid clip name {_q(text)} for {dataset}/{subject}: "
             "use letters, digits, '_', '-', '.', '+' (no path separators)"
         )
-    return text
+    return _not_reserved(text, "clip name")
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -99,6 +110,7 @@ class ClipKey:
         dataset = str(dataset).strip().lower()
         if not _NAME.match(dataset):
             raise AnnotationError(f"invalid dataset name {_q(dataset)}: use letters, digits, '_', '-'")
+        _not_reserved(dataset, "dataset name")
         subj = normalise_subject(dataset, subject)
         return cls(dataset, subj, normalise_clip(dataset, subj, clip))
 
