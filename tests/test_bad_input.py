@@ -451,6 +451,16 @@ def path_like_ids_in_manifest(ctx):
     return c
 
 
+def ids_named_like_store_metadata(ctx):
+    # A clip, subject or dataset called zarr.json would land on the metadata file of its parent group.
+    c = manifest(ctx, [row("zarr.json", folder="p1/good"), {**row("x", folder="p1/good"), "subject": "ZARR.JSON"},
+                       {**row("x", folder="p1/good"), "dataset": "zarr.json"}])
+    c.skipped["lab/p2/zarr.json"] = "invalid clip name 'zarr.json': the name is reserved by the store format; rename"
+    c.skipped["lab/ZARR.JSON/x"] = "invalid subject id 'ZARR.JSON': the name is reserved"
+    c.skipped["zarr.json/p2/x"] = "invalid dataset name 'zarr.json': the name is reserved"
+    return c
+
+
 def symlink_clip_out_of_root(ctx):
     c = casme(ctx, [casme_row("EP02_01")])
     (c.root / "sub02").mkdir()
@@ -774,6 +784,7 @@ INGEST_CASES = [pytest.param(f, id=f.__name__.replace("_", "-")) for f in (
     cmyk_jpeg, directory_named_like_a_frame, fifo_named_like_a_frame, frame_folder_is_a_file, non_utf8_names,
     unicode_and_spaces_in_folders, subject_folders_with_spaces_and_unicode,
     dotdot_in_manifest, absolute_path_in_manifest, windows_drive_in_manifest, path_like_ids_in_manifest,
+    ids_named_like_store_metadata,
     symlink_clip_out_of_root, symlink_frame_out_of_root, symlink_subject_out_of_root, symlink_loops,
     manifest_folder_through_symlink_out,
     garbage_sheet, zero_byte_sheet, csv_renamed_xlsx, html_renamed_xlsx, encrypted_xlsx, corrupt_xlsx_zip,
