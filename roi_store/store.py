@@ -197,7 +197,7 @@ class Store:
             try:
                 nodes.append((path, self._group[f"{CLIPS}/{path}"]))
             except Exception as exc:  # zarr raises JSON, key and value errors for a bad document
-                damaged.append(f"{CLIPS}/{path}/zarr.json is damaged ({type(exc).__name__})")
+                damaged.append(f"{key} is damaged ({type(exc).__name__})")
         return nodes
 
     @property
