@@ -26,7 +26,10 @@ def can_reduce(path: Path) -> bool:
 
 
 def read_grey(path: Path, factor: int = 1) -> np.ndarray:
-    """Decode one frame as greyscale uint8, at 1/``factor`` scale (JPEG only for factor > 1).
+    """Decode one frame as greyscale uint8, at 1/``factor`` scale.
+
+    JPEG decodes natively at 1/2, 1/4, 1/8; other codecs decode in full and are resized to the
+    size a JPEG of the same dimensions would decode to, so a clip may mix them.
 
     Raises
     ------
@@ -61,6 +64,10 @@ def read_grey(path: Path, factor: int = 1) -> np.ndarray:
         raise FrameError(f"frame {path} is not a decodable image: restore or remove it")
     if path.suffix.lower() == ".bmp":
         _check_bmp_size(path, data)
+    if factor > 1 and not can_reduce(path):
+        # A PNG/BMP/TIFF among a clip's JPEGs: the size libjpeg's 1/factor decode gives (rounded up).
+        h, w = image.shape
+        image = cv2.resize(image, (-(-w // factor), -(-h // factor)), interpolation=cv2.INTER_AREA)
     return image
 
 

@@ -357,6 +357,16 @@ def cmyk_jpeg(ctx):
     return c
 
 
+def jpeg_and_png_in_one_clip(ctx):
+    # Large frames make ingest decode JPEGs at reduced size; the PNG must come out the same size.
+    c = manifest(ctx, [row("png")])
+    big = cv2.resize(ctx.face, (1920, 1440), interpolation=cv2.INTER_CUBIC)
+    face_clip(c.root / "p2" / "png", big, (1, 2))
+    put(c.root / "p2" / "png" / "img3.png", encode(big, ".png"))
+    c.good += ("lab/p2/png",)
+    return c
+
+
 def directory_named_like_a_frame(ctx):
     c = manifest(ctx, [row("dirframe")])
     face_clip(c.root / "p2" / "dirframe", ctx.face, (1, 2))
@@ -864,15 +874,16 @@ def test_bad_input_is_refused_or_skipped_and_good_clips_survive(tmp_path, store,
 
 
 def test_good_clips_read_back_from_odd_files(tmp_path, store, face_frame, monkeypatch):
-    """16-bit, CMYK and greyscale frames decode to the same picture as the 8-bit colour ones."""
-    for build in (png_16_bit, cmyk_jpeg, grey_and_colour_mixed):
+    """16-bit, CMYK, greyscale and PNG-among-JPEG frames decode to the same picture as the others."""
+    for build in (png_16_bit, cmyk_jpeg, grey_and_colour_mixed, jpeg_and_png_in_one_clip):
         sub = tmp_path / build.__name__
         sub.mkdir()
         case = build(Ctx(sub, face_frame, monkeypatch))
         assert invoke("ingest", store, "--dataset", "manifest", "--root", case.root, "--annotations",
                       case.annotations, "--no-progress").exit_code == 0
     s = roi_store.open_store(store)
-    for clip_id in ("lab/p2/deep", "lab/p2/cmyk", "lab/p2/mixed"):
+    assert roi_store.open_store(store).clip("lab/p2/png")["decode_factor"] > 1
+    for clip_id in ("lab/p2/deep", "lab/p2/cmyk", "lab/p2/mixed", "lab/p2/png"):
         frames = s.frames(clip_id, "R5").astype(int)
         assert np.abs(frames[-1] - frames[0]).mean() < 6, clip_id  # no inverted or blank frame
 
