@@ -255,6 +255,15 @@ def huge_frame_dimensions(ctx):
     return _frame_damage(ctx, _png_header_only(100_000, 100_000), "img2.png is too large to decode", ".png")
 
 
+def sliver_frames(ctx):
+    # 1 x 5000 pixels: no face, and nothing may fail while looking for one.
+    c = manifest(ctx, [row("sliver")])
+    for n in (1, 2):
+        put(c.root / "p2" / "sliver" / f"img{n}.png", encode(np.full((1, 5000), 128, np.uint8), ".png"))
+    c.skipped["lab/p2/sliver"] = "no face found on the first frame of lab/p2/sliver (img1.png)"
+    return c
+
+
 def permission_denied_frame(ctx):
     c = _frame_damage(ctx, lambda b: b, "img2.jpg: Permission denied")
     denied = c.root / "p2" / "bad" / "img2.jpg"
@@ -789,7 +798,7 @@ def manifest_bad_fps_and_half_range(ctx):
 
 INGEST_CASES = [pytest.param(f, id=f.__name__.replace("_", "-")) for f in (
     truncated_jpeg, truncated_png, zero_byte_frame, text_file_as_jpeg, html_as_png, huge_frame_dimensions,
-    permission_denied_frame, mixed_frame_sizes, huge_clip, frame_gap, empty_clip_folder, only_non_image_files,
+    sliver_frames, permission_denied_frame, mixed_frame_sizes, huge_clip, frame_gap, empty_clip_folder, only_non_image_files,
     unnumbered_frames, duplicate_frame_numbers, uppercase_extensions, grey_and_colour_mixed, png_16_bit,
     cmyk_jpeg, directory_named_like_a_frame, fifo_named_like_a_frame, frame_folder_is_a_file, non_utf8_names,
     unicode_and_spaces_in_folders, subject_folders_with_spaces_and_unicode,
