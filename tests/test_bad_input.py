@@ -17,6 +17,7 @@ import dataclasses
 import datetime
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -132,6 +133,7 @@ class Case:
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)  # id -> part of the reason
     warned: dict[str, str] = dataclasses.field(default_factory=dict)  # good id -> part of a warning
     error: tuple[str, ...] = ()  # parts of the one-line error (the ingest fails as a whole)
+    secret: str = ""  # text of a file outside the dataset, which must show up nowhere
 
 
 @dataclasses.dataclass
@@ -575,6 +577,39 @@ def truncated_xlsx_zip(ctx):
     return c
 
 
+def edit_sheet_xml(path: Path, change: Callable[[str], str]) -> None:
+    """Rewrite the first worksheet's XML inside an .xlsx (what openpyxl cannot write)."""
+    with zipfile.ZipFile(path) as z:
+        parts = {name: z.read(name) for name in z.namelist()}
+    parts["xl/worksheets/sheet1.xml"] = change(parts["xl/worksheets/sheet1.xml"].decode()).encode()
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in parts.items():
+            z.writestr(name, data)
+
+
+def formula_with_cached_value(ctx):
+    # What Excel saves: the formula and its last result. Neither is evaluated nor trusted.
+    c = casme(ctx, [casme_row("EP02_01", onset="=F3-1")])
+    tiny_frames(c.root / "sub02" / "EP02_01", (1, 2))
+    edit_sheet_xml(c.annotations, lambda xml: re.sub(r'(<c r="D3"[^>]*><f>[^<]*</f>)<v ?/>', r"\1<v>1</v>", xml))
+    c.skipped["casme2/sub02/EP02_01"] = "row 3: OnsetFrame holds a formula ('=F3-1'); formulas are not evaluated"
+    return c
+
+
+def external_entity_in_sheet(ctx):
+    # XXE: a DOCTYPE that would pull a local file into a cell. The XML parser must refuse it.
+    c = casme(ctx)
+    secret = ctx.tmp / "secret.txt"
+    secret.write_text("TOP-SECRET-TEXT")
+    doctype = f'<!DOCTYPE worksheet [<!ENTITY x SYSTEM "{secret.as_uri()}">]><worksheet'
+    edit_sheet_xml(c.annotations, lambda xml: re.sub(
+        r'<c r="I2"[^>]*>.*?</c>', '<c r="I2" t="inlineStr"><is><t>&x;</t></is></c>',
+        xml.replace("<worksheet", doctype, 1)))
+    c.good, c.error, c.secret = (), ("CASME2-coding.xlsx: cannot be read as an .xlsx workbook", "entity"), \
+        "TOP-SECRET-TEXT"
+    return c
+
+
 def wrong_header_row(ctx):
     header = ("Subject", "File name", "Onset", "ApexFrame", "Offset", "Action Units", "Estimated Emotion")
     c = casme(ctx, header=header)
@@ -807,10 +842,11 @@ INGEST_CASES = [pytest.param(f, id=f.__name__.replace("_", "-")) for f in (
     symlink_clip_out_of_root, symlink_frame_out_of_root, symlink_subject_out_of_root, symlink_loops,
     manifest_folder_through_symlink_out,
     garbage_sheet, zero_byte_sheet, csv_renamed_xlsx, html_renamed_xlsx, encrypted_xlsx, corrupt_xlsx_zip,
-    truncated_xlsx_zip, wrong_header_row, title_row_above_header, empty_sheet, sheet_with_only_a_header,
+    truncated_xlsx_zip, external_entity_in_sheet, wrong_header_row, title_row_above_header, empty_sheet, sheet_with_only_a_header,
     hidden_first_sheet, merged_subject_cells, formula_cells, date_in_number_column, duplicate_rows,
     duplicate_ids_in_other_spellings, unknown_label, unknown_label_folder, numbers_as_text_with_blanks,
-    negative_frame_numbers, float_and_nan_frame_numbers, onset_after_offset_and_huge_numbers,
+    negative_frame_numbers, float_and_nan_frame_numbers, formula_with_cached_value,
+    onset_after_offset_and_huge_numbers,
     row_without_folder_and_folder_without_row, clip_folder_is_a_file,
     manifest_with_bom_and_semicolons, manifest_missing_columns, manifest_not_utf8, manifest_empty,
     manifest_is_an_xlsx, manifest_ragged_rows, manifest_nul_bytes, manifest_nul_and_overlong_folders,
@@ -857,6 +893,8 @@ def test_bad_input_is_refused_or_skipped_and_good_clips_survive(tmp_path, store,
 
     summary = info(store)
     complete = {c.id for c in roi_store.open_store(store).clips}
+    if case.secret:
+        assert case.secret not in result.output + json.dumps(summary)
     if case.error:
         error = assert_one_line_error(result, *case.error)
         assert len(result.output.strip().splitlines()) == 1, result.output
