@@ -187,7 +187,9 @@ class Store:
                 return []
             return list(self._group[CLIPS].members(max_depth=None))
         except Exception:  # one unreadable zarr.json fails the whole walk: go node by node
-            pass
+            return self._clip_nodes_one_by_one(damaged)
+
+    def _clip_nodes_one_by_one(self, damaged: list[str]) -> list[tuple[str, zarr.Group | zarr.Array]]:
         nodes = []
         prefix = f"{self._group.store_path.path}/{CLIPS}/".lstrip("/")
         for key in sync(_list_keys(self._group.store_path.store, prefix)):
