@@ -7,6 +7,7 @@ import json
 import click
 
 from roi_store.cli.options import json_option, store_argument
+from roi_store.format import printable
 
 
 @click.command()
@@ -74,7 +75,7 @@ def preview(store, clip_id, out, root):
     from roi_store.preview import write_preview
     from roi_store.store import open_store
 
-    click.echo(f"wrote {write_preview(open_store(store), clip_id, out, root)}")
+    click.echo(f"wrote {printable(str(write_preview(open_store(store), clip_id, out, root)))}")
 
 
 COMMANDS = [info, validate, preview]

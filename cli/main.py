@@ -6,6 +6,7 @@ import click
 
 from roi_store._version import __version__
 from roi_store.errors import RoiStoreError
+from roi_store.format import printable
 
 
 class RoiStoreGroup(click.Group):
@@ -15,7 +16,8 @@ class RoiStoreGroup(click.Group):
         try:
             return super().invoke(ctx)
         except RoiStoreError as exc:
-            raise click.ClickException(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+            line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise click.ClickException(printable(line)) from None
 
 
 @click.group(cls=RoiStoreGroup, context_settings={"help_option_names": ["-h", "--help"]})

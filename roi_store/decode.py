@@ -16,6 +16,8 @@ cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 _REDUCED = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
             4: cv2.IMREAD_REDUCED_GRAYSCALE_4, 8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
 _JPEG = (".jpg", ".jpeg")
+#: OpenCV's own ceiling (CV_IO_MAX_IMAGE_PIXELS) on the pixels a header may declare.
+_MAX_PIXELS = 1 << 30
 
 
 def can_reduce(path: Path) -> bool:
@@ -24,7 +26,10 @@ def can_reduce(path: Path) -> bool:
 
 
 def read_grey(path: Path, factor: int = 1) -> np.ndarray:
-    """Decode one frame as greyscale uint8, at 1/``factor`` scale (JPEG only for factor > 1).
+    """Decode one frame as greyscale uint8, at 1/``factor`` scale.
+
+    JPEG decodes natively at 1/2, 1/4, 1/8; other codecs decode in full and are resized to the
+    size a JPEG of the same dimensions would decode to, so a clip may mix them.
 
     Raises
     ------
@@ -34,17 +39,35 @@ def read_grey(path: Path, factor: int = 1) -> np.ndarray:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise FrameError(f"cannot read frame {path}: {exc.strerror or exc}") from None
+        raise FrameError(
+            f"cannot read frame {path}: {exc.strerror or exc}: check the file's permissions, or restore it"
+        ) from None
     if not data:
         raise FrameError(f"frame {path} is empty (0 bytes): restore it from the original dataset")
-    if path.suffix.lower() in _JPEG and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
-        raise FrameError(f"frame {path} is truncated (no JPEG end marker): restore it from the original dataset")
+    if path.suffix.lower() in _JPEG:
+        if not data.startswith(b"\xff\xd8"):
+            raise FrameError(f"frame {path} is not a JPEG image (no JPEG start marker): restore or remove it")
+        if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+            raise FrameError(f"frame {path} is truncated (no JPEG end marker): restore it from the original dataset")
     flag = _REDUCED[factor] if factor > 1 and can_reduce(path) else cv2.IMREAD_GRAYSCALE
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
+    except cv2.error as exc:
+        # OpenCV refuses, rather than allocates, a header declaring more than 2**30 pixels.
+        if "MAX_IMAGE_PIXELS" in str(exc):
+            raise FrameError(
+                f"frame {path} is too large to decode (its header declares more than {_MAX_PIXELS:,} "
+                "pixels): restore or remove it"
+            ) from None
+        image = None
     if image is None:
         raise FrameError(f"frame {path} is not a decodable image: restore or remove it")
     if path.suffix.lower() == ".bmp":
         _check_bmp_size(path, data)
+    if factor > 1 and not can_reduce(path):
+        # A PNG/BMP/TIFF among a clip's JPEGs: the size libjpeg's 1/factor decode gives (rounded up).
+        h, w = image.shape
+        image = cv2.resize(image, (-(-w // factor), -(-h // factor)), interpolation=cv2.INTER_AREA)
     return image
 
 

@@ -83,8 +83,10 @@ def find_face(gray: np.ndarray, landmarks_model: str | Path | None = None,
         passes = ((max(image.shape), upsample),)
     for side, upsample in passes:
         scale = max(1.0, max(image.shape) / side)
+        # max(1, ...): a sliver of a frame (1 x 5000) must shrink to a pixel, not to an empty image.
         small = image if scale == 1.0 else cv2.resize(
-            image, (round(image.shape[1] / scale), round(image.shape[0] / scale)), interpolation=cv2.INTER_AREA)
+            image, (max(1, round(image.shape[1] / scale)), max(1, round(image.shape[0] / scale))),
+            interpolation=cv2.INTER_AREA)
         rects, scores, _ = detector.run(small, upsample, 0.0)
         if rects:
             break

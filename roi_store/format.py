@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from importlib import resources
 
 import jsonschema
@@ -76,3 +77,33 @@ def validate_document(doc: dict, name: str, where: str) -> None:
     if error is not None:
         at = "/".join(str(p) for p in error.absolute_path) or "(top level)"
         raise ValidationError(f"{where}: {name} document does not match its schema at {at}: {error.message}")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print and to store as UTF-8 JSON.
+
+    A file name that is not valid UTF-8 reaches Python with lone surrogates (byte ``0xff`` as
+    ``"\\udcff"``), which neither a terminal nor a UTF-8 JSON document can hold. Those bytes and
+    control characters are written as ``\\xNN`` escapes: ``b"EP\\xff"`` -> ``"EP\\\\xff"``.
+    """
+    if text.isprintable():
+        return text
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that no file name produced
+        raw = text.encode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", raw.decode("utf-8", "backslashreplace"))
+
+
+def json_safe(doc):
+    """``doc`` with every string in it, keys included, passed through :func:`printable`."""
+    if isinstance(doc, str):
+        return printable(doc)
+    if isinstance(doc, dict):
+        return {json_safe(k): json_safe(v) for k, v in doc.items()}
+    if isinstance(doc, (list, tuple)):
+        return [json_safe(v) for v in doc]
+    return doc

@@ -20,9 +20,26 @@ import dataclasses
 import re
 
 from roi_store.errors import AnnotationError
+from roi_store.format import printable
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
 _INT = re.compile(r"^\d+(?:\.0+)?$")
+
+
+#: Names the store's Zarr layout gives its own files; an id part spelled so (in any case, for
+#: case-insensitive file systems) would collide with the metadata of the group above it.
+_RESERVED = frozenset({"zarr.json"})
+
+
+def _not_reserved(text: str, what: str) -> str:
+    if text.lower() in _RESERVED:
+        raise AnnotationError(f"invalid {what} {_q(text)}: the name is reserved by the store format; rename it")
+    return text
+
+
+def _q(text: object) -> str:
+    # Quoted like repr, but a name that is not UTF-8 shows its bytes as \xNN, as ids do.
+    return f"'{printable(str(text))}'"
 
 
 def _subject_number(value: object, prefix: str, dataset: str) -> int:
@@ -34,7 +51,7 @@ def _subject_number(value: object, prefix: str, dataset: str) -> int:
         low = low[len(prefix):]
     if not _INT.match(low):
         raise AnnotationError(
-            f"invalid {dataset} subject id {text!r}: expected a number such as 1, 01"
+            f"invalid {dataset} subject id {_q(text)}: expected a number such as 1, 01"
             + (f" or {prefix}01" if prefix else "")
         )
     return int(float(low))
@@ -59,9 +76,9 @@ def normalise_subject(dataset: str, value: object) -> str:
         text = str(int(value))
     if not _NAME.match(text):
         raise AnnotationError(
-            f"invalid subject id {text!r} for dataset {dataset!r}: use letters, digits, '_', '-', '.'"
+            f"invalid subject id {_q(text)} for dataset {_q(dataset)}: use letters, digits, '_', '-', '.'"
         )
-    return text
+    return _not_reserved(text, "subject id")
 
 
 def normalise_clip(dataset: str, subject: str, value: object) -> str:
@@ -73,10 +90,10 @@ def normalise_clip(dataset: str, subject: str, value: object) -> str:
             text = f"s{int(m.group(1))}{m.group(2)}"
     if not _NAME.match(text):
         raise AnnotationError(
-            f"invalid clip name {text!r} for {dataset}/{subject}: "
+            f"invalid clip name {_q(text)} for {dataset}/{subject}: "
             "use letters, digits, '_', '-', '.', '+' (no path separators)"
         )
-    return text
+    return _not_reserved(text, "clip name")
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -92,7 +109,8 @@ class ClipKey:
         """Build a key from raw values in any spelling the datasets use."""
         dataset = str(dataset).strip().lower()
         if not _NAME.match(dataset):
-            raise AnnotationError(f"invalid dataset name {dataset!r}: use letters, digits, '_', '-'")
+            raise AnnotationError(f"invalid dataset name {_q(dataset)}: use letters, digits, '_', '-'")
+        _not_reserved(dataset, "dataset name")
         subj = normalise_subject(dataset, subject)
         return cls(dataset, subj, normalise_clip(dataset, subj, clip))
 
@@ -102,7 +120,7 @@ class ClipKey:
         parts = str(clip_id).strip().split("/")
         if len(parts) != 3:
             raise AnnotationError(
-                f"invalid clip id {clip_id!r}: expected dataset/subject/clip, e.g. casme2/sub01/EP02_01f"
+                f"invalid clip id {_q(clip_id)}: expected dataset/subject/clip, e.g. casme2/sub01/EP02_01f"
             )
         return cls.make(*parts)
 

@@ -23,6 +23,7 @@ from roi_store.datasets.base import ClipSpec, Skip
 from roi_store.decode import can_reduce, read_grey
 from roi_store.errors import ConfigError, FaceError, FrameError, RoiStoreError, StoreError
 from roi_store.faces import find_face, landmark_model_id
+from roi_store.format import printable
 from roi_store.labels import default_relabel, default_views, read_view_file, relabel_vectors, view_label
 from roi_store.store import COMPLETE, PENDING, REGIONS, SKIPPED, create_store, now, open_store
 
@@ -249,7 +250,7 @@ def process_clip(spec: ClipSpec, row: int, work: dict) -> dict:
     try:
         return _process(spec, row, work)
     except RoiStoreError as exc:
-        return {"status": SKIPPED, "reason": str(exc)}
+        return {"status": SKIPPED, "reason": printable(str(exc))}
 
 
 def _locate_face(spec: ClipSpec, model: str | None):

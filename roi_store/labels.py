@@ -42,8 +42,13 @@ def read_view_file(path: Path, classes: list[str]) -> dict:
     entries: dict[str, str] = {}
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AnnotationError(f"cannot read view file {path}: {exc}") from None
+    except OSError as exc:
+        raise AnnotationError(f"cannot read view file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(
+            f"cannot read view file {path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+            f"{exc.start}); save it as CSV (UTF-8)"
+        ) from None
     for n, row in enumerate(csv.reader(text.splitlines()), start=1):
         if not row or all(not c.strip() for c in row):
             continue

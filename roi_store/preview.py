@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from roi_store.errors import StoreError
+from roi_store.format import printable
 from roi_store.store import Store
 
 _COLOURS = [(0, 0, 255), (0, 160, 255), (0, 220, 0), (255, 160, 0), (255, 0, 160), (160, 0, 255)]
@@ -19,7 +20,11 @@ def _source_frame(store: Store, rec, root: Path | None) -> tuple[np.ndarray | No
     for r in roots:
         path = Path(r) / rec["folder"] / rec["frames"][rec["face"]["frame"]]
         if path.is_file():
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            # Decoded from bytes: cv2.imread crashes the interpreter on a path that is not UTF-8.
+            try:
+                image = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+            except (OSError, cv2.error):
+                image = None
             if image is not None:
                 return image, str(path)
     return None, "source frame not found (pass --root)"
@@ -84,6 +89,13 @@ def write_preview(store: Store, clip_id: str, out: str | Path, root: str | Path 
     """Render :func:`render_preview` and write it as PNG to ``out``."""
     out = Path(out)
     image = render_preview(store, clip_id, root)
-    if not cv2.imwrite(str(out), image):
-        raise StoreError(f"cannot write preview image {out}: check the folder exists and the name ends in .png")
+    try:  # encoded here and written by Python: cv2.imwrite crashes on a path that is not UTF-8
+        ok, data = cv2.imencode(out.suffix or ".png", image)
+        if ok:
+            out.write_bytes(data.tobytes())
+    except (OSError, cv2.error):
+        ok = False
+    if not ok:
+        raise StoreError(f"cannot write preview image {printable(str(out))}: check the folder exists and the name "
+                         "ends in .png")
     return out

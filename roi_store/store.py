@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 import zarr.codecs
+from zarr.core.sync import sync
 
 from roi_store import format as fmt
 from roi_store.errors import StoreError
@@ -73,6 +74,44 @@ class ClipRecord:
         )
 
 
+def chunk_key(arr: zarr.Array, row: int) -> str:
+    """The store key of a region array's chunk for clip row ``row`` (one chunk per row)."""
+    return f"{arr.store_path.path}/c/{row}/0/0/0"
+
+
+async def _list_keys(store, prefix: str) -> list[str]:
+    return [key async for key in store.list_prefix(prefix)]
+
+
+def _record_problem(doc: object, path: str) -> str | None:
+    """None for a record this module can use; else why not (the schema's first complaint)."""
+    if isinstance(doc, dict) and _usable(doc):
+        return None
+    try:
+        fmt.validate_document(doc, "clip", f"clip {doc.get('id', path) if isinstance(doc, dict) else path}")
+    except StoreError as exc:
+        return str(exc)
+    return f"{path}: record is damaged"
+
+
+def _usable(doc: dict) -> bool:
+    # The fields ClipRecord and summary() rely on, checked cheaply: full schema validation of
+    # every record on every open would cost more than reading them.
+    def whole(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    if not all(isinstance(doc.get(k), str) for k in ("id", "dataset", "subject", "clip")):
+        return False
+    if doc.get("status") not in (COMPLETE, PENDING, SKIPPED):
+        return False
+    if doc.get("row") is not None and not whole(doc["row"]):
+        return False
+    if doc["status"] == COMPLETE:
+        return (whole(doc.get("row")) and whole(doc.get("n_frames")) and isinstance(doc.get("labels"), dict)
+                and isinstance(doc.get("emotion"), str))
+    return True
+
+
 def _clip_path(key: ClipKey) -> str:
     return f"{CLIPS}/{key.dataset}/{key.subject}/{key.clip}"
 
@@ -86,6 +125,8 @@ class Store:
         self.mode = mode
         self.header = fmt.check(dict(group.attrs), where)
         self._records: dict[str, ClipRecord] | None = None
+        #: Records that could not be read (filled by :meth:`records`), for ``roistore validate``.
+        self.damaged: list[str] = []
 
     # --- settings recorded in the store ---------------------------------------------------
     @property
@@ -102,18 +143,64 @@ class Store:
         return self.header["views"]
 
     # --- records --------------------------------------------------------------------------
-    def records(self) -> dict[str, ClipRecord]:
-        """Every clip record in the store (complete, pending or skipped), by clip id."""
+    def records(self, *, strict: bool = True) -> dict[str, ClipRecord]:
+        """Every clip record in the store (complete, pending or skipped), by clip id.
+
+        Parameters
+        ----------
+        strict : bool
+            True: a damaged record (unreadable ``zarr.json``, a record that does not match
+            ``clip.schema.json``) raises. False: damaged records are left out and listed in
+            :attr:`damaged` (``roistore validate`` reports them).
+
+        Raises
+        ------
+        StoreError
+            If ``strict`` and a record is damaged (one line, with what to do).
+        """
         if self._records is None:
             found: dict[str, ClipRecord] = {}
-            if CLIPS in self._group:
-                for _, node in self._group[CLIPS].members(max_depth=None):
-                    doc = node.attrs.get("record") if isinstance(node, zarr.Group) else None
-                    if doc:
-                        rec = ClipRecord.from_doc(doc)
-                        found[rec.id] = rec
+            damaged: list[str] = []
+            for path, node in self._clip_nodes(damaged):
+                doc = node.attrs.get("record") if isinstance(node, zarr.Group) else None
+                if not doc:
+                    continue
+                problem = _record_problem(doc, f"{CLIPS}/{path}")
+                if problem:
+                    damaged.append(problem)
+                    continue
+                rec = ClipRecord.from_doc(doc)
+                found[rec.id] = rec
             self._records = dict(sorted(found.items()))
+            self.damaged = damaged
+        if strict and self.damaged:
+            more = f" (and {len(self.damaged) - 1} more)" if len(self.damaged) > 1 else ""
+            raise StoreError(
+                f"{self.where}: {self.damaged[0]}{more}: run 'roistore validate {self.where}' to list the "
+                "damage; restore the store from a backup or re-ingest into a new store"
+            )
         return self._records
+
+    def _clip_nodes(self, damaged: list[str]) -> list[tuple[str, zarr.Group | zarr.Array]]:
+        try:
+            if CLIPS not in self._group:
+                return []
+            return list(self._group[CLIPS].members(max_depth=None))
+        except Exception:  # one unreadable zarr.json fails the whole walk: go node by node
+            return self._clip_nodes_one_by_one(damaged)
+
+    def _clip_nodes_one_by_one(self, damaged: list[str]) -> list[tuple[str, zarr.Group | zarr.Array]]:
+        nodes = []
+        prefix = f"{self._group.store_path.path}/{CLIPS}/".lstrip("/")
+        for key in sync(_list_keys(self._group.store_path.store, prefix)):
+            if not key.endswith("/zarr.json"):
+                continue
+            path = key[len(prefix): -len("/zarr.json")]
+            try:
+                nodes.append((path, self._group[f"{CLIPS}/{path}"]))
+            except Exception as exc:  # zarr raises JSON, key and value errors for a bad document
+                damaged.append(f"{key} is damaged ({type(exc).__name__})")
+        return nodes
 
     @property
     def clips(self) -> list[ClipRecord]:
@@ -130,11 +217,26 @@ class Store:
         return rec
 
     def frames(self, clip_id: str, region: str) -> np.ndarray:
-        """The clip's unpadded frames of one region, uint8, shape (n_frames, h, w), in time order."""
+        """The clip's unpadded frames of one region, uint8, shape (n_frames, h, w), in time order.
+
+        Raises
+        ------
+        StoreError
+            If the clip is not complete, or its chunk is missing or fails its checksum.
+        """
         rec = self.clip(clip_id)
         if region not in self.regions:
             raise StoreError(f"invalid region {region!r}: allowed values are {', '.join(self.regions)}")
-        return self._group[f"{REGIONS}/{region}"][rec.row, : rec.n_frames]
+        arr = self.array(region)
+        where = f"clip {rec.id}: region {region} of {self.where}"
+        todo = f"run 'roistore validate {self.where}'; restore the store from a backup or re-ingest into a new store"
+        # A missing chunk would read as zeros (the fill value): silently wrong data.
+        if rec.row >= arr.shape[0] or not sync(arr.store_path.store.exists(chunk_key(arr, rec.row))):
+            raise StoreError(f"{where} is missing its chunk ({chunk_key(arr, rec.row)}): {todo}")
+        try:
+            return arr[rec.row, : rec.n_frames]
+        except Exception as exc:  # codec errors (checksum, zstd) come as several types
+            raise StoreError(f"{where} is damaged ({type(exc).__name__}: checksum or compression): {todo}") from None
 
     @property
     def zgroup(self) -> zarr.Group:
@@ -148,8 +250,23 @@ class Store:
         return [c for c in self.clips if c.labels.get(view)]
 
     def array(self, region: str) -> zarr.Array:
-        """The padded region array itself (rows are clip records' ``row``)."""
-        return self._group[f"{REGIONS}/{region}"]
+        """The padded region array itself (rows are clip records' ``row``).
+
+        Raises
+        ------
+        StoreError
+            If the array is missing or its metadata cannot be read.
+        """
+        try:
+            return self._group[f"{REGIONS}/{region}"]
+        except KeyError:
+            state = "is missing"
+        except Exception as exc:  # a damaged zarr.json: JSON, key or value errors
+            state = f"is damaged ({type(exc).__name__})"
+        raise StoreError(
+            f"{self.where}: array {REGIONS}/{region} {state}: restore the store from a backup or re-ingest into a "
+            "new store"
+        )
 
     # --- writing (coordinator only) ---------------------------------------------------------
     def _require_writable(self) -> None:
@@ -159,7 +276,7 @@ class Store:
     def update_header(self, **changes) -> None:
         """Rewrite the header with ``changes`` (only the coordinating process calls this)."""
         self._require_writable()
-        header = fmt.stamp({**self.header, **changes})
+        header = fmt.json_safe(fmt.stamp({**self.header, **changes}))
         fmt.validate_document(header, "store", self.where)
         self._group.attrs[fmt.ATTRS_KEY] = header
         self.header = header
@@ -167,6 +284,7 @@ class Store:
     def write_record(self, doc: dict) -> ClipRecord:
         """Create or replace a clip's record (validated against the clip schema)."""
         self._require_writable()
+        doc = fmt.json_safe(doc)  # file names that are not UTF-8 become \xNN escapes
         fmt.validate_document(doc, "clip", f"{self.where} clip {doc.get('id')}")
         key = ClipKey.parse(doc["id"])
         path = _clip_path(key)

@@ -31,12 +31,18 @@ def validate_store(store: Store) -> ValidationReport:
 
     Reading a chunk runs zarr's crc32c codec, which rejects any chunk whose bytes changed. A
     complete clip whose chunk is missing, and a record whose row lies outside the arrays, are
-    reported too.
+    reported too, and so are records and arrays whose metadata cannot be read.
     """
     problems: list[str] = []
     chunks = 0
-    records = store.records()
-    arrays = {name: store.array(name) for name in store.regions}
+    records = store.records(strict=False)
+    problems += store.damaged
+    arrays = {}
+    for name in store.regions:
+        try:
+            arrays[name] = store.array(name)
+        except RoiStoreError as exc:
+            problems.append(str(exc))
     for name, arr in arrays.items():
         expect = (store.t_max,)
         if arr.shape[1:2] != expect or arr.dtype != "uint8":

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+from roi_store.format import printable
 from roi_store.ids import ClipKey
 
 #: File suffixes taken as frames (lower case). Anything else in a clip folder is ignored.
@@ -51,6 +52,10 @@ class Skip:
     id: str
     reason: str
     source: str = ""
+
+    def __post_init__(self) -> None:
+        # Folder names need not be UTF-8; what is printed and stored must be.
+        self.id, self.reason, self.source = map(printable, (self.id, self.reason, self.source))
 
 
 class DatasetReader(Protocol):

@@ -87,6 +87,10 @@ def _show(value: object) -> str:
     return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
+def _cell_text(value: object) -> str:
+    return "" if value is None else _one_line(value)
+
+
 def is_blank(value: object) -> bool:
     """True for an empty cell: None or text made of blanks only."""
     return value is None or (isinstance(value, str) and not value.strip())
@@ -507,6 +511,17 @@ def match_columns(
 
 SHEET_HINT = "use the coding sheet published with the dataset or a manifest CSV"
 
+#: The signature of OLE compound files: Excel 97-2003 workbooks and encrypted .xlsx files.
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(magic)) == magic
+    except OSError:
+        return False  # load_workbook reports it
+
 
 def read_sheet(
     path: Path,
@@ -551,6 +566,11 @@ def read_sheet(
     optional = optional or {}
     if not path.is_file():
         raise AnnotationError(f"annotation sheet not found: {path}")
+    if _starts_with(path, _OLE_MAGIC):
+        raise AnnotationError(
+            f"{path.name}: is password-protected or an old .xls workbook (an OLE file, not .xlsx): "
+            "save it unprotected as .xlsx, or use a manifest CSV"
+        )
     try:
         wb = openpyxl.load_workbook(path, read_only=True, data_only=False, keep_links=False)
     except Exception as exc:  # openpyxl/zipfile/xml raise many types for a bad file
@@ -561,7 +581,9 @@ def read_sheet(
     try:
         by_title = {ws.title.lower(): ws for ws in wb.worksheets}
         ws = by_title.get(sheet.lower()) if sheet else None
-        ws = ws or wb.worksheets[0]
+        # A hidden sheet (a lookup table, an old version) is not the one a person reads.
+        visible = [w for w in wb.worksheets if getattr(w, "sheet_state", "visible") == "visible"]
+        ws = ws or (visible or wb.worksheets)[0]
         title = ws.title
         # Files written by other tools may declare wrong dimensions; read to the real end.
         ws.reset_dimensions()
@@ -608,22 +630,23 @@ _WHOLE = re.compile(r"^[+-]?\d+(?:\.0*)?$")
 
 
 def cell_int(value: object) -> int:
-    """A frame number from a cell: int, integral float, or digits as text.
+    """A frame number from a cell: int, integral float, or digits as text; never negative.
 
     Raises
     ------
     BadCell
-        For a blank cell, a formula (never evaluated), a date, or anything not whole.
+        For a blank cell, a formula (never evaluated), a date, a negative number, or anything
+        not whole.
     """
     if is_blank(value):
         raise BadCell("is blank")
     if isinstance(value, bool):
         raise BadCell(f"holds {value!r}, not a frame number")
     if isinstance(value, int):
-        return value
+        return _not_negative(value)
     if isinstance(value, float):
         if value.is_integer():
-            return int(value)
+            return _not_negative(int(value))
         raise BadCell(f"holds {value!r}, not a whole frame number")
     if isinstance(value, (datetime.date, datetime.time, datetime.timedelta)):
         raise BadCell(f"holds a date/time ({value}), not a frame number")
@@ -632,9 +655,15 @@ def cell_int(value: object) -> int:
         if text.startswith("="):
             raise BadCell(f"holds a formula ({_show(text)}); formulas are not evaluated")
         if _WHOLE.match(text):
-            return int(float(text))
+            return _not_negative(int(float(text)))
         raise BadCell(f"holds {_show(text)}, not a frame number")
     raise BadCell(f"holds {_show(value)} ({type(value).__name__}), not a frame number")
+
+
+def _not_negative(number: int) -> int:
+    if number < 0:
+        raise BadCell(f"holds {number}, not a frame number (frame numbers are 0 or more)")
+    return number
 
 
 def parse_apex(
@@ -977,10 +1006,17 @@ def scan_coded_dataset(
         subj, clip = v["subject"], v["clip"]
         if is_blank(subj) and is_blank(clip):
             continue  # a note or total line below the table
+        sid = f"{ds}/{_cell_text(subj)}/{_cell_text(clip)}"
+        blank = [cols[k] for k, cell in (("subject", subj), ("clip", clip)) if is_blank(cell)]
+        if blank:
+            # Merged cells read as blank in every row but the first of the merge.
+            reason = (f"{where}: {blank[0]} is blank (a merged cell is blank below its first row): "
+                      "write it in every row")
+            items.append((sort_key(ds, _cell_text(subj), _cell_text(clip)), Skip(sid, reason, where)))
+            continue
         try:
             key = ClipKey.make(ds, subj, clip)
         except AnnotationError as exc:
-            sid = f"{ds}/{_one_line(subj)}/{_one_line(clip)}"
             items.append((sort_key(ds, subj, clip), Skip(sid, f"{where}: {exc}", where)))
             continue
 

@@ -130,6 +130,8 @@ class ManifestReader:
         folder_text = v["folder"].strip()
         if not folder_text:
             return skip("folder is blank")
+        if "\0" in folder_text:  # no file system call accepts it
+            return skip(f"folder {folder_text!r} contains a NUL character; fix the manifest cell")
         # Refused on the text alone, before any file system call: nothing outside the root is
         # ever looked at, whatever the file system would make of it.
         win = PureWindowsPath(folder_text)
