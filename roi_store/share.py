@@ -93,9 +93,10 @@ def pack_store(store_path: str | Path, out: str | Path, *, force: bool = False, 
                 info = zipfile.ZipInfo(rel, date_time=_EPOCH)
                 info.external_attr = 0o644 << 16
                 info.compress_type = zipfile.ZIP_STORED  # chunks are zstd already: no second pass
-                with open(path, "rb") as src, zf.open(info, "w", force_zip64=True) as dst:
+                info.file_size = path.stat().st_size  # lets zipfile choose ZIP64 only where needed
+                with open(path, "rb") as src, zf.open(info, "w") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
-                total += path.stat().st_size
+                total += info.file_size
         # What arrives must open: check the packed copy's header before it takes the name.
         open_store(tmp).close()
     return PackReport(out=str(out), files=len(files), bytes=total, clips=len(store.clips), runs=len(runs),

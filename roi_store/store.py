@@ -17,6 +17,7 @@ not say ``complete`` is never read as data.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as _dt
 import zipfile
@@ -28,6 +29,7 @@ import zarr
 import zarr.codecs
 import zarr.errors
 import zarr.storage
+from zarr.core.sync import sync
 
 from roi_store import format as fmt
 from roi_store.errors import StoreError
@@ -128,14 +130,37 @@ class Store:
         """Every clip record in the store (complete, pending or skipped), by clip id."""
         if self._records is None:
             found: dict[str, ClipRecord] = {}
-            if CLIPS in self._group:
-                for _, node in self._group[CLIPS].members(max_depth=None):
-                    doc = node.attrs.get("record") if isinstance(node, zarr.Group) else None
-                    if doc:
-                        rec = ClipRecord.from_doc(doc)
-                        found[rec.id] = rec
+            paths = self._clip_group_paths()
+
+            async def nodes():  # fetched concurrently: one request each on a bucket
+                return await asyncio.gather(*(self._group._async_group.getitem(p) for p in paths))
+
+            for node in sync(nodes()):
+                doc = node.attrs.get("record") if isinstance(node, zarr.AsyncGroup) else None
+                if doc:
+                    rec = ClipRecord.from_doc(doc)
+                    found[rec.id] = rec
             self._records = dict(sorted(found.items()))
         return self._records
+
+    def _clip_group_paths(self) -> list[str]:
+        """``clips/<ds>/<subj>/<clip>`` of every clip group, from ONE listing of the store's keys.
+
+        Walking the hierarchy lists every folder on its own, which a zip (a scan of all its
+        member names each time) or a bucket (a request each time) makes slow.
+        """
+        root = self._group.store_path
+        prefix = f"{root.path}/{CLIPS}/" if root.path else f"{CLIPS}/"
+
+        async def keys() -> list[str]:
+            return [k async for k in root.store.list_prefix(prefix)]
+
+        paths = []
+        for key in sync(keys()):
+            parts = key[len(prefix):].split("/")
+            if len(parts) == 4 and parts[3] == "zarr.json":
+                paths.append(f"{CLIPS}/{'/'.join(parts[:3])}")
+        return sorted(paths)
 
     @property
     def clips(self) -> list[ClipRecord]:
