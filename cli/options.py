@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-store_argument = click.argument("store", type=click.Path(file_okay=False, path_type=str))
+#: A store folder; read-only commands also take a zip made by ``roistore pack`` or an fsspec URL.
+store_argument = click.argument("store", metavar="STORE", type=str)
 jobs_option = click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
                            help="Worker processes.")
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice.")

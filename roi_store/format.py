@@ -40,8 +40,13 @@ def check(attrs: dict, where: str) -> dict:
         If the store was written by a format version this release cannot read.
     """
     header = attrs.get(ATTRS_KEY)
-    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+    if not isinstance(header, dict):
         raise StoreError(f"{where} is a Zarr group but not a roistore store (no '{ATTRS_KEY}' header): create one with 'roistore ingest'")
+    if header.get("format") != FORMAT_NAME:
+        raise FormatVersionError(
+            f"{where}: its header names format {header.get('format')!r}, not {FORMAT_NAME!r}, which this roistore "
+            f"({__version__}) cannot read: open it with the tool that wrote it, or re-ingest the dataset"
+        )
     version = header.get("format_version")
     if not isinstance(version, int):
         raise StoreError(f"{where}: format_version {version!r} is not an integer: the store header is damaged")

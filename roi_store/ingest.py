@@ -25,7 +25,7 @@ from roi_store.errors import ConfigError, FaceError, FrameError, RoiStoreError, 
 from roi_store.faces import find_face, landmark_model_id
 from roi_store.format import printable
 from roi_store.labels import default_relabel, default_views, read_view_file, relabel_vectors, view_label
-from roi_store.store import COMPLETE, PENDING, REGIONS, SKIPPED, create_store, now, open_store
+from roi_store.store import COMPLETE, PENDING, REGIONS, SKIPPED, create_store, local_store_path, now, open_store
 
 DEFAULT_T_MAX = 500
 #: Frames tried for a face when the first frame has none, as offsets from the first frame.
@@ -129,6 +129,7 @@ def ingest(
     RoiStoreError
         For unusable options, sheets or stores (clips that fail are recorded, not raised).
     """
+    store_path = local_store_path(store_path)  # a zip or a URL is refused before any work
     reader = get_reader(dataset)
     root = Path(root)
     if not root.is_dir():
@@ -138,7 +139,6 @@ def ingest(
                             str(landmarks_model) if landmarks_model else None,
                             str(view_file) if view_file else None)
     items = list(reader.scan(root, Path(annotations) if annotations else None))
-    store_path = Path(store_path)
     store = _open_or_create(store_path, settings, explicit)
     started = now()
     records = store.records()

@@ -6,6 +6,10 @@ Layout (see ``schemas/FORMAT.rst``)::
     STORE/regions/R0 .. R5      uint8 (rows, t_max, h, w); one chunk per clip row, zero-padded
     STORE/clips/<ds>/<subj>/<clip>   one group per clip; attrs["record"] = the clip's record
 
+A store is written as a folder on a local path. Readers also open the same hierarchy packed in a
+zip file (``roistore pack``) or behind any fsspec URL (``file://``, ``s3://``, ``zip://...``);
+those open read-only.
+
 Only the coordinating process writes the header and the records; ingest workers write nothing
 but their own clip's chunks. A record is written after its chunks, so a clip whose record does
 not say ``complete`` is never read as data.
@@ -13,14 +17,18 @@ not say ``complete`` is never read as data.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as _dt
+import zipfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 import zarr
 import zarr.codecs
+import zarr.errors
+import zarr.storage
 from zarr.core.sync import sync
 
 from roi_store import format as fmt
@@ -79,10 +87,6 @@ def chunk_key(arr: zarr.Array, row: int) -> str:
     return f"{arr.store_path.path}/c/{row}/0/0/0"
 
 
-async def _list_keys(store, prefix: str) -> list[str]:
-    return [key async for key in store.list_prefix(prefix)]
-
-
 def _record_problem(doc: object, path: str) -> str | None:
     """None for a record this module can use; else why not (the schema's first complaint)."""
     if isinstance(doc, dict) and _usable(doc):
@@ -117,16 +121,31 @@ def _clip_path(key: ClipKey) -> str:
 
 
 class Store:
-    """An open roistore store. Use :func:`open_store` or :func:`create_store` to get one."""
+    """An open roistore store. Use :func:`open_store` or :func:`create_store` to get one.
 
-    def __init__(self, group: zarr.Group, where: str, mode: str):
+    ``where`` is the store's path or URL as given, for messages; ``source`` says what it is:
+    ``"dir"`` (a local folder, the only kind that can be written), ``"zip"`` or ``"url"``.
+    """
+
+    def __init__(self, group: zarr.Group, where: str, mode: str, source: str = "dir"):
         self._group = group
         self.where = where
         self.mode = mode
+        self.source = source
         self.header = fmt.check(dict(group.attrs), where)
         self._records: dict[str, ClipRecord] | None = None
         #: Records that could not be read (filled by :meth:`records`), for ``roistore validate``.
         self.damaged: list[str] = []
+
+    def close(self) -> None:
+        """Release the underlying Zarr store (the open zip file of a packed store)."""
+        self._group.store.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # --- settings recorded in the store ---------------------------------------------------
     @property
@@ -161,11 +180,25 @@ class Store:
         if self._records is None:
             found: dict[str, ClipRecord] = {}
             damaged: list[str] = []
-            for path, node in self._clip_nodes(damaged):
-                doc = node.attrs.get("record") if isinstance(node, zarr.Group) else None
+            paths = self._clip_group_paths()
+
+            async def one(path):
+                try:
+                    return path, await self._group._async_group.getitem(path)
+                except Exception as exc:  # zarr raises JSON, key and value errors for a bad document
+                    return path, exc
+
+            async def nodes():  # fetched concurrently: one request each on a bucket
+                return await asyncio.gather(*(one(p) for p in paths))
+
+            for path, node in sync(nodes()):
+                if isinstance(node, Exception):
+                    damaged.append(f"{path}/zarr.json is damaged ({type(node).__name__})")
+                    continue
+                doc = node.attrs.get("record") if isinstance(node, zarr.AsyncGroup) else None
                 if not doc:
                     continue
-                problem = _record_problem(doc, f"{CLIPS}/{path}")
+                problem = _record_problem(doc, path)
                 if problem:
                     damaged.append(problem)
                     continue
@@ -181,26 +214,25 @@ class Store:
             )
         return self._records
 
-    def _clip_nodes(self, damaged: list[str]) -> list[tuple[str, zarr.Group | zarr.Array]]:
-        try:
-            if CLIPS not in self._group:
-                return []
-            return list(self._group[CLIPS].members(max_depth=None))
-        except Exception:  # one unreadable zarr.json fails the whole walk: go node by node
-            return self._clip_nodes_one_by_one(damaged)
+    def _clip_group_paths(self) -> list[str]:
+        """``clips``, ``clips/<ds>``, ``clips/<ds>/<subj>`` and every ``clips/<ds>/<subj>/<clip>`` group, from ONE
+        listing of the store's keys (the groups above the clips are read to detect their damage).
 
-    def _clip_nodes_one_by_one(self, damaged: list[str]) -> list[tuple[str, zarr.Group | zarr.Array]]:
-        nodes = []
-        prefix = f"{self._group.store_path.path}/{CLIPS}/".lstrip("/")
-        for key in sync(_list_keys(self._group.store_path.store, prefix)):
-            if not key.endswith("/zarr.json"):
-                continue
-            path = key[len(prefix): -len("/zarr.json")]
-            try:
-                nodes.append((path, self._group[f"{CLIPS}/{path}"]))
-            except Exception as exc:  # zarr raises JSON, key and value errors for a bad document
-                damaged.append(f"{key} is damaged ({type(exc).__name__})")
-        return nodes
+        Walking the hierarchy lists every folder on its own, which a zip (a scan of all its
+        member names each time) or a bucket (a request each time) makes slow.
+        """
+        root = self._group.store_path
+        prefix = f"{root.path}/{CLIPS}/" if root.path else f"{CLIPS}/"
+
+        async def keys() -> list[str]:
+            return [k async for k in root.store.list_prefix(prefix)]
+
+        paths = []
+        for key in sync(keys()):
+            parts = key[len(prefix):].split("/")
+            if len(parts) <= 4 and parts[-1] == "zarr.json":  # clip groups and the groups above them
+                paths.append("/".join([CLIPS, *parts[:-1]]))
+        return sorted(paths)
 
     @property
     def clips(self) -> list[ClipRecord]:
@@ -270,8 +302,10 @@ class Store:
 
     # --- writing (coordinator only) ---------------------------------------------------------
     def _require_writable(self) -> None:
+        if self.source != "dir":
+            raise StoreError(_read_only_message(self.where, self.source))
         if self.mode == "r":
-            raise StoreError(f"{self.where} is open read-only")
+            raise StoreError(f"{self.where} is open read-only: open it with mode='r+' to change it")
 
     def update_header(self, **changes) -> None:
         """Rewrite the header with ``changes`` (only the coordinating process calls this)."""
@@ -362,33 +396,176 @@ def _view_counts(clips: list[ClipRecord], view: str, classes: list[str]) -> dict
     }
 
 
+def _is_url(text: str) -> bool:
+    return "://" in text or "::" in text
+
+
+def _read_only_message(where: str, source: str) -> str:
+    if source == "zip":
+        return (f"{where} is a zip archive and opens read-only: unpack it into a folder "
+                f"(python -m zipfile -e {where} STORE_DIR) and write to that directory store")
+    return (f"{where} is a URL and opens read-only: roistore writes only to a directory store on a local path; "
+            "copy the store into a local folder to change it")
+
+
+def local_store_path(path: str | Path) -> Path:
+    """The local folder of a store that is going to be written.
+
+    Raises
+    ------
+    StoreError
+        If ``path`` is a URL, a zip archive or another file: only a folder can be written.
+    """
+    where = str(path)
+    if isinstance(path, str) and _is_url(where):
+        raise StoreError(_read_only_message(where, "url"))
+    path = Path(path)
+    if path.is_file():
+        if zipfile.is_zipfile(path):
+            raise StoreError(_read_only_message(where, "zip"))
+        raise StoreError(f"{where} is a file, not a store folder: choose a folder for the store")
+    return path
+
+
 def open_store(path: str | Path, mode: str = "r") -> Store:
     """Open an existing store.
 
     Parameters
     ----------
     path : str or Path
-        The store's folder.
+        The store's folder; a zip file holding the store (``roistore pack``); or an fsspec URL
+        (``file:///data/store.zarr``, ``s3://bucket/store.zarr``, ``s3://bucket/store.zip``,
+        ``zip://::file:///data/store.zip``). A URL's protocol package (s3fs, gcsfs, ...) must be
+        installed.
     mode : {"r", "r+"}
-        Read-only (default) or read-write.
+        Read-only (default) or read-write. Only a folder opens read-write.
 
     Raises
     ------
     StoreError
-        If there is no store at ``path`` or it is not a roistore store.
+        If there is no store at ``path``, it is not a roistore store, its protocol's package is
+        missing, or ``mode`` is "r+" for a zip file or a URL.
     FormatVersionError
         If the store's format is newer than this roistore reads.
     """
     if mode not in ("r", "r+"):
         raise StoreError(f"invalid mode {mode!r}: allowed values are 'r' and 'r+'")
     where = str(path)
+    if mode == "r+":
+        path = local_store_path(path)
+    elif isinstance(path, str) and _is_url(where):
+        return Store(_open_url(where), where, "r", source="url")
+    elif Path(path).is_file():
+        if not zipfile.is_zipfile(path):
+            raise StoreError(f"{where} is a file but not a zip archive: give a store folder, a zip made by "
+                             "'roistore pack', or a URL")
+        return Store(_open_zip(Path(path)), where, "r", source="zip")
     if not (Path(path) / "zarr.json").is_file():
+        if Path(path).suffix.lower() == ".zip":
+            raise StoreError(f"no such file {where}: check the path")
         raise StoreError(f"no roistore store at {where}: create one with 'roistore ingest {where} --dataset ... --root ...'")
     try:
         group = zarr.open_group(where, mode=mode)
     except Exception as exc:  # zarr raises a variety of types for a damaged zarr.json
         raise StoreError(f"{where} is not a readable Zarr v3 store ({type(exc).__name__}: {exc})") from None
     return Store(group, where, mode)
+
+
+def _zip_prefix(names: list[str], where: str) -> str:
+    """Where the store lies inside a zip: its top, or the one folder a zipped store folder makes.
+
+    Member names that could point outside the archive (absolute, ``..``, backslashes) are
+    refused: zarr reads members by key only, but such an archive was not made by
+    ``roistore pack`` and may be a trap for whoever unpacks it.
+    """
+    for name in names:
+        parts = name.split("/")
+        if name.startswith("/") or "\\" in name or "\x00" in name or ".." in parts or (parts[0][1:2] == ":"):
+            raise StoreError(f"{where}: zip member {name!r} has an unsafe name (absolute or with '..'): "
+                             "refusing to read this archive; ask for a zip made by 'roistore pack'")
+    if "zarr.json" in names:
+        return ""
+    # A zipped store folder ('zip -r store.zip data/store.zarr'): the one shallowest zarr.json.
+    roots = [n[: -len("/zarr.json")] for n in names if n.endswith("/zarr.json")]
+    depth = min((r.count("/") for r in roots), default=0)
+    tops = sorted(r for r in roots if r.count("/") == depth)
+    if len(tops) == 1:
+        return tops[0]
+    raise StoreError(f"{where} is a zip archive but holds no store at its top (no zarr.json): "
+                     "make one with 'roistore pack STORE OUT.zip'")
+
+
+def _open_group(zstore, prefix: str, where: str) -> zarr.Group:
+    try:
+        return zarr.open_group(zstore, path=prefix, mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        raise StoreError(f"no roistore store at {where} (no Zarr group there): check the path or URL") from None
+    except Exception as exc:  # zarr raises a variety of types for a damaged zarr.json
+        raise StoreError(f"{where} is not a readable Zarr v3 store ({type(exc).__name__}: {exc}): "
+                         "ask for a new copy, made by 'roistore pack'") from None
+
+
+def _open_zip(path: Path) -> zarr.Group:
+    where = str(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise StoreError(f"{where} is not a readable zip archive ({exc}): ask for a new copy") from None
+    prefix = _zip_prefix(names, where)
+    return _open_group(zarr.storage.ZipStore(path, mode="r"), prefix, where)
+
+
+def _open_url(url: str) -> zarr.Group:
+    import fsspec
+    from fsspec.core import split_protocol
+    from fsspec.registry import known_implementations
+
+    # A zip behind a URL is read through fsspec's zip file system, member by member.
+    if split_protocol(url.split("::")[0])[0] != "zip" and url.split("::")[-1].lower().endswith(".zip"):
+        url = f"zip://::{url}"
+    for part in url.split("::"):
+        protocol = split_protocol(part)[0] or "file"
+        try:
+            fsspec.get_filesystem_class(protocol)
+        except ImportError as exc:
+            hint = known_implementations.get(protocol, {}).get("err") or str(exc)
+            raise StoreError(f"cannot open {url}: the {protocol}:// protocol needs a package that is not installed "
+                             f"({hint.splitlines()[0]}): pip install it, or copy the store to a local folder") from None
+        except ValueError:
+            raise StoreError(f"cannot open {url}: unknown protocol {protocol!r}: use a local path, a .zip file "
+                             "or an fsspec URL such as file:///path/store.zarr or s3://bucket/store.zarr") from None
+    try:
+        zstore = zarr.storage.FsspecStore.from_url(url, read_only=True)
+    except Exception as exc:  # the file system's own errors: credentials, missing bucket, bad archive
+        raise StoreError(f"cannot open {url} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): "
+                         "check the URL and your access to it") from None
+    prefix = ""
+    archive = getattr(zstore.fs, "sync_fs", zstore.fs)
+    if hasattr(getattr(archive, "zip", None), "namelist"):
+        zstore = _ArchiveStore(zstore.fs, read_only=True, path=zstore.path.strip("/"))
+        if not zstore.path:
+            prefix = _zip_prefix(archive.zip.namelist(), url)
+    return _open_group(zstore, prefix, url)
+
+
+class _ArchiveStore(zarr.storage.FsspecStore):
+    """An FsspecStore over an archive file system (``zip://``), whose paths have no leading '/'.
+
+    zarr 3.1's ``FsspecStore.list_dir`` joins an empty root path as ``/prefix`` and then cannot
+    strip it from the archive's listing, so groups at the archive's top list no members.
+    """
+
+    async def list_dir(self, prefix: str):
+        base = "/".join(p for p in (self.path.strip("/"), prefix.strip("/")) if p)
+        try:
+            entries = await self.fs._ls(base, detail=False)
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            entry = entry.strip("/")
+            if entry != base:
+                yield entry.rsplit("/", 1)[-1]
 
 
 def create_store(path: str | Path, settings: dict) -> Store:
@@ -400,7 +577,8 @@ def create_store(path: str | Path, settings: dict) -> Store:
         If something already exists at ``path``.
     """
     where = str(path)
-    if Path(path).exists() and any(Path(path).iterdir()):
+    path = local_store_path(path)
+    if path.exists() and any(path.iterdir()):
         raise StoreError(f"{where} exists and is not empty: choose a new store path")
     header = fmt.stamp({**settings, "created": now(), "ingests": [], "skipped": {}})
     fmt.validate_document(header, "store", where)
