@@ -25,7 +25,8 @@ from roi_store.errors import ConfigError, FaceError, FrameError, RoiStoreError, 
 from roi_store.faces import find_face, landmark_model_id
 from roi_store.format import printable
 from roi_store.labels import default_relabel, default_views, read_view_file, relabel_vectors, view_label
-from roi_store.store import COMPLETE, PENDING, REGIONS, SKIPPED, create_store, local_store_path, now, open_store
+from roi_store.store import (COMPLETE, PENDING, REGIONS, SKIPPED, create_store, local_store_path, now, open_store,
+                             unfinished_creation)
 
 DEFAULT_T_MAX = 500
 #: Frames tried for a face when the first frame has none, as offsets from the first frame.
@@ -67,7 +68,7 @@ def settings_for(t_max: int, scheme: str, landmarks_model: str | None, view_file
 
 
 def _open_or_create(path: Path, settings: dict, explicit: dict):
-    if not (path / "zarr.json").exists():
+    if not (path / "zarr.json").exists() or unfinished_creation(path):
         return create_store(path, settings)
     store = open_store(path, mode="r+")
     # Appending must not mix clips cut with different settings in one store.
@@ -277,7 +278,7 @@ def _process(spec: ClipSpec, row: int, work: dict) -> dict:
 def cut_clip(spec: ClipSpec, work: dict) -> tuple[list[np.ndarray], dict]:
     """Find the face, plan the cuts and cut every frame of one clip (nothing is written).
 
-    Returns the six zero-padded ``(t_max, h, w)`` blocks and the clip's record fields.
+    Returns the six ``(n_frames, h, w)`` blocks and the clip's record fields.
     """
     t_max = work["t_max"]
     n = len(spec.frames)
@@ -298,7 +299,7 @@ def cut_clip(spec: ClipSpec, work: dict) -> tuple[list[np.ndarray], dict]:
     cuts = rg.plan_cuts(landmarks, work["scheme"], work["layout"])
     factor = rg.decode_factor(cuts) if can_reduce(spec.frames[0]) else 1
     scaled = [c.scaled(factor) for c in cuts]
-    blocks = [np.zeros((t_max, c.size[1], c.size[0]), dtype=np.uint8) for c in cuts]
+    blocks = [np.empty((n, c.size[1], c.size[0]), dtype=np.uint8) for c in cuts]
     shape = None
     for t, path in enumerate(spec.frames):
         image = read_grey(path, factor)
@@ -342,8 +343,14 @@ def _write_blocks(store_path: str, row: int, names: list[str], blocks: list[np.n
 
     # Opened afresh per clip: the coordinator may have grown the arrays since this worker started.
     group = zarr.open_group(store_path, mode="r+")
-    # zarr's empty-chunk test scans the whole padded block (about 30 ms a chunk); a clip's chunk
-    # is never all padding, so skip the test.
+    # Only the chunks that hold frames are written, each one whole (zero-padded past the last
+    # frame), so nothing already on disk is read back and merged: a resumed clip replaces a
+    # half-written chunk. zarr's empty-chunk test would scan every chunk for nothing.
     with zarr.config.set({"array.write_empty_chunks": True}):
         for name, block in zip(names, blocks):
-            group[f"{REGIONS}/{name}"][row] = block
+            arr = group[f"{REGIONS}/{name}"]
+            step = arr.chunks[1]
+            span = min(-(-len(block) // step) * step, arr.shape[1])
+            if span != len(block):
+                block = np.concatenate([block, np.zeros((span - len(block), *block.shape[1:]), block.dtype)])
+            arr[row, :span] = block

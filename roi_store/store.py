@@ -3,7 +3,7 @@
 Layout (see ``schemas/FORMAT.rst``)::
 
     STORE/                      root group; attrs["roistore"] = header (format, settings, log)
-    STORE/regions/R0 .. R5      uint8 (rows, t_max, h, w); one chunk per clip row, zero-padded
+    STORE/regions/R0 .. R5      uint8 (rows, t_max, h, w); chunks of (1, 64, h, w), zero-padded
     STORE/clips/<ds>/<subj>/<clip>   one group per clip; attrs["record"] = the clip's record
 
 A store is written as a folder on a local path. Readers also open the same hierarchy packed in a
@@ -18,6 +18,7 @@ not say ``complete`` is never read as data.
 from __future__ import annotations
 
 import asyncio
+import json
 import dataclasses
 import datetime as _dt
 import zipfile
@@ -37,6 +38,9 @@ from roi_store.ids import ClipKey
 from roi_store.labels import MEGC2019
 
 REGIONS = "regions"
+#: Frames per chunk along time: a clip's frames fill ceil(n_frames / TIME_CHUNK) chunks per region,
+#: and the padding past them is never written (nor compressed, nor read).
+TIME_CHUNK = 64
 CLIPS = "clips"
 COMPLETE, PENDING, SKIPPED = "complete", "pending", "skipped"
 
@@ -82,9 +86,14 @@ class ClipRecord:
         )
 
 
-def chunk_key(arr: zarr.Array, row: int) -> str:
-    """The store key of a region array's chunk for clip row ``row`` (one chunk per row)."""
-    return f"{arr.store_path.path}/c/{row}/0/0/0"
+def chunk_keys(arr: zarr.Array, row: int, n_frames: int) -> list[str]:
+    """The store keys of the chunks that hold frames ``0 .. n_frames-1`` of clip row ``row``.
+
+    Chunks past a clip's last frame are never written (they read as the zero fill value).
+    Stores made before 0.2 hold one chunk per row (a time chunk of ``t_max``); this covers both.
+    """
+    step = arr.chunks[1]
+    return [f"{arr.store_path.path}/c/{row}/{j}/0/0" for j in range(max(1, -(-n_frames // step)))]
 
 
 def _record_problem(doc: object, path: str) -> str | None:
@@ -263,8 +272,11 @@ class Store:
         where = f"clip {rec.id}: region {region} of {self.where}"
         todo = f"run 'roistore validate {self.where}'; restore the store from a backup or re-ingest into a new store"
         # A missing chunk would read as zeros (the fill value): silently wrong data.
-        if rec.row >= arr.shape[0] or not sync(arr.store_path.store.exists(chunk_key(arr, rec.row))):
-            raise StoreError(f"{where} is missing its chunk ({chunk_key(arr, rec.row)}): {todo}")
+        missing = [] if rec.row >= arr.shape[0] else [
+            k for k in chunk_keys(arr, rec.row, rec.n_frames) if not sync(arr.store_path.store.exists(k))]
+        if rec.row >= arr.shape[0] or missing:
+            key = missing[0] if missing else f"row {rec.row}"
+            raise StoreError(f"{where} is missing its chunk ({key}): {todo}")
         try:
             return arr[rec.row, : rec.n_frames]
         except Exception as exc:  # codec errors (checksum, zstd) come as several types
@@ -568,6 +580,18 @@ class _ArchiveStore(zarr.storage.FsspecStore):
                 yield entry.rsplit("/", 1)[-1]
 
 
+def unfinished_creation(path: Path) -> bool:
+    """True for what a creation killed before its header leaves: the skeleton, no header, no clip."""
+    try:
+        attrs = json.loads((path / "zarr.json").read_text()).get("attributes", {})
+    except (OSError, ValueError):
+        return False
+    names = {p.name for p in path.iterdir()}
+    clips = path / CLIPS
+    return (fmt.ATTRS_KEY not in attrs and names <= {"zarr.json", REGIONS, CLIPS}
+            and not (clips.is_dir() and any(p.is_dir() for p in clips.iterdir())))
+
+
 def create_store(path: str | Path, settings: dict) -> Store:
     """Create an empty store with ``settings`` (t_max, region_scheme, layout, views, relabel, ...).
 
@@ -578,7 +602,7 @@ def create_store(path: str | Path, settings: dict) -> Store:
     """
     where = str(path)
     path = local_store_path(path)
-    if path.exists() and any(path.iterdir()):
+    if path.exists() and any(path.iterdir()) and not unfinished_creation(path):
         raise StoreError(f"{where} exists and is not empty: choose a new store path")
     header = fmt.stamp({**settings, "created": now(), "ingests": [], "skipped": {}})
     fmt.validate_document(header, "store", where)
@@ -588,7 +612,7 @@ def create_store(path: str | Path, settings: dict) -> Store:
         x0, y0, x1, y1 = region["box"]
         h, w = int(y1 - y0), int(x1 - x0)
         group.create_array(
-            f"{REGIONS}/{region['name']}", shape=(0, t_max, h, w), chunks=(1, t_max, h, w),
+            f"{REGIONS}/{region['name']}", shape=(0, t_max, h, w), chunks=(1, min(TIME_CHUNK, t_max), h, w),
             dtype="uint8", fill_value=0, compressors=compressors(),
             dimension_names=("clip", "frame", "y", "x"),
         )

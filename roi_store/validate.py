@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from zarr.core.sync import sync
 
 from roi_store import format as fmt
 from roi_store.errors import RoiStoreError
-from roi_store.store import COMPLETE, REGIONS, SKIPPED, Store
+from roi_store.store import COMPLETE, REGIONS, SKIPPED, Store, chunk_keys
 
 
 @dataclasses.dataclass
@@ -59,16 +61,25 @@ def validate_store(store: Store) -> ValidationReport:
             if rec.row is None or rec.row >= arr.shape[0]:
                 problems.append(f"clip {rec.id}: row {rec.row} is outside {REGIONS}/{name} ({arr.shape[0]} rows)")
                 continue
-            key = f"c/{rec.row}/0/0/0"
-            if not sync(arr.store_path.store.exists(f"{arr.store_path.path}/{key}")):
-                problems.append(f"clip {rec.id}: chunk {REGIONS}/{name}/{key} is missing")
+            keys = chunk_keys(arr, rec.row, rec.n_frames)
+            prefix = f"{arr.store_path.path}/"
+            missing = [k for k in keys if not sync(arr.store_path.store.exists(k))]
+            if missing:
+                problems.append(f"clip {rec.id}: chunk {REGIONS}/{name}/{missing[0][len(prefix):]} is missing")
                 continue
-            try:
-                block = arr[rec.row]
-                chunks += 1
-            except Exception as exc:  # codec errors (checksum, zstd) come as several types
-                problems.append(f"clip {rec.id}: chunk {REGIONS}/{name}/{key} is damaged ({exc})")
+            step, parts, damaged = arr.chunks[1], [], False
+            for j, key in enumerate(keys):  # chunk by chunk, to name the damaged one
+                try:
+                    parts.append(arr[rec.row, j * step:(j + 1) * step])
+                    chunks += 1
+                except Exception as exc:  # codec errors (checksum, zstd) come as several types
+                    problems.append(f"clip {rec.id}: chunk {REGIONS}/{name}/{key[len(prefix):]} is damaged ({exc})")
+                    damaged = True
+                    break
+            if damaged:
                 continue
+            parts.append(arr[rec.row, len(keys) * step:])  # past the clip's chunks: the zero fill value
+            block = np.concatenate(parts)
             if block[rec.n_frames:].any():
                 problems.append(f"clip {rec.id}: {REGIONS}/{name} has data past its {rec.n_frames} frames")
     ids = [r.id for r in records.values()]

@@ -208,10 +208,10 @@ def test_sigkilled_ingest_resumes_to_the_same_arrays(tmp_path, manifest_dataset)
     code = ("import sys; from roi_store.ingest import ingest; "
             f"ingest({str(killed)!r}, 'manifest', {str(root)!r}, {str(manifest)!r})")
     proc = subprocess.Popen([sys.executable, "-c", code])
-    # Kill once the store exists and some clip is still pending, i.e. mid-run.
+    # Kill once some clip record exists (pending or complete), i.e. mid-run.
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None:
-        if (killed / "clips").exists() and any((killed / "clips").rglob("zarr.json")):
+        if (killed / "clips").exists() and any((killed / "clips").glob("*/*/*/zarr.json")):
             break
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
@@ -220,3 +220,15 @@ def test_sigkilled_ingest_resumes_to_the_same_arrays(tmp_path, manifest_dataset)
     ingest(killed, "manifest", root, manifest)
     after = _arrays(killed)
     assert after.keys() == reference.keys() and all(np.array_equal(reference[k], after[k]) for k in reference)
+
+
+def test_ingest_killed_while_creating_the_store_starts_it_again(tmp_path, manifest_dataset):
+    """What a kill between the store's skeleton and its header leaves is re-created, not refused."""
+    root, manifest = manifest_dataset
+    import zarr
+
+    skeleton = zarr.open_group(tmp_path / "s.zarr", mode="w")
+    skeleton.require_group("clips")
+    skeleton.require_group("regions")
+    report = _ingest(tmp_path, root, manifest)
+    assert report.added == 3 and validate_store(roi_store.open_store(tmp_path / "s.zarr")).ok
