@@ -135,3 +135,13 @@ def test_folds_run_in_parallel_workers(small_store):
     assert sorted(p["id"] for p in head["predictions"]) == sorted(doc["clips"])
     emb = s.zgroup["runs/par/embeddings/R5"][:]
     assert emb.shape[:2] == (2, len(doc["clips"])) and np.abs(emb).sum() > 0
+
+
+def test_loaded_predictor_matches_one_shot_predict(fitted, small_store):
+    from roi_store.predict import load_predictor, predict_clip
+
+    _, tmp = small_store
+    clips = sorted((tmp / "data" / "CASME2" / "CASME2_RAW_selected").glob("sub0*/*"))[:2]
+    predictor = load_predictor(str(fitted), "main", cpu=True)
+    for clip in clips:
+        assert predictor.predict(clip) == predict_clip(str(fitted), "main", clip, cpu=True)
