@@ -34,6 +34,8 @@ def _num(value: float, unit: str = "") -> str:
     if unit == "share":
         return f"{value:.0%}"
     a = abs(value)
+    if unit == "s" and a >= 3600:
+        return f"{value:,.0f} ({value / 86400:,.1f} days)" if a >= 3 * 86400 else f"{value:,.0f} ({value / 3600:.1f} h)"
     if a >= 100:
         return f"{value:,.0f}"
     if a >= 10:
