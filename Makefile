@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO ?= demo-out
 DEMO_EPOCHS ?= 6
+BENCH_SCALE ?= 0.1
+BENCH_REPEATS ?= 3
 
 .PHONY: setup test demo bench clean
 
@@ -34,7 +36,7 @@ demo: setup
 	$(VENV)/bin/roistore report $(DEMO)/store.zarr --run demo --plot $(DEMO)/plots
 
 bench: setup
-	$(PY) -m benchmarks --scale 0.1 --out bench-out
+	$(PY) -m benchmarks --scale $(BENCH_SCALE) --repeats $(BENCH_REPEATS) --out bench-out
 
 clean:
 	rm -rf $(VENV) $(DEMO) bench-out build *.egg-info

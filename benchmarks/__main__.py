@@ -1,130 +1,172 @@
 """``python -m benchmarks --scale S --out DIR``: measure every stage beside its baseline.
 
 Generates the megc2019 synthetic preset scaled by S (S=1: the full 442-clip composite plus the
-clips it excludes), then alternates each contender with its baseline ``--repeats`` times in
-fresh interpreters and writes ``results.json`` and ``results.md`` to DIR.
+clips it excludes), runs each selected stage, alternating contender and baseline ``--repeats``
+times in fresh interpreters, and writes ``DIR/results.json`` and ``DIR/results.md`` after every
+stage. Rerunning with ``--stages`` replaces those stages' results and keeps the others'.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
-import shutil
+import sys
+import time
+import traceback
 from pathlib import Path
 
-from benchmarks.harness import machine, table
-from benchmarks.ingest_bench import DATASETS, bench_ingest, memory_scaling
-from benchmarks.method_bench import cnn_throughput, data_path, fit_lstm_masked_vs_padded, loso_projection
+from benchmarks import data as bd
+from benchmarks.harness import gpu_names, machine
+from benchmarks.report import FORMAT, markdown, validate
+
+STAGES = ("ingest", "detect", "scaling", "store", "datapath", "cnn", "fit-lstm", "predict", "loso")
+#: Stages that need no deep-learning framework (what ``--stages fast`` selects).
+FAST_STAGES = ("ingest", "detect", "scaling", "store", "datapath")
+
+#: How much work each stage does: the default, and ``--quick`` (a smoke run of the harness).
+SETTINGS = {
+    # Enough epochs that training runs as a compiled graph (more than models.EAGER_STEPS steps)
+    # at small scales too, as it does on the full composite; the paper's widths and batch sizes.
+    False: {"folds": 2, "cnn_epochs": 9, "cnn_dense": 1024, "cnn_batch": 256, "head_epochs": 25,
+            "detect_clips": 6, "datapath_clips": 40, "verify_clips": 60, "predict_frames": 100},
+    True: {"folds": 2, "cnn_epochs": 1, "cnn_dense": 32, "cnn_batch": 32, "head_epochs": 2,
+           "detect_clips": 2, "datapath_clips": 6, "verify_clips": 3, "predict_frames": 100},
+}
 
 
-def dataset(out: Path, scale: float, seed: int = 0) -> Path:
-    """The synthetic data for ``scale``, generated once and reused while its settings match."""
-    from roi_store.synth import generate
+def parse_stages(text: str) -> list[str]:
+    """``all``, ``fast`` or a comma-separated list of stage names, in the order they run."""
+    names = set()
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        if part == "all":
+            names.update(STAGES)
+        elif part == "fast":
+            names.update(FAST_STAGES)
+        elif part in STAGES:
+            names.add(part)
+        else:
+            raise argparse.ArgumentTypeError(
+                f"unknown stage {part!r}: allowed values are all, fast, {', '.join(STAGES)}")
+    if not names:
+        raise argparse.ArgumentTypeError("no stage given: name at least one, or 'all'")
+    return [s for s in STAGES if s in names]
 
-    data = out / f"data-{scale:g}"
-    truth = data / "synth.json"
-    if truth.exists():
-        meta = json.loads(truth.read_text())
-        if meta.get("preset") == "megc2019" and meta.get("seed") == seed and meta["overrides"].get("scale") == scale:
-            return data
-    shutil.rmtree(data, ignore_errors=True)
-    generate(data, preset="megc2019", seed=seed, scale=scale, jobs=2)
-    return data
+
+def parse_fractions(text: str) -> list[float]:
+    try:
+        values = sorted({float(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid --scaling {text!r}: give fractions such as 0.25,0.5,1") from None
+    if len(values) < 2 or not all(0 < v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"invalid --scaling {text!r}: give two or more fractions in (0, 1]")
+    return values
 
 
-def _fmt(s: dict, digits: int = 1) -> str:
-    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", type=float, default=0.1, help="share of the megc2019 preset (1 = the full composite)")
+    ap.add_argument("--out", type=Path, default=Path("bench-out"), help="folder for data, stores and results")
+    ap.add_argument("--repeats", type=int, default=3, help="alternating repeats of each measurement")
+    ap.add_argument("--stages", type=parse_stages, default=list(STAGES),
+                    help=f"comma-separated: all, fast ({', '.join(FAST_STAGES)}) or any of {', '.join(STAGES)}")
+    ap.add_argument("--scaling", type=parse_fractions, default=[0.25, 0.5, 1.0],
+                    help="fractions of --scale for the ingest growth stage (default 0.25,0.5,1)")
+    ap.add_argument("--quick", action="store_true", help="the smallest settings: checks the harness, not the speed")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and of every sample taken")
+    return ap
+
+
+def _previous(path: Path, settings: dict) -> dict:
+    """Stage results of an earlier run in the same folder with the same scale and settings, to keep."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    same = old.get("format") == FORMAT and all(
+        old.get("settings", {}).get(k) == settings[k] for k in ("scale", "quick", "seed", "work"))
+    return old.get("stages", {}) if same else {}
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    ap.add_argument("--scale", type=float, default=0.1, help="share of the megc2019 preset (1 = full composite)")
-    ap.add_argument("--out", type=Path, default=Path("bench-out"))
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--stages", type=str, default="ingest,method",
-                    help="comma-separated: ingest (vs cv2.imread), method (data path, CNN, fit-lstm, LOSO projection)")
-    ap.add_argument("--scaling", type=str, default="",
-                    help="comma-separated scales for the memory/time growth check, e.g. 0.25,0.5,1")
-    args = ap.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    data = dataset(args.out, args.scale)
-    results = {"machine": machine(), "scale": args.scale, "repeats": args.repeats}
-    stages = set(args.stages.split(","))
-    md = [f"# roistore benchmarks (scale {args.scale}, {args.repeats} repeats)", "",
-          f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, "
-          f"{results['machine']['memory_gib']} GiB; " + ", ".join(f"{k} {v}" for k, v in results['machine']['versions'].items())]
-    if "ingest" in stages:
-        md += _ingest_stage(args, data, results)
-    if "method" in stages:
-        md += _method_stage(args, data, results)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    (args.out / "results.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    args = parser().parse_args(argv)
+    if not 0 < args.scale <= 1 or args.repeats < 1:
+        parser().error("--scale must be in (0, 1] and --repeats at least 1")
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = SETTINGS[args.quick]
+    say = lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    say(f"data: megc2019 preset at scale {args.scale:g} in {out}")
+    data = bd.dataset(out, args.scale, args.seed)
+    settings = {"scale": args.scale, "repeats": args.repeats, "quick": args.quick, "seed": args.seed,
+                "work": cfg, "scaling": args.scaling, "data": bd.summary(data)}
+    results = {"format": FORMAT, "created": _now(), "machine": machine(), "settings": settings,
+               "stages": _previous(out / "results.json", settings)}
+    results["settings"]["stages"] = [s for s in STAGES if s in set(results["stages"]) | set(args.stages)]
+    prepared = None
+    store = None
+    failed = []
+    for name in args.stages:
+        say(f"stage {name} ...")
+        start = time.perf_counter()
+        try:
+            if name not in ("ingest", "detect", "scaling") and store is None:
+                store, prepared = bd.prepared_store(out, data)
+            stage = _run(name, args, cfg, data, store, prepared, results)
+            stage["measured"] = _now()
+            stage["seconds"] = round(time.perf_counter() - start, 1)
+        except Exception as exc:  # one stage's failure never loses the others' results
+            failed.append(name)
+            stage = {"error": f"{type(exc).__name__}: {exc}".strip().splitlines()[-1][:500], "measured": _now(),
+                     "traceback": traceback.format_exc()[-4000:]}
+            say(f"stage {name} FAILED: {stage['error']}")
+        results["stages"][name] = stage
+        results["stages"] = {k: results["stages"][k] for k in STAGES if k in results["stages"]}
+        _write(out, results)
+        say(f"stage {name} done in {time.perf_counter() - start:.0f} s")
+    print(markdown(results))
+    if failed:
+        raise SystemExit(f"benchmark stages failed: {', '.join(failed)} (see {out / 'results.json'})")
     return results
 
 
-def _method_stage(args, data: Path, results: dict) -> list[str]:
-    from roi_store.ingest import ingest
+def _run(name, args, cfg, data, store, prepared, results) -> dict:
+    from benchmarks import ingest_bench, method_bench, store_bench
 
-    store = args.out / "method.zarr"
-    if not (store / "zarr.json").exists():
-        for name, rel in DATASETS:
-            ingest(store, name, data / rel, jobs=2)
-    cnn = cnn_throughput(store, "bench", folds=4, epochs=2)
-    fit = fit_lstm_masked_vs_padded(store, "bench", epochs=10, repeats=2)
-    path = data_path(store, data, n=40, repeats=args.repeats)
-    import roi_store
-
-    s = roi_store.open_store(store)
-    full = json.loads((data / "synth.json").read_text())
-    # The full composite: 442 clips, 68 subjects; frames of its clips scaled up from this sample.
-    view = s.view_clips()
-    frames_view = sum(c.n_frames for c in view)
-    frames_full = frames_view / max(len(view), 1) * 442
-    m = fit["masked"]
-    proj = loso_projection(int(frames_full), 442, 68, cnn, sum(r["seconds_per_fold"] for r in m) / len(m), 10)
-    results["method"] = {"cnn": cnn, "fit_lstm": fit, "data_path": path, "loso_projection_cpu": proj,
-                         "scale_note": full.get("overrides")}
-    pad, mas = fit["padded"], fit["masked"]
-    return ["", "## Method stages", "",
-            table(["figure", "value", "baseline beside it", "ratio"], [
-                ["data path: clips/s reading six region clips from the store", _fmt(path["store_clips_per_s"]),
-                 f"decode + cut from source frames: {_fmt(path['source_clips_per_s'])}", f"{path['ratio']['median']:.1f}x"],
-                ["CNN training, frames/s per region (6 regions, 4 folds)", f"{cnn['timings']['cnn_train_frames_per_s']}",
-                 "-", "-"],
-                ["CNN embedding, frames/s per region", f"{cnn['timings']['embed_frames_per_s']}", "-", "-"],
-                ["fit-lstm s/fold, masked length-aware batches", " / ".join(f"{r['seconds_per_fold']:.2f}" for r in mas),
-                 "padded to t_max, unmasked: " + " / ".join(f"{r['seconds_per_fold']:.2f}" for r in pad),
-                 f"{fit['speedup']['median']:.1f}x"],
-                ["fit-lstm UF1 (masked vs padded)", " / ".join(f"{r['UF1']:.3f}" for r in mas),
-                 " / ".join(f"{r['UF1']:.3f}" for r in pad), "-"],
-            ]), "",
-            f"Projected full per-fold LOSO on this machine ({proj['assumptions']}): CNN training "
-            f"{proj['cnn_train_s'] / 3600:.1f} h, embedding {proj['embed_s'] / 60:.1f} min, fit-lstm "
-            f"{proj['fit_lstm_s'] / 60:.1f} min."]
+    out, repeats = args.out, args.repeats
+    if name == "ingest":
+        return ingest_bench.bench_ingest(data, out, repeats)
+    if name == "detect":
+        return ingest_bench.bench_detect(data, out, repeats, cfg["detect_clips"], args.seed)
+    if name == "scaling":
+        return ingest_bench.bench_scaling(out, args.scale, args.scaling, repeats, args.seed)
+    if name == "store":
+        return store_bench.bench_store(store, data, cfg["verify_clips"], args.seed)
+    if name == "datapath":
+        return store_bench.bench_data_path(store, data, cfg["datapath_clips"], repeats, args.seed)
+    if name == "cnn":
+        return method_bench.bench_cnn(store, cfg, repeats, gpu_names())
+    if not method_bench.has_run(store):
+        method_bench.embed_once(store, method_bench.RUN, cfg, None)  # what the later stages need
+    if name == "fit-lstm":
+        return method_bench.bench_fit_lstm(store, cfg, repeats)
+    if not method_bench.has_head(store):
+        method_bench.bench_fit_lstm(store, cfg, 1)
+    if name == "predict":
+        return method_bench.bench_predict(store, data, out, cfg, repeats)
+    return method_bench.bench_loso(store, results, prepared, args.seed)
 
 
-def _ingest_stage(args, data: Path, results: dict) -> list[str]:
-    ing = bench_ingest(data, args.out, args.repeats)
-    results["ingest"] = ing
-    rows = [
-        ["decode only: cv2.imread, full resolution (baseline)", _fmt(ing["frames_per_s"]["imread"]), "1.00"],
-        ["roistore ingest, 1 job", _fmt(ing["frames_per_s"]["ingest_1"]), f"{ing['ingest_1_vs_imread']['median']:.2f}"],
-        ["roistore ingest, 2 jobs", _fmt(ing["frames_per_s"]["ingest_2"]),
-         f"{ing['ingest_2_vs_ingest_1']['median']:.2f} vs 1 job"],
-    ]
-    md = ["", f"## Ingest ({ing['frames']} frames; frames/s: median (min-max))", "",
-          table(["contender", "frames/s", "ratio"], rows), "",
-          f"Peak memory of a 1-job ingest: {_fmt(ing['peak_rss_mib_1_job'], 0)} MiB"]
-    if args.scaling:
-        scales = [float(s) for s in args.scaling.split(",")]
-        growth = memory_scaling(lambda s: dataset(args.out, s), args.out, scales)
-        results["ingest_scaling"] = growth
-        md += ["", "## Ingest growth (1 job)", "",
-               table(["scale", "frames", "seconds", "frames/s", "peak RSS MiB"],
-                     [[g["scale"], g["frames"], f"{g['seconds']:.1f}", f"{g['frames_per_s']:.1f}",
-                       f"{g['peak_rss_mib']:.0f}"] for g in growth])]
-    return md
+def _write(out: Path, results: dict) -> None:
+    validate(results)
+    for name, text in (("results.json", json.dumps(results, indent=1) + "\n"), ("results.md", markdown(results))):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(out / name)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 if __name__ == "__main__":

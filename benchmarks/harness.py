@@ -1,40 +1,110 @@
-"""Timing helpers, machine facts and result tables shared by the benchmarks."""
+"""Timing helpers, machine facts and the shape of a stage's results, shared by the benchmarks.
+
+A stage returns ``{"title", "figures", "targets", "details"}``. A figure is a dict with its
+``label`` and ``unit`` and, when measured more than once, ``min`` / ``median`` / ``max`` and the
+raw ``runs``. A target names a figure, a comparison and a threshold; ``met`` is computed from
+the measured median, never asserted.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
-import time
 from importlib import metadata
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def stats(values: list[float]) -> dict:
     """min / median / max of repeated measurements (and the raw values)."""
+    values = [float(v) for v in values]
     return {"min": min(values), "median": statistics.median(values), "max": max(values), "runs": values}
 
 
-def timed(fn, *args, **kwargs) -> tuple[float, object]:
-    start = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return time.perf_counter() - start, out
+def figure(label: str, unit: str, values: list[float] | float) -> dict:
+    """A named, unit-carrying measurement: a single value or the statistics of repeats."""
+    values = values if isinstance(values, list) else [values]
+    return {"label": label, "unit": unit, **stats(values)}
 
 
-def run_python(code: str, env: dict | None = None) -> dict:
-    """Run ``code`` in a fresh interpreter; it must print one JSON object as its last line."""
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
+def ratio(label: str, numerator: list[float], denominator: list[float]) -> dict:
+    """Per-repeat ratios of two figures measured alternately in the same run (A,B,A,B...)."""
+    if len(numerator) != len(denominator):
+        raise ValueError("a ratio needs the same number of runs on both sides")
+    return figure(label, "x", [a / b for a, b in zip(numerator, denominator)])
+
+
+OPS = {">=": lambda v, t: v >= t, "<=": lambda v, t: v <= t}
+
+
+def target(what: str, figures: dict, name: str, op: str, threshold: float) -> dict:
+    """A target on a figure's median; ``met`` says whether this run's measurement reached it."""
+    value = figures[name]["median"]
+    return {"what": what, "figure": name, "op": op, "threshold": threshold, "value": value,
+            "met": bool(OPS[op](value, threshold))}
+
+
+def alternate(contenders: dict, repeats: int) -> dict[str, list]:
+    """Call each contender in turn, ``repeats`` rounds (A,B,A,B...); each one's results in order."""
+    runs = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            runs[name].append(fn())
+    return runs
+
+
+#: Appended to every measured script: its own peak memory and that of its worker processes.
+_PEAK = """
+import json as _json, resource as _resource
+print(_json.dumps({"__peak_rss_mib__": _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss / 1024,
+                   "__peak_rss_children_mib__": _resource.getrusage(_resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+"""
+
+
+def run_python(code: str, env: dict | None = None, timeout: float | None = None) -> dict:
+    """Run ``code`` in a fresh interpreter, so that each measurement's memory is its own.
+
+    The script prints one JSON object as its last line but one; the harness adds
+    ``peak_rss_mib`` (the interpreter's own) and ``peak_rss_children_mib`` (its largest worker).
+    """
+    proc = subprocess.run([sys.executable, "-c", code + _PEAK], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark step failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    lines = [ln for ln in proc.stdout.strip().splitlines() if ln.startswith(("{", "["))]
+    out, peak = json.loads(lines[-2]), json.loads(lines[-1])
+    if isinstance(out, dict):
+        out["peak_rss_mib"] = peak["__peak_rss_mib__"]
+        out["peak_rss_children_mib"] = peak["__peak_rss_children_mib__"]
+    return out
+
+
+def gpu_names() -> list[str]:
+    """The NVIDIA GPUs ``nvidia-smi`` lists (empty if none or no driver)."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [ln.split(":", 1)[1].split("(")[0].strip() for ln in out.stdout.splitlines() if ln.startswith("GPU")]
+
+
+_DISTS = ("roistore", "numpy", "zarr", "numcodecs", "opencv-python-headless", "dlib-bin", "keras",
+          "tensorflow", "tensorflow-cpu", "jax", "torch", "joblib")
 
 
 def machine() -> dict:
-    """Cores, memory, CPU model and library versions, for the results' header."""
+    """Cores, memory, CPU model, GPUs, Python and library versions, for the results' header.
+
+    Read from the system and package metadata only: nothing heavy is imported.
+    """
     cpu = platform.processor()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -51,13 +121,15 @@ def machine() -> dict:
     except OSError:
         pass
     versions = {}
-    for dist in ("roistore", "numpy", "zarr", "opencv-python-headless", "dlib-bin", "joblib"):
+    for dist in _DISTS:
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem, "python": platform.python_version(),
-            "platform": platform.platform(), "versions": versions}
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu or "unknown", "cores": os.cpu_count() or 1, "usable_cores": usable, "memory_gib": mem,
+            "gpus": gpu_names(), "python": platform.python_version(), "platform": platform.platform(),
+            "keras_backend": os.environ.get("KERAS_BACKEND", "tensorflow"), "versions": versions}
 
 
 def table(header: list[str], rows: list[list]) -> str:
@@ -65,3 +137,8 @@ def table(header: list[str], rows: list[list]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(out)
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of every file under ``path``."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())

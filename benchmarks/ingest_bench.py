@@ -1,23 +1,27 @@
-"""Ingest throughput against a decode-only baseline, 1 and 2 jobs, and peak memory."""
+"""Ingest stages: throughput against decoding alone and against per-frame face finding; growth.
+
+Every contender runs in a fresh interpreter (``harness.run_python``) through the public
+``roi_store.ingest.ingest``, so its time and peak memory are its own, and contenders alternate
+within each repeat.
+"""
 
 from __future__ import annotations
 
-import json
+import csv
+import os
 import shutil
 from pathlib import Path
 
-from benchmarks.harness import run_python, stats
+import numpy as np
 
-DATASETS = (("casme2", "CASME2/CASME2_RAW_selected"), ("samm", "SAMM/SAMM"), ("smic", "SMIC/HS"))
+from benchmarks import data as bd
+from benchmarks.harness import alternate, figure, ratio, run_python, target
 
-_BASELINE = """
-import json, sys, time, cv2
+_IMREAD = """
+import json, time, cv2
 from pathlib import Path
-from roi_store.datasets import get_reader
-from roi_store.datasets.base import ClipSpec
-data, datasets = json.loads({args!r})
-frames = [f for name, rel in datasets for s in get_reader(name).scan(Path(data) / rel)
-          if isinstance(s, ClipSpec) for f in s.frames]
+from benchmarks.data import specs
+frames = [f for s in specs(Path({data!r})) for f in s.frames]
 start = time.perf_counter()
 for f in frames:
     assert cv2.imread(str(f)) is not None
@@ -25,64 +29,154 @@ print(json.dumps({{"seconds": time.perf_counter() - start, "frames": len(frames)
 """
 
 _INGEST = """
-import json, resource, sys, time
+import json, time
 from pathlib import Path
 from roi_store.ingest import ingest
-data, datasets, store, jobs = json.loads({args!r})
+jobs = {jobs}
 start = time.perf_counter()
 frames = 0
-for name, rel in datasets:
-    frames += ingest(store, name, Path(data) / rel, jobs=jobs).frames
-seconds = time.perf_counter() - start
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({{"seconds": seconds, "frames": frames, "peak_rss_mib": rss}}))
+for name, root, annotations in {calls!r}:
+    frames += ingest({store!r}, name, root, annotations, jobs=jobs).frames
+print(json.dumps({{"seconds": time.perf_counter() - start, "frames": frames}}))
+"""
+
+_PER_FRAME = """
+import json, time
+from pathlib import Path
+from roi_store import regions as rg
+from roi_store.decode import read_grey
+from roi_store.faces import find_face
+frames = [Path(f) for f in {frames!r}]
+layout = rg.default_layout()
+start = time.perf_counter()
+found = 0
+for f in frames:
+    image = read_grey(f)
+    face = find_face(image)
+    if face is not None:
+        found += 1
+        crops = [rg.cut(image, c) for c in rg.plan_cuts(face.landmarks, layout["default_scheme"], layout)]
+print(json.dumps({{"seconds": time.perf_counter() - start, "frames": len(frames), "faces": found}}))
 """
 
 
-def baseline(data: Path) -> dict:
-    """Decode every frame ingest would read with ``cv2.imread`` (full resolution, colour), nothing else."""
-    return run_python(_BASELINE.format(args=json.dumps([str(data), DATASETS])))
+def _native_calls(data: Path) -> list:
+    return [(name, str(Path(data) / rel), None) for name, rel in bd.datasets(data)]
 
 
-def ingest_once(data: Path, store: Path, jobs: int) -> dict:
-    """One full ingest of the three datasets into a new store, in a fresh interpreter."""
+def imread(data: Path) -> dict:
+    """Decode every frame ingest reads with ``cv2.imread`` (full resolution, colour), nothing else."""
+    return run_python(_IMREAD.format(data=str(data)))
+
+
+def ingest_once(calls: list, store: Path, jobs: int) -> dict:
+    """One ingest of ``calls`` (reader, root, annotations) into a new store, in a fresh interpreter."""
     shutil.rmtree(store, ignore_errors=True)
     try:
-        return run_python(_INGEST.format(args=json.dumps([str(data), DATASETS, str(store), jobs])))
+        return run_python(_INGEST.format(calls=calls, store=str(store), jobs=jobs))
     finally:
         shutil.rmtree(store, ignore_errors=True)
 
 
-def bench_ingest(data: Path, work: Path, repeats: int = 3) -> dict:
-    """Alternate baseline, 1-job and 2-job ingests ``repeats`` times; frames/s and ratios."""
-    baseline(data)  # warm the page cache so that no contender pays for the first read
-    runs = {"imread": [], "ingest_1": [], "ingest_2": []}
-    rss = []
-    frames = None
-    for _ in range(repeats):
-        b = baseline(data)
-        one = ingest_once(data, work / "bench-1.zarr", 1)
-        two = ingest_once(data, work / "bench-2.zarr", 2)
-        if not (b["frames"] == one["frames"] == two["frames"]):
-            raise RuntimeError(f"frame counts differ: {b['frames']}, {one['frames']}, {two['frames']}")
-        frames = b["frames"]
-        runs["imread"].append(frames / b["seconds"])
-        runs["ingest_1"].append(frames / one["seconds"])
-        runs["ingest_2"].append(frames / two["seconds"])
-        rss.append(one["peak_rss_mib"])
-    fps = {k: stats(v) for k, v in runs.items()}
-    ratio_1 = stats([i / b for i, b in zip(runs["ingest_1"], runs["imread"])])
-    ratio_2 = stats([t / o for t, o in zip(runs["ingest_2"], runs["ingest_1"])])
-    return {"frames": frames, "frames_per_s": fps, "ingest_1_vs_imread": ratio_1,
-            "ingest_2_vs_ingest_1": ratio_2, "peak_rss_mib_1_job": stats(rss)}
+def bench_ingest(data: Path, work: Path, repeats: int) -> dict:
+    """Alternate ``cv2.imread``, 1-job and 2-job ingests ``repeats`` times: frames/s, ratios, peak memory."""
+    calls = _native_calls(data)
+    imread(data)  # warm the page cache so that no contender pays for the first read
+    runs = alternate({"imread": lambda: imread(data),
+                      "ingest_1": lambda: ingest_once(calls, work / "bench-1.zarr", 1),
+                      "ingest_2": lambda: ingest_once(calls, work / "bench-2.zarr", 2)}, repeats)
+    frames = {r["frames"] for rs in runs.values() for r in rs}
+    if len(frames) != 1:
+        raise RuntimeError(f"contenders read different frame counts: {sorted(frames)}")
+    (n,) = frames
+    fps = {k: [n / r["seconds"] for r in v] for k, v in runs.items()}
+    figures = {
+        "imread_frames_per_s": figure("cv2.imread of the same frames, nothing else (baseline)", "frames/s", fps["imread"]),
+        "ingest_1_frames_per_s": figure("roistore ingest, 1 job", "frames/s", fps["ingest_1"]),
+        "ingest_2_frames_per_s": figure("roistore ingest, 2 jobs", "frames/s", fps["ingest_2"]),
+        "ingest_1_vs_imread": ratio("ingest 1 job / cv2.imread", fps["ingest_1"], fps["imread"]),
+        "ingest_2_vs_ingest_1": ratio("ingest 2 jobs / 1 job", fps["ingest_2"], fps["ingest_1"]),
+        "peak_rss_mib_1_job": figure("peak memory, 1-job ingest", "MiB", [r["peak_rss_mib"] for r in runs["ingest_1"]]),
+        "peak_rss_mib_2_jobs": figure("peak memory, 2-job ingest's coordinating process", "MiB",
+                                      [r["peak_rss_mib"] for r in runs["ingest_2"]]),
+    }
+    return {"title": f"Ingest ({n} frames, {len(calls)} datasets)", "figures": figures,
+            "targets": [target("ingest, 1 job, vs cv2.imread of the same frames", figures, "ingest_1_vs_imread", ">=", 1.0),
+                        target("ingest from 1 to 2 jobs", figures, "ingest_2_vs_ingest_1", ">=", 1.8)],
+            "details": {"frames": n, "seconds": {k: [r["seconds"] for r in v] for k, v in runs.items()}}}
 
 
-def memory_scaling(make_data, work: Path, scales: list[float]) -> list[dict]:
-    """Time and peak memory of a one-job ingest as the dataset grows (``make_data(scale)`` -> folder)."""
-    rows = []
-    for scale in scales:
-        data = make_data(scale)
-        r = ingest_once(data, work / f"scale-{scale}.zarr", 1)
-        rows.append({"scale": scale, "frames": r["frames"], "seconds": r["seconds"],
-                     "frames_per_s": r["frames"] / r["seconds"], "peak_rss_mib": r["peak_rss_mib"]})
-    return rows
+def write_manifest(path: Path, root: Path, clips: list) -> Path:
+    """A manifest naming exactly ``clips`` (ClipSpec) and their frame ranges, relative to ``root``."""
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["dataset", "subject", "clip", "folder", "label", "onset", "offset"])
+        for s in clips:
+            w.writerow([s.key.dataset, s.key.subject, s.key.clip, os.path.relpath(s.folder, root).replace(os.sep, "/"),
+                        s.emotion, s.frame_numbers[0], s.frame_numbers[-1]])
+    return path
+
+
+def sample(items: list, n: int, seed: int) -> list:
+    """``n`` items chosen at random with ``seed``, in their original order."""
+    if n >= len(items):
+        return list(items)
+    keep = np.sort(np.random.default_rng(seed).choice(len(items), n, replace=False))
+    return [items[i] for i in keep]
+
+
+def bench_detect(data: Path, work: Path, repeats: int, clips: int, seed: int = 0) -> dict:
+    """Ingest (face once per clip) vs face detection + 68 landmarks + cuts on every frame, same clips."""
+    chosen = sample(bd.specs(data), clips, seed)
+    manifest = write_manifest(work / "detect-manifest.csv", data, chosen)
+    calls = [("manifest", str(data), str(manifest))]
+    frames = [str(f) for s in chosen for f in s.frames]
+    per_frame = lambda: run_python(_PER_FRAME.format(frames=frames))  # noqa: E731
+    for f in frames:  # warm the page cache so that neither contender pays for the first read
+        Path(f).read_bytes()
+    runs = alternate({"ingest": lambda: ingest_once(calls, work / "detect.zarr", 1), "per_frame": per_frame}, repeats)
+    n = len(frames)
+    if any(r["frames"] != n for r in runs["ingest"]):
+        raise RuntimeError(f"the manifest ingest cut {runs['ingest'][0]['frames']} frames, not {n}")
+    fps = {k: [n / r["seconds"] for r in v] for k, v in runs.items()}
+    figures = {
+        "ingest_frames_per_s": figure("roistore ingest, 1 job (face and landmarks once per clip)", "frames/s",
+                                      fps["ingest"]),
+        "per_frame_frames_per_s": figure("face detection + 68 landmarks + cuts on every frame (baseline)",
+                                         "frames/s", fps["per_frame"]),
+        "ingest_vs_per_frame": ratio("ingest / per-frame face finding", fps["ingest"], fps["per_frame"]),
+    }
+    return {"title": f"Ingest vs per-frame face finding ({len(chosen)} clips, {n} frames)", "figures": figures,
+            "targets": [], "details": {"clips": [s.id for s in chosen], "frames": n,
+                                       "faces_found": runs["per_frame"][0]["faces"]}}
+
+
+def bench_scaling(out: Path, scale: float, fractions: list[float], repeats: int, seed: int = 0) -> dict:
+    """Time and peak memory of a 1-job ingest as the data grows (``fractions`` of ``scale``), alternated."""
+    scales = sorted({round(scale * f, 6) for f in fractions})
+    if len(scales) < 2:
+        raise ValueError("--scaling needs at least two different fractions, e.g. 0.25,0.5,1")
+    folders = {s: bd.dataset(out, s, seed) for s in scales}
+    runs = alternate({s: (lambda d=d, s=s: ingest_once(_native_calls(d), out / f"scale-{s:g}.zarr", 1))
+                      for s, d in folders.items()}, repeats)
+    rows, figures = [], {}
+    for s in scales:
+        frames = runs[s][0]["frames"]
+        rows.append({"scale": s, "clips": bd.summary(folders[s])["clips"], "frames": frames,
+                     "seconds": figure("seconds", "s", [r["seconds"] for r in runs[s]]),
+                     "frames_per_s": figure("frames/s", "frames/s", [frames / r["seconds"] for r in runs[s]]),
+                     "peak_rss_mib": figure("peak memory", "MiB", [r["peak_rss_mib"] for r in runs[s]])})
+    small, large = scales[0], scales[-1]
+    grow = rows[-1]["frames"] / rows[0]["frames"]
+    figures["frames_growth"] = figure(f"frames, scale {large:g} / {small:g}", "x", grow)
+    figures["peak_rss_growth"] = ratio(f"peak memory, scale {large:g} / {small:g}",
+                                       [r["peak_rss_mib"] for r in runs[large]], [r["peak_rss_mib"] for r in runs[small]])
+    figures["seconds_per_frame_growth"] = ratio(
+        f"seconds per frame, scale {large:g} / {small:g}",
+        [r["seconds"] / r["frames"] for r in runs[large]], [r["seconds"] / r["frames"] for r in runs[small]])
+    return {"title": "Ingest growth (1 job)", "figures": figures,
+            "targets": [target("peak memory flat as clips grow (largest / smallest scale)", figures,
+                               "peak_rss_growth", "<=", 1.25),
+                        target("time linear in frames (seconds per frame, largest / smallest scale)", figures,
+                               "seconds_per_frame_growth", "<=", 1.25)],
+            "details": {"rows": rows}}

@@ -1,4 +1,10 @@
-"""Method stages: data path, CNN throughput, fit-lstm masked vs the paper's padded batches."""
+"""Method stages: region CNN throughput, fit-lstm masked vs the paper's padding, predict latency,
+and the whole LOSO's wall time per stage with its projection to the full 68-fold composite.
+
+Each model step runs in a fresh interpreter through the library (``roi_store.embed.embed``,
+``roi_store.fusion.fit_lstm``, ``roi_store.predict.load_predictor``), on run ``bench`` of the
+benchmark store.
+"""
 
 from __future__ import annotations
 
@@ -6,111 +12,262 @@ import json
 import shutil
 from pathlib import Path
 
-from benchmarks.harness import run_python, stats
+from benchmarks.harness import alternate, figure, ratio, run_python, target
 
-_DATA_PATH = """
-import json, time
-from pathlib import Path
-import numpy as np
-import roi_store
-from roi_store.datasets import get_reader
-from roi_store.datasets.base import ClipSpec
-from roi_store.ingest import cut_clip
-store = roi_store.open_store({store!r})
-data = Path({data!r})
-roots = {{"casme2": "CASME2/CASME2_RAW_selected", "samm": "SAMM/SAMM", "smic": "SMIC/HS"}}
-specs = {{s.id: s for name, rel in roots.items() for s in get_reader(name).scan(data / rel) if isinstance(s, ClipSpec)}}
-clips = [c for c in store.view_clips()][:{n}]
-work = {{"t_max": store.t_max, "scheme": store.header["region_scheme"], "layout": store.header["layout"],
-        "landmarks_model": None}}
-out = {{"clips": len(clips), "store": [], "source": []}}
-for _ in range({repeats}):
-    t = time.perf_counter()
-    for c in clips:
-        for r in store.regions:
-            store.frames(c.id, r)
-    out["store"].append(len(clips) / (time.perf_counter() - t))
-    t = time.perf_counter()
-    for c in clips:
-        cut_clip(specs[c.id], work)
-    out["source"].append(len(clips) / (time.perf_counter() - t))
-print(json.dumps(out))
-"""
-
-
-def data_path(store: Path, data: Path, n: int = 40, repeats: int = 3) -> dict:
-    """Clips/s reading a fold's six region clips from the store vs decoding and cutting the source frames."""
-    r = run_python(_DATA_PATH.format(store=str(store), data=str(data), n=n, repeats=repeats))
-    ratios = [s / d for s, d in zip(r["store"], r["source"])]
-    return {"clips": r["clips"], "store_clips_per_s": stats(r["store"]), "source_clips_per_s": stats(r["source"]),
-            "ratio": stats(ratios)}
-
-
-_FIT = """
-import json, shutil, sys, time
-sys.argv = ["x"]
-from roi_store.fusion import fit_lstm
-from roi_store.report import run_report
-import roi_store
-rows = []
-for masked in ({order}):
-    t = time.perf_counter()
-    head = fit_lstm({store!r}, {run!r}, epochs={epochs}, seed=1, masked=masked, cpu=True)
-    seconds = time.perf_counter() - t
-    rep = run_report(roi_store.open_store({store!r}), {run!r})
-    rows.append({{"masked": masked, "seconds_per_fold": head["timings"]["seconds_per_fold"],
-                 "UF1": rep["scores"]["FULL"]["UF1"], "UAR": rep["scores"]["FULL"]["UAR"]}})
-print(json.dumps(rows))
-"""
-
-
-def fit_lstm_masked_vs_padded(store: Path, run: str, epochs: int, repeats: int = 2) -> dict:
-    """Seconds per fold: masked length-aware batches vs the paper's zero padding to t_max (alternated)."""
-    masked, padded = [], []
-    for i in range(repeats):
-        order = "True, False" if i % 2 == 0 else "False, True"
-        rows = json.loads(json.dumps(run_python(_FIT.format(store=str(store), run=run, epochs=epochs, order=order))))
-        for row in rows:
-            (masked if row["masked"] else padded).append(row)
-    ratio = [p["seconds_per_fold"] / m["seconds_per_fold"] for m, p in zip(masked, padded)]
-    return {"masked": masked, "padded": padded, "speedup": stats(ratio)}
-
-
-def copy_store(src: Path, dst: Path) -> Path:
-    shutil.rmtree(dst, ignore_errors=True)
-    shutil.copytree(src, dst)
-    return dst
-
+RUN = "bench"
 
 _EMBED = """
 import json, time
 from roi_store.embed import embed
 t = time.perf_counter()
-doc = embed({store!r}, {run!r}, protocol="kfold", folds={folds}, epochs={epochs}, seed=1, cpu=True, overwrite=True)
+doc = embed({store!r}, {run!r}, protocol="kfold", folds={folds}, epochs={epochs}, cnn_dense={dense},
+            batch_size={batch}, seed=1, gpu={gpu!r}, cpu={cpu!r}, overwrite=True)
 print(json.dumps({{"seconds": time.perf_counter() - t, "timings": doc["timings"], "device": doc["device"],
-                  "train_frames": sum(sum(v["train_frames"] for v in f["cnn"].values()) for f in doc["folds"]),
-                  "folds": len(doc["folds"])}}))
+                  "backend": doc.get("backend"), "folds": len(doc["folds"]),
+                  "train_frames_per_fold": [sum(v["train_frames"] for v in f["cnn"].values()) / 6 for f in doc["folds"]]}}))
 """
 
 
-def cnn_throughput(store: Path, run: str, folds: int, epochs: int) -> dict:
-    """Train and embed frames/s of the region CNNs (all six regions together), from one embed run."""
-    return run_python(_EMBED.format(store=str(store), run=run, folds=folds, epochs=epochs))
+def embed_once(store: Path, run: str, cfg: dict, gpu: int | None) -> dict:
+    """One ``embed`` (all folds, six regions) in a fresh interpreter; its recorded throughput."""
+    return run_python(_EMBED.format(store=str(store), run=run, folds=cfg["folds"], epochs=cfg["cnn_epochs"],
+                                    dense=cfg["cnn_dense"], batch=cfg["cnn_batch"], gpu=gpu, cpu=gpu is None))
 
 
-def loso_projection(frames_total: int, clips_total: int, subjects: int, cnn: dict, head_seconds_per_fold: float,
-                    head_epochs_measured: int, cnn_epochs: int = 100, head_epochs: int = 60) -> dict:
-    """Projected wall time of the full per-fold LOSO from measured throughputs (seconds)."""
-    train_frame_steps = frames_total * (subjects - 1) / subjects * cnn_epochs * 6 * subjects
-    embed_frames = frames_total * 6 * subjects
-    t = cnn["timings"]
-    per_region_train = t["cnn_train_frames_per_s"]
-    per_region_embed = t["embed_frames_per_s"]
-    return {
-        "folds": subjects,
-        "cnn_train_s": train_frame_steps / per_region_train,
-        "embed_s": embed_frames / per_region_embed,
-        "fit_lstm_s": head_seconds_per_fold * head_epochs / head_epochs_measured * subjects,
-        "assumptions": f"{subjects} folds, {cnn_epochs} CNN epochs on all training frames, {head_epochs} head epochs, "
-                       f"{frames_total} frames in {clips_total} clips, throughput measured on {cnn['device']}",
+def bench_cnn(store: Path, cfg: dict, repeats: int, gpus: list[str]) -> dict:
+    """Train and embed frames/s per region on this CPU, and on GPU 0 when one is available (alternated)."""
+    contenders = {"cpu": lambda: embed_once(store, RUN, cfg, None)}
+    if gpus:
+        contenders["gpu"] = lambda: embed_once(store, RUN + "-gpu", cfg, 0)
+    runs = alternate(contenders, repeats)
+    figures = {}
+    for dev, rs in runs.items():
+        name = rs[0]["device"]
+        figures[f"{dev}_train_frames_per_s"] = figure(f"CNN training per region ({name})", "frames/s",
+                                                      [r["timings"]["cnn_train_frames_per_s"] for r in rs])
+        figures[f"{dev}_embed_frames_per_s"] = figure(f"CNN embedding per region ({name})", "frames/s",
+                                                      [r["timings"]["embed_frames_per_s"] for r in rs])
+        figures[f"{dev}_embed_seconds"] = figure(f"whole embed, {cfg['folds']} folds x 6 regions ({name})", "s",
+                                                 [r["seconds"] for r in rs])
+    if gpus and runs["gpu"][0]["device"] == "cpu":
+        figures.pop("gpu_train_frames_per_s"), figures.pop("gpu_embed_frames_per_s"), figures.pop("gpu_embed_seconds")
+        note = f"GPU present ({gpus[0]}) but the Keras backend did not use it"
+    else:
+        note = None if gpus else "no GPU on this machine: CPU figures only"
+    first = runs["cpu"][0]
+    return {"title": f"Region CNNs ({cfg['folds']} folds, {cfg['cnn_epochs']} epochs, dense {cfg['cnn_dense']})",
+            "figures": figures, "targets": [],
+            "details": {"device": first["device"], "backend": first["backend"], "note": note,
+                        "train_frames_per_fold_per_region": first["train_frames_per_fold"],
+                        "settings": {k: cfg[k] for k in ("folds", "cnn_epochs", "cnn_dense", "cnn_batch")}}}
+
+
+_FIT = """
+import json, time
+import roi_store
+from roi_store.fusion import fit_lstm
+from roi_store.report import run_report
+rows = []
+for masked in {order!r}:
+    t = time.perf_counter()
+    head = fit_lstm({store!r}, {run!r}, epochs={epochs}, seed=1, masked=masked, cpu=True)
+    seconds = time.perf_counter() - t
+    rep = run_report(roi_store.open_store({store!r}), {run!r})
+    rows.append({{"masked": masked, "seconds": seconds, "seconds_per_fold": head["timings"]["seconds_per_fold"],
+                 "UF1": rep["scores"]["FULL"]["UF1"], "UAR": rep["scores"]["FULL"]["UAR"],
+                 "train_clips_per_fold": sum(len(f["head_train_clips"]) for f in head["folds"]) / len(head["folds"])}})
+print(json.dumps({{"rows": rows}}))
+"""
+
+
+def bench_fit_lstm(store: Path, cfg: dict, repeats: int) -> dict:
+    """Seconds per fold: masked length-aware batches vs the paper's zero padding to t_max, alternated.
+
+    Both fits of a repeat share one interpreter; the order flips every repeat so that neither
+    always pays the backend's start-up.
+    """
+    masked, padded = [], []
+    for i in range(repeats):
+        order = [True, False] if i % 2 == 0 else [False, True]
+        for row in run_python(_FIT.format(store=str(store), run=RUN, epochs=cfg["head_epochs"], order=order))["rows"]:
+            (masked if row["masked"] else padded).append(row)
+    figures = {
+        "masked_seconds_per_fold": figure("masked, length-bucketed batches (roistore)", "s/fold",
+                                          [r["seconds_per_fold"] for r in masked]),
+        "padded_seconds_per_fold": figure("padded to t_max, unmasked (the paper; baseline)", "s/fold",
+                                          [r["seconds_per_fold"] for r in padded]),
+        "speedup": ratio("padded / masked seconds per fold", [r["seconds_per_fold"] for r in padded],
+                         [r["seconds_per_fold"] for r in masked]),
+        "masked_uf1": figure("UF1, masked", "UF1", [r["UF1"] for r in masked]),
+        "padded_uf1": figure("UF1, padded", "UF1", [r["UF1"] for r in padded]),
+        "uf1_masked_minus_padded": figure("UF1 masked - UF1 padded", "UF1", [m["UF1"] - p["UF1"] for m, p in zip(masked, padded)]),
     }
+    return {"title": f"fit-lstm ({cfg['head_epochs']} epochs, {masked[0]['train_clips_per_fold']:.0f} training clips a fold)",
+            "figures": figures,
+            "targets": [target("fit-lstm, masked vs padded to 500", figures, "speedup", ">=", 3.0),
+                        target("UF1 not lower than with padding", figures, "uf1_masked_minus_padded", ">=", 0.0)],
+            "details": {"masked": masked, "padded": padded, "epochs": cfg["head_epochs"]}}
+
+
+_PREDICT = """
+import json, time
+import roi_store
+from roi_store.fusion import fit_lstm
+store = roi_store.open_store({store!r})
+if not store.zgroup["runs/{run}/head"].attrs["head"]["settings"]["masked"]:
+    fit_lstm({store!r}, {run!r}, epochs={epochs}, seed=1, masked=True, cpu=True)  # the default head
+from roi_store.predict import load_predictor
+t = time.perf_counter()
+predictor = load_predictor({store!r}, {run!r}, cpu=True)
+load = time.perf_counter() - t
+predictor.predict({clip!r})  # the first call builds the models' graphs
+ms = []
+for _ in range({repeats}):
+    t = time.perf_counter()
+    out = predictor.predict({clip!r})
+    ms.append((time.perf_counter() - t) * 1000)
+print(json.dumps({{"load_seconds": load, "ms": ms, "n_frames": out["n_frames"], "models": out["models"]}}))
+"""
+
+
+def clip_of(store: Path, data: Path, frames: int, work: Path) -> tuple[Path, str]:
+    """A ``frames``-frame clip folder made from the first megc2019 clip's source frames (cycled)."""
+    import roi_store
+
+    from benchmarks.data import specs
+
+    first = roi_store.open_store(store).view_clips()[0].id
+    spec = next(s for s in specs(data) if s.id == first)
+    folder = work / f"predict-clip-{frames}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for k in range(frames):
+        src = spec.frames[k % len(spec.frames)]
+        shutil.copyfile(src, folder / f"img{k + 1}{src.suffix}")
+    return folder, first
+
+
+def bench_predict(store: Path, data: Path, work: Path, cfg: dict, repeats: int) -> dict:
+    """Milliseconds per 100-frame clip with the run's models loaded: face, regions, CNNs and LSTM heads."""
+    folder, source = clip_of(store, data, cfg["predict_frames"], work)
+    r = run_python(_PREDICT.format(store=str(store), run=RUN, clip=str(folder), repeats=max(repeats, 3),
+                                   epochs=cfg["head_epochs"]))
+    figures = {
+        "ms_per_clip": figure(f"predict one {r['n_frames']}-frame clip, models loaded "
+                              f"(ensemble of {r['models']} folds)", "ms", r["ms"]),
+        "model_load_seconds": figure("loading the run's models once (not in the figure above)", "s", r["load_seconds"]),
+    }
+    return {"title": "predict (CPU)", "figures": figures, "targets": [],
+            "details": {"clip": source, "frames": r["n_frames"], "fold_models": r["models"]}}
+
+
+_REPORT = """
+import json, time
+import roi_store
+from roi_store.report import run_report
+t = time.perf_counter()
+rep = run_report(roi_store.open_store({store!r}), {run!r})
+seconds = time.perf_counter() - t
+s = roi_store.open_store({store!r})
+doc = dict(s.zgroup["runs/{run}"].attrs["run"])
+head = dict(s.zgroup["runs/{run}/head"].attrs["head"])
+print(json.dumps({{"report_seconds": seconds, "timings": doc["timings"], "device": doc["device"],
+                  "folds": len(doc["folds"]), "settings": doc["settings"], "head_settings": head["settings"],
+                  "head_timings": head["timings"],
+                  "head_train_clips": sum(len(f["head_train_clips"]) for f in head["folds"]) / len(head["folds"]),
+                  "cnn_train_frames": sum(sum(v["train_frames"] for v in f["cnn"].values()) / 6 for f in doc["folds"]) / len(doc["folds"]),
+                  "view_frames": sum(c.n_frames for c in s.view_clips()), "view_clips": len(s.view_clips())}}))
+"""
+
+
+def full_composite(seed: int = 0) -> dict:
+    """Clips, subjects and frames of the full megc2019 preset and of its composite (planned, not rendered)."""
+    from roi_store.synth import plan
+
+    clips = plan("megc2019", seed)
+    view = [c for c in clips if c["label"] is not None]
+    return {"clips": len(clips), "frames": sum(c["n_frames"] for c in clips), "view_clips": len(view),
+            "view_frames": sum(c["n_frames"] for c in view),
+            "subjects": len({(c["dataset"], c["subject"]) for c in view})}
+
+
+def bench_loso(store: Path, results: dict, prepared_seconds: float | None, seed: int = 0) -> dict:
+    """Wall time per stage at this scale, and the projected full 68-fold LOSO from measured throughputs.
+
+    Throughputs come from this run's stages where they ran, else from the timings the library
+    recorded with run ``bench`` and the benchmark store.
+    """
+    r = run_python(_REPORT.format(store=str(store), run=RUN))
+    stages = results.get("stages", {})
+    full = full_composite(seed)
+    folds_full = full["subjects"]
+    cnn_epochs_full, head_epochs_full = 100, 60
+
+    def median(stage, name, default):
+        fig = stages.get(stage, {}).get("figures", {}).get(name)
+        return fig["median"] if fig else default
+
+    ingest_fps = median("ingest", "ingest_2_frames_per_s", None)
+    if prepared_seconds is None:
+        stamp = store.parent / "store.json"
+        prepared_seconds = json.loads(stamp.read_text()).get("ingest_seconds") if stamp.exists() else None
+    ingest_s_here = prepared_seconds
+    s = r["settings"]
+    head_epochs = r["head_settings"]["epochs"]
+    train_fps = median("cnn", "cpu_train_frames_per_s", r["timings"]["cnn_train_frames_per_s"])
+    embed_fps = median("cnn", "cpu_embed_frames_per_s", r["timings"]["embed_frames_per_s"])
+    head_s_fold = median("fit-lstm", "masked_seconds_per_fold", r["head_timings"]["seconds_per_fold"])
+    figures = {
+        "embed_seconds": figure(f"embed at this scale ({r['folds']} folds, {s['epochs']} epochs)", "s",
+                                r["timings"]["embed_seconds"]),
+        "fit_lstm_seconds": figure(f"fit-lstm at this scale ({r['folds']} folds, {head_epochs} epochs)", "s",
+                                   r["head_timings"]["fit_seconds"]),
+        "report_seconds": figure("report at this scale", "s", r["report_seconds"]),
+    }
+    if ingest_s_here:
+        figures["ingest_seconds"] = figure("ingest at this scale, 2 jobs", "s", ingest_s_here)
+    train_frames_full = full["view_frames"] * (folds_full - 1) / folds_full
+    head_clips_full = full["view_clips"] * (folds_full - 1) / folds_full
+
+    def projection(dev: str, train, embed) -> dict:
+        p = {
+            "cnn_train_s": train_frames_full * cnn_epochs_full * 6 * folds_full / train,
+            "embed_s": full["view_frames"] * 6 * folds_full / embed,
+            # A fold's head time grows with its training clips and its epochs.
+            "fit_lstm_s": head_s_fold * head_epochs_full / head_epochs * head_clips_full / r["head_train_clips"] * folds_full,
+        }
+        if ingest_fps:
+            p["ingest_s"] = full["frames"] / ingest_fps
+        p["total_s"] = sum(p.values())
+        for k, v in p.items():
+            figures[f"projected_{dev}_{k}"] = figure(f"projected full LOSO on {dev}: {k[:-2].replace('_', ' ')}", "s", v)
+        return p
+
+    proj = {"cpu": projection("cpu", train_fps, embed_fps)}
+    gpu_train = median("cnn", "gpu_train_frames_per_s", None)
+    if gpu_train:
+        proj["gpu"] = projection("gpu", gpu_train, median("cnn", "gpu_embed_frames_per_s", None))
+    return {"title": "Whole LOSO: wall time per stage here, projected to the full composite", "figures": figures,
+            "targets": [],
+            "details": {"full": full, "folds": folds_full, "cnn_epochs": cnn_epochs_full, "head_epochs": head_epochs_full,
+                        "assumptions": (f"{folds_full} folds, CNN {cnn_epochs_full} epochs on each fold's training "
+                                        f"frames, head {head_epochs_full} epochs (time per fold scaled by its training "
+                                        f"clips), {full['view_clips']} clips / {full['view_frames']} frames in the "
+                                        f"composite, {full['frames']} frames ingested; fit-lstm on this CPU"),
+                        "projection_s": proj, "measured_on": r["device"]}}
+
+
+def has_run(store: Path) -> bool:
+    """True if the benchmark run has its embeddings."""
+    import roi_store
+
+    group = roi_store.open_store(store).zgroup
+    return f"runs/{RUN}" in group and bool(group[f"runs/{RUN}"].attrs["run"].get("embedded"))
+
+
+def has_head(store: Path) -> bool:
+    """True if the benchmark run has a fitted head."""
+    import roi_store
+
+    group = roi_store.open_store(store).zgroup
+    return has_run(store) and f"runs/{RUN}/head" in group

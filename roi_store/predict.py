@@ -59,14 +59,63 @@ def _spec(source: Path, tmp: Path) -> ClipSpec:
 MODEL_CHOICES = ("auto", "final", "folds")
 
 
-def predict_clip(store_path: str, run: str, source: str | Path, *, models: str = "auto",
-                 landmarks_model: str | None = None, gpu: int | None = None, cpu: bool = False) -> dict:
-    """Class probabilities of a new clip: face, regions, CNN embeddings and fusion head.
+class Predictor:
+    """A run's models, loaded once, to predict any number of new clips.
+
+    Made by :func:`load_predictor`; :meth:`predict` runs face, regions, CNN embeddings and
+    head on one clip: with the final model, or each fold's models averaged.
+    """
+
+    def __init__(self, store, run: str, doc: dict, head: dict, embedders: dict, heads: list, landmarks_model,
+                 model: str):
+        self.store = store
+        self.run = run
+        self.doc = doc
+        self.head = head
+        self.model = model  # "final" or "folds"
+        self._embedders = embedders  # cnn fold -> [embedding model per region]
+        self._heads = heads  # [(fold index, cnn fold, head model)]
+        self._work = {"t_max": store.t_max, "scheme": store.header["region_scheme"],
+                      "layout": store.header["layout"], "landmarks_model": landmarks_model}
+
+    def predict(self, source: str | Path) -> dict:
+        """Class probabilities of one clip (a frame folder or a video file), as :func:`predict_clip`."""
+        from roi_store.fusion import pad_batch
+
+        with tempfile.TemporaryDirectory() as tmp:
+            spec = _spec(Path(source), Path(tmp))
+            blocks, meta = cut_clip(spec, self._work)
+        n = meta["n_frames"]
+        mode = self.doc["settings"].get("input", "frames")
+        inputs = [cnn_input(block[:n], mode).astype("float32")[..., None] for block in blocks]
+        masked = self.head["settings"]["masked"]
+        probs = []
+        for _, cnn_fold, model in self._heads:
+            seqs = [pad_batch([np.asarray(emb([x], training=False))], masked, self.store.t_max)
+                    for emb, x in zip(self._embedders[cnn_fold], inputs)]
+            probs.append(np.asarray(model.predict_on_batch(seqs))[0])
+        mean = np.mean(probs, axis=0)
+        classes = self.head["classes"]
+        return {"source": str(source), "run": self.run, "n_frames": n, "classes": classes,
+                "probabilities": {c: round(float(p), 4) for c, p in zip(classes, mean)},
+                "prediction": classes[int(np.argmax(mean))], "models": len(probs), "model": self.model,
+                "leakage": bool(self.doc.get("leakage")), "warnings": meta["warnings"]}
+
+
+def load_predictor(store_path: str | Path, run: str, *, models: str = "auto", landmarks_model: str | None = None,
+                   gpu: int | None = None, cpu: bool = False) -> Predictor:
+    """Load a run's CNN embedding models and heads once, for :meth:`Predictor.predict`.
 
     ``models``: ``final`` uses the model fitted on all subjects (``fit-lstm --final``), ``folds``
     averages every fold's CNNs and head, ``auto`` takes the final model when the run has one.
-    Uses the store's recorded region layout, scheme and t_max, so the clip is cut exactly as
+    Uses the store's recorded region layout, scheme and t_max, so new clips are cut exactly as
     the training clips were.
+
+    Raises
+    ------
+    RoiStoreError
+        If the run has no fitted head (or no final model with ``models="final"``), or a stored
+        model is damaged.
     """
     if models not in MODEL_CHOICES:
         raise RoiStoreError(f"invalid --models {models!r}: allowed values are {', '.join(MODEL_CHOICES)}")
@@ -74,6 +123,7 @@ def predict_clip(store_path: str, run: str, source: str | Path, *, models: str =
     store = open_store(store_path)
     group = run_group(store, run)
     doc = dict(group.attrs["run"])
+    from roi_store import models as nets
     from roi_store.final import FINAL, final_info
 
     final = final_info(group)
@@ -87,33 +137,25 @@ def predict_clip(store_path: str, run: str, source: str | Path, *, models: str =
         if doc.get("state") != "complete" or "head" not in group:
             raise RoiStoreError(f"run {run!r} is {doc.get('state')}: fit its head with 'roistore fit-lstm' first")
         head = dict(group["head"].attrs["head"])
-    work = {"t_max": store.t_max, "scheme": store.header["region_scheme"], "layout": store.header["layout"],
-            "landmarks_model": landmarks_model}
-    with tempfile.TemporaryDirectory() as tmp:
-        spec = _spec(Path(source), Path(tmp))
-        blocks, meta = cut_clip(spec, work)
-    n = meta["n_frames"]
-    regions = doc["regions"]
     per_fold_cnn = doc["settings"]["cnn_scope"] == "fold" and not use_final
-    from roi_store import models as nets
-    from roi_store.fusion import pad_batch
-
-    probs = []
+    embedders, heads = {}, []
     for fold in head["folds"]:
         k = fold["index"]
         cnn_fold = k if per_fold_cnn else 0
-        seqs = []
-        for region, block in zip(regions, blocks):
-            cnn = backend.model_from_bytes(get_bytes(group, f"models/cnn/{cnn_fold}/{region}"))
-            emb = nets.embedding_model(cnn)
-            x = cnn_input(block[:n], doc["settings"].get("input", "frames")).astype("float32")[..., None]
-            seqs.append(pad_batch([np.asarray(emb([x], training=False))], head["settings"]["masked"], store.t_max))
-        model = backend.model_from_bytes(get_bytes(group, f"models/head/{k}"))
-        probs.append(np.asarray(model.predict_on_batch(seqs))[0])
-    mean = np.mean(probs, axis=0)
-    classes = head["classes"]
-    return {"source": str(source), "run": run, "n_frames": n, "classes": classes,
-            "probabilities": {c: round(float(p), 4) for c, p in zip(classes, mean)},
-            "prediction": classes[int(np.argmax(mean))], "models": len(probs),
-            "model": "final" if use_final else "folds",
-            "leakage": bool(doc.get("leakage")), "warnings": meta["warnings"]}
+        if cnn_fold not in embedders:
+            embedders[cnn_fold] = [
+                nets.embedding_model(backend.model_from_bytes(get_bytes(group, f"models/cnn/{cnn_fold}/{region}")))
+                for region in doc["regions"]]
+        heads.append((k, cnn_fold, backend.model_from_bytes(get_bytes(group, f"models/head/{k}"))))
+    return Predictor(store, run, doc, head, embedders, heads, landmarks_model, "final" if use_final else "folds")
+
+
+def predict_clip(store_path: str, run: str, source: str | Path, *, models: str = "auto",
+                 landmarks_model: str | None = None, gpu: int | None = None, cpu: bool = False) -> dict:
+    """Class probabilities of a new clip: face, regions, CNN embeddings and fusion head.
+
+    See :func:`load_predictor` for ``models``. To predict many clips, load the models once with
+    :func:`load_predictor`.
+    """
+    return load_predictor(store_path, run, models=models, landmarks_model=landmarks_model, gpu=gpu,
+                          cpu=cpu).predict(source)

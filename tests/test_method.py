@@ -169,3 +169,13 @@ def test_final_model_is_asked_for_before_it_exists(small_store):
     clip = next((tmp / "data" / "CASME2" / "CASME2_RAW_selected").glob("sub01/*"))
     out = CliRunner().invoke(cli, ["predict", str(store), "--run", "nofinal", str(clip), "--models", "final"])
     assert out.exit_code == 1 and "--final" in out.output and "Traceback" not in out.output
+
+
+def test_loaded_predictor_matches_one_shot_predict(fitted, small_store):
+    from roi_store.predict import load_predictor, predict_clip
+
+    _, tmp = small_store
+    clips = sorted((tmp / "data" / "CASME2" / "CASME2_RAW_selected").glob("sub0*/*"))[:2]
+    predictor = load_predictor(str(fitted), "main", cpu=True)
+    for clip in clips:
+        assert predictor.predict(clip) == predict_clip(str(fitted), "main", clip, cpu=True)

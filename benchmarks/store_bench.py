@@ -1,0 +1,103 @@
+"""Store stages: bytes against the source frame folders (and lossless read-back); the training data path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import data as bd
+from benchmarks.harness import figure, ratio, run_python, target, tree_bytes
+from benchmarks.ingest_bench import sample
+
+
+def _source_specs(store, data: Path) -> dict:
+    ids = {c.id for c in store.clips}
+    return {s.id: s for s in bd.specs(data) if s.id in ids}
+
+
+def bench_store(store_path: Path, data: Path, verify: int, seed: int = 0) -> dict:
+    """Store bytes vs the source frames' bytes; region crops read back == crops cut from the source."""
+    import roi_store
+    from roi_store.ingest import cut_clip
+
+    store = roi_store.open_store(store_path)
+    specs = _source_specs(store, data)
+    source = sum(f.stat().st_size for s in specs.values() for f in s.frames)
+    total = tree_bytes(store_path)
+    regions = tree_bytes(Path(store_path) / "regions")
+    work = {"t_max": store.t_max, "scheme": store.header["region_scheme"], "layout": store.header["layout"],
+            "landmarks_model": None}
+    checked, equal = sample(sorted(specs), verify, seed), []
+    for cid in checked:
+        blocks, meta = cut_clip(specs[cid], work)
+        n = meta["n_frames"]
+        equal.append(all(np.array_equal(store.frames(cid, r), b[:n]) for r, b in zip(store.regions, blocks)))
+    figures = {
+        "source_bytes": figure("source frame files of the stored clips (baseline)", "bytes", source),
+        "store_bytes": figure("whole store (region clips padded to t_max, records, header)", "bytes", total),
+        "region_bytes": figure("region arrays alone", "bytes", regions),
+        "source_vs_store": ratio("source bytes / store bytes", [source], [total]),
+        "lossless_fraction": figure(f"clips whose six read-back crops equal crops cut from the source "
+                                    f"({len(checked)} checked)", "share", sum(equal) / max(len(equal), 1)),
+    }
+    return {"title": f"Store size ({len(specs)} clips, {sum(len(s.frames) for s in specs.values())} frames)",
+            "figures": figures,
+            "targets": [target("lossless: every checked clip reads back exactly as cut from the source", figures,
+                               "lossless_fraction", ">=", 1.0)],
+            "details": {"checked": checked, "mismatched": [c for c, ok in zip(checked, equal) if not ok]}}
+
+
+_DATA_PATH = """
+import json, time
+from pathlib import Path
+import roi_store
+from benchmarks.data import specs
+from roi_store.ingest import cut_clip
+store = roi_store.open_store({store!r})
+ids = {ids!r}
+by_id = {{s.id: s for s in specs(Path({data!r})) if s.id in set(ids)}}
+work = {{"t_max": store.t_max, "scheme": store.header["region_scheme"], "layout": store.header["layout"],
+        "landmarks_model": None}}
+
+def from_store():
+    t = time.perf_counter()
+    for cid in ids:
+        for r in store.regions:
+            store.frames(cid, r)
+    return len(ids) / (time.perf_counter() - t)
+
+def from_source():
+    t = time.perf_counter()
+    for cid in ids:
+        cut_clip(by_id[cid], work)
+    return len(ids) / (time.perf_counter() - t)
+
+from_store(); from_source()  # warm the page cache and the readers
+out = {{"store": [], "source": []}}
+for _ in range({repeats}):
+    out["store"].append(from_store())
+    out["source"].append(from_source())
+print(json.dumps(out))
+"""
+
+
+def bench_data_path(store_path: Path, data: Path, clips: int, repeats: int, seed: int = 0) -> dict:
+    """Clips/s reading six region clips from the store vs decoding and cutting the source frames (alternated)."""
+    import roi_store
+
+    store = roi_store.open_store(store_path)
+    ids = sample([c.id for c in store.view_clips()], clips, seed)
+    if not ids:
+        raise ValueError(f"{store_path} has no megc2019 clips at this scale: give a larger --scale")
+    r = run_python(_DATA_PATH.format(store=str(store_path), data=str(data), ids=ids, repeats=repeats))
+    figures = {
+        "store_clips_per_s": figure("six region clips read from the store", "clips/s", r["store"]),
+        "source_clips_per_s": figure("decode + face + cut the same clips from the source frames (baseline)",
+                                     "clips/s", r["source"]),
+        "store_vs_source": ratio("store / source", r["store"], r["source"]),
+    }
+    return {"title": f"Data path for training ({len(ids)} clips of the megc2019 view)", "figures": figures,
+            "targets": [target("reading training clips, store vs decoding the source", figures,
+                               "store_vs_source", ">=", 20.0)],
+            "details": {"clips": ids}}
