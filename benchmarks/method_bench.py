@@ -55,7 +55,7 @@ import roi_store
 rows = []
 for masked in ({order}):
     t = time.perf_counter()
-    head = fit_lstm({store!r}, {run!r}, epochs={epochs}, seed=1, masked=masked, cpu=True)
+    head = fit_lstm({store!r}, {run!r}, epochs={epochs}, seed=1, masked=masked, cpu=True, overwrite=True)
     seconds = time.perf_counter() - t
     rep = run_report(roi_store.open_store({store!r}), {run!r})
     rows.append({{"masked": masked, "seconds_per_fold": head["timings"]["seconds_per_fold"],

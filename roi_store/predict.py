@@ -12,10 +12,10 @@ from roi_store import backend
 from roi_store.datasets.base import ClipSpec
 from roi_store.embed import cnn_input
 from roi_store.datasets.common import ClipProblem, list_frames
-from roi_store.errors import DatasetError, RoiStoreError
+from roi_store.errors import DatasetError
 from roi_store.ids import ClipKey
 from roi_store.ingest import cut_clip
-from roi_store.runs import get_bytes, run_group
+from roi_store.runs import get_bytes, head_document, run_document, run_group
 from roi_store.store import open_store
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -66,10 +66,8 @@ def predict_clip(store_path: str, run: str, source: str | Path, *, landmarks_mod
     backend.select_device(gpu, cpu)
     store = open_store(store_path)
     group = run_group(store, run)
-    doc = dict(group.attrs["run"])
-    if doc.get("state") != "complete" or "head" not in group:
-        raise RoiStoreError(f"run {run!r} is {doc.get('state')}: fit its head with 'roistore fit-lstm' first")
-    head = dict(group["head"].attrs["head"])
+    doc = run_document(store, run)
+    head = head_document(store, run)  # committed heads only
     work = {"t_max": store.t_max, "scheme": store.header["region_scheme"], "layout": store.header["layout"],
             "landmarks_model": landmarks_model}
     with tempfile.TemporaryDirectory() as tmp:
