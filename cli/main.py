@@ -28,9 +28,9 @@ def cli():
 
 
 def _register():
-    from roi_store.cli import ingest, inspect, models, synth
+    from roi_store.cli import ingest, inspect, models, runs, synth
 
-    for module in (synth, ingest, inspect, models):
+    for module in (synth, ingest, inspect, models, runs):
         for command in module.COMMANDS:
             cli.add_command(command)
 
