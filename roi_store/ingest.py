@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from roi_store import killpoints
 from roi_store import regions as rg
 from roi_store.datasets import get_reader
 from roi_store.datasets.base import ClipSpec, Skip
@@ -152,6 +153,7 @@ def ingest(
     for s in todo:
         row = rows.get(s.id, records[s.id].row if s.id in records else None)
         store.write_record({**_base_record(s, root), "status": PENDING, "row": row})
+        killpoints.reached("ingest.pending")
     rows = {s.id: store.records()[s.id].row for s in todo}
 
     work = {
@@ -173,6 +175,7 @@ def ingest(
             else:
                 store.write_record({**base, "status": SKIPPED, "reason": result["reason"], "warnings": spec.warnings})
                 failed.append({"id": spec.id, "reason": result["reason"], "source": spec.source})
+            killpoints.reached("ingest.record")
             bar(1)
     finally:
         bar(None)
@@ -180,6 +183,7 @@ def ingest(
            "annotations": str(Path(annotations).resolve()) if annotations else None,
            "started": started, "finished": now(), "added": added, "skipped": len(failed) + len(reader_skips),
            "writer": store.header["writer"]}
+    killpoints.reached("ingest.header")
     store.update_header(
         ingests=[*store.header["ingests"], log],
         skipped={**store.header["skipped"], reader.name: reader_skips},
@@ -346,3 +350,4 @@ def _write_blocks(store_path: str, row: int, names: list[str], blocks: list[np.n
     with zarr.config.set({"array.write_empty_chunks": True}):
         for name, block in zip(names, blocks):
             group[f"{REGIONS}/{name}"][row] = block
+            killpoints.reached("ingest.chunk")

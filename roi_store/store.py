@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import os
+import shutil
+import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -23,6 +26,7 @@ import zarr
 import zarr.codecs
 
 from roi_store import format as fmt
+from roi_store import killpoints
 from roi_store.errors import StoreError
 from roi_store.ids import ClipKey
 from roi_store.labels import MEGC2019
@@ -73,6 +77,17 @@ class ClipRecord:
         )
 
 
+def _members(group: zarr.Group):
+    """Every node below ``group``, quietly passing over files that are not nodes.
+
+    A process killed while writing a document leaves its temporary file beside it; Zarr warns
+    about each such file, but it is neither data nor damage.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Object at .* is not recognized", category=UserWarning)
+        return list(group.members(max_depth=None))
+
+
 def _clip_path(key: ClipKey) -> str:
     return f"{CLIPS}/{key.dataset}/{key.subject}/{key.clip}"
 
@@ -107,7 +122,7 @@ class Store:
         if self._records is None:
             found: dict[str, ClipRecord] = {}
             if CLIPS in self._group:
-                for _, node in self._group[CLIPS].members(max_depth=None):
+                for _, node in _members(self._group[CLIPS]):
                     doc = node.attrs.get("record") if isinstance(node, zarr.Group) else None
                     if doc:
                         rec = ClipRecord.from_doc(doc)
@@ -190,6 +205,7 @@ class Store:
             arr = self.array(name)
             if arr.shape[0] < stop:
                 arr.resize((stop, *arr.shape[1:]))
+                killpoints.reached("store.resize")
         return list(range(start, stop))
 
     # --- summary ----------------------------------------------------------------------------
@@ -282,11 +298,19 @@ def create_store(path: str | Path, settings: dict) -> Store:
         If something already exists at ``path``.
     """
     where = str(path)
-    if Path(path).exists() and any(Path(path).iterdir()):
+    final = Path(path)
+    if final.exists() and any(final.iterdir()):
         raise StoreError(f"{where} exists and is not empty: choose a new store path")
     header = fmt.stamp({**settings, "created": now(), "ingests": [], "skipped": {}})
     fmt.validate_document(header, "store", where)
-    group = zarr.open_group(where, mode="w")
+    # Built beside its place and renamed into it: a process killed while creating leaves no
+    # half-store at ``path``, only a hidden folder that the next create removes.
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for old in final.parent.glob(f".{final.name}.creating-*"):
+        if not _pid_alive(old.name.rpartition("-")[2]):
+            shutil.rmtree(old, ignore_errors=True)
+    building = final.parent / f".{final.name}.creating-{os.getpid()}"
+    group = zarr.open_group(str(building), mode="w")
     t_max = int(settings["t_max"])
     for region in settings["layout"]["regions"]:
         x0, y0, x1, y1 = region["box"]
@@ -297,6 +321,23 @@ def create_store(path: str | Path, settings: dict) -> Store:
             dimension_names=("clip", "frame", "y", "x"),
         )
     group.require_group(CLIPS)
-    # The header goes last: a folder without it is not a store, so a crash here leaves no half-store.
     group.attrs[fmt.ATTRS_KEY] = header
-    return Store(group, where, "r+")
+    killpoints.reached("store.create")
+    try:
+        if final.exists():
+            final.rmdir()  # empty (checked above)
+        os.rename(building, final)
+    except OSError as exc:
+        shutil.rmtree(building, ignore_errors=True)
+        raise StoreError(f"{where} was created by another process meanwhile ({exc.strerror}): re-run to append to it") from None
+    return Store(zarr.open_group(where, mode="r+"), where, "r+")
+
+
+def _pid_alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
