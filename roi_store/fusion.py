@@ -17,8 +17,8 @@ from roi_store import backend
 from roi_store.embed import permuted_labels
 from roi_store import killpoints
 from roi_store.errors import ConfigError, RoiStoreError
-from roi_store.runs import (COMPLETE, RunWriter, commit_doc, fold_docs, head_document, put_bytes, run_document,
-                            run_group, run_status, write_fold_marker)
+from roi_store.runs import (COMPLETE, RunWriter, commit_doc, fold_docs, head_document, not_ready, put_bytes,
+                            run_document, run_group, run_status, write_fold_marker)
 from roi_store.store import now, open_store
 
 #: Masked batches are padded to a multiple of this many steps: few distinct shapes to compile.
@@ -99,8 +99,7 @@ def fit_lstm(
     writer = RunWriter.claim(store, run, "fit-lstm")
     try:
         if commit_doc(store, run, "embed") is None:
-            raise RoiStoreError(f"run {run!r} is {before['state']}: its embed did not finish; re-run the same "
-                                f"'roistore embed {store.where} --run {run}' command to resume it")
+            raise not_ready(store, run, before)
         doc = run_document(store, run)
         labels, settings = _head_settings(doc, run, epochs, batch_size, seed, masked, permute_labels)
         ids = doc["clips"]

@@ -213,14 +213,21 @@ def head_document(store: Store, name: str) -> dict:
     """The fitted head: settings, per-fold clip lists, pooled predictions, timings (committed heads only)."""
     commit = commit_doc(store, name, "head")
     if commit is None:
-        status = run_status(store, name)
-        raise RoiStoreError(f"run {name!r} has no fitted head ({status['stage']} {status['state']}): "
-                            f"run 'roistore fit-lstm {store.where} --run {name}' first")
+        raise not_ready(store, name, run_status(store, name))
     head = _attrs(store, f"{_run_path(name)}/{HEAD}", "head")
     folds = [{k: v for k, v in d.items() if k not in ("predictions", "digests")}
              for _, d in sorted(fold_docs(store, name, "head").items())]
     return {**head, "folds": folds, "predictions": commit["predictions"], "timings": commit["timings"],
             "fitted": commit["committed"]}
+
+
+def not_ready(store: Store, name: str, status: dict) -> RoiStoreError:
+    """The one-line error for a run whose embed, or head, is not committed (``status``: :func:`run_status`)."""
+    if commit_doc(store, name, "embed") is None:
+        return RoiStoreError(f"run {name!r} has no complete embed ({status['state']}): re-run the same "
+                             f"'roistore embed {store.where} --run {name}' command to resume it")
+    return RoiStoreError(f"run {name!r} has no fitted head ({status['stage']} {status['state']}): run "
+                         f"'roistore fit-lstm {store.where} --run {name}' (the same command resumes an interrupted fit)")
 
 
 # --- writing -------------------------------------------------------------------------------

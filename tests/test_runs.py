@@ -175,8 +175,11 @@ def test_runs_lists_states_who_settings_and_scores(method_runs, tmp_path, monkey
     report = validate_store(store)
     assert report.ok, report.problems
     assert {r["name"]: r["state"] for r in report.runs}["broken"] == "failed"
-    with pytest.raises(RoiStoreError, match="run 'broken' is failed: its embed did not finish; re-run the same"):
+    with pytest.raises(RoiStoreError, match=r"run 'broken' has no complete embed \(failed\): re-run the same "
+                                            r"'roistore embed .* --run broken' command to resume it"):
         fit_lstm(str(path), "broken", **TINY_HEAD)
+    with pytest.raises(RoiStoreError, match=r"run 'broken' has no complete embed \(failed\)"):
+        run_report(store, "broken")
 
 
 def test_runs_command_does_not_start_tensorflow(method_runs):
