@@ -14,11 +14,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from roi_store import backend
+from roi_store import backend, killpoints
 from roi_store.errors import ConfigError
 from roi_store.labels import MEGC2019, relabel_vectors
 from roi_store.protocols import make_folds, subject_of
-from roi_store import killpoints
 from roi_store.runs import COMPLETE, RunWriter, digest, fold_docs, put_bytes, run_document, write_fold_marker
 from roi_store.store import Store, now, open_store
 

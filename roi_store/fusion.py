@@ -13,9 +13,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from roi_store import backend
+from roi_store import backend, killpoints
 from roi_store.embed import permuted_labels
-from roi_store import killpoints
 from roi_store.errors import ConfigError, RoiStoreError
 from roi_store.runs import (COMPLETE, RunWriter, commit_doc, fold_docs, head_document, not_ready, put_bytes,
                             run_document, run_group, run_status, write_fold_marker)

@@ -1,7 +1,7 @@
 """One writer per run: a ``LOCK`` file created exclusively, holding who owns it.
 
-The claim is made by linking a fully written temporary file to ``LOCK`` (``link(2)`` fails if
-the name exists, on local and network file systems alike), so a lock is never seen half
+The claim is made by linking a fully written temporary file to ``LOCK`` (``link(2)`` is an
+atomic create-if-absent on local and network file systems), so a lock is never seen half
 written. A lock whose owner is a dead process of this host (its pid is gone, or now belongs to
 a process started later) is stale and may be taken over; takeovers on one host are serialised
 by an advisory lock on the folder, so two resumers cannot both take the same stale lock. A
