@@ -70,7 +70,7 @@ from roi_store.report import run_report
 rows = []
 for masked in {order!r}:
     t = time.perf_counter()
-    head = fit_lstm({store!r}, {run!r}, epochs={epochs}, seed=1, masked=masked, cpu=True)
+    head = fit_lstm({store!r}, {run!r}, epochs={epochs}, seed=1, masked=masked, cpu=True, overwrite=True)
     seconds = time.perf_counter() - t
     rep = run_report(roi_store.open_store({store!r}), {run!r})
     rows.append({{"masked": masked, "seconds": seconds, "seconds_per_fold": head["timings"]["seconds_per_fold"],
@@ -115,7 +115,7 @@ import roi_store
 from roi_store.fusion import fit_lstm
 store = roi_store.open_store({store!r})
 if not store.zgroup["runs/{run}/head"].attrs["head"]["settings"]["masked"]:
-    fit_lstm({store!r}, {run!r}, epochs={epochs}, seed=1, masked=True, cpu=True)  # the default head
+    fit_lstm({store!r}, {run!r}, epochs={epochs}, seed=1, masked=True, cpu=True, overwrite=True)  # the default head
 from roi_store.predict import load_predictor
 t = time.perf_counter()
 predictor = load_predictor({store!r}, {run!r}, cpu=True)

@@ -53,12 +53,17 @@ def validate(store, as_json):
     report = validate_store(open_store(store))
     if as_json:
         click.echo(json.dumps({"ok": report.ok, "clips": report.clips, "chunks": report.chunks,
-                               "problems": report.problems, "incomplete": report.incomplete}, indent=2))
+                               "problems": report.problems, "incomplete": report.incomplete,
+                               "runs": report.runs}, indent=2))
     else:
         for problem in report.problems:
             click.echo(f"problem: {problem}")
         if report.incomplete:
             click.echo(f"{len(report.incomplete)} clips incomplete (re-run the ingest to finish them)")
+        for run in report.runs:
+            if run["state"] != "complete":
+                click.echo(f"run {run['name']}: {run['stage']} {run['state']} (what is not committed is not checked; "
+                           "see 'roistore runs')")
         click.echo(f"{'ok' if report.ok else 'INVALID'}: {report.clips} clip records, {report.chunks} chunks verified")
     if not report.ok:
         raise SystemExit(1)

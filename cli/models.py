@@ -42,7 +42,7 @@ def _echo_err(msg: str) -> None:
 @permute_option
 @seed_option
 @jobs_option
-@click.option("--overwrite", is_flag=True, help="Replace an existing run of the same name.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run of the same name made with other settings.")
 def embed(store, run, gpu, cpu, protocol, folds, view, epochs, batch_size, cnn_scope, cnn_input_mode, cnn_dense,
           relabel, permute_labels, seed, jobs, overwrite):
     """Train the six region CNNs (per fold by default) and store every clip's 20-d per-frame embeddings."""
@@ -80,7 +80,8 @@ def embed(store, run, gpu, cpu, protocol, folds, view, epochs, batch_size, cnn_s
               help="With --final: CNN epochs (default: the run's).")
 @seed_option
 @jobs_option
-def fit_lstm(store, run, gpu, cpu, epochs, batch_size, masked, permute_labels, final, cnn_epochs, seed, jobs):
+@click.option("--overwrite", is_flag=True, help="Replace a head fitted with other settings.")
+def fit_lstm(store, run, gpu, cpu, epochs, batch_size, masked, permute_labels, final, cnn_epochs, seed, jobs, overwrite):
     """Fit the LSTM fusion head per fold on the run's embeddings and store pooled predictions."""
     from roi_store.fusion import fit_lstm as run_fit
 
@@ -97,7 +98,7 @@ def fit_lstm(store, run, gpu, cpu, epochs, batch_size, masked, permute_labels, f
                    f"in {doc['timings']['seconds']:.0f} s (used by 'roistore predict')")
         return
     head = run_fit(store, run, epochs=epochs, batch_size=batch_size, seed=seed, masked=masked,
-                   permute_labels=permute_labels, jobs=jobs, gpu=gpu, cpu=cpu, log=_echo_err)
+                   permute_labels=permute_labels, jobs=jobs, gpu=gpu, cpu=cpu, overwrite=overwrite, log=_echo_err)
     click.echo(f"run {run}: {len(head['folds'])} folds fitted in {head['timings']['fit_seconds']:.0f} s; "
                f"{len(head['predictions'])} predictions stored (see 'roistore report')")
 

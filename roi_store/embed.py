@@ -14,11 +14,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from roi_store import backend
+from roi_store import backend, killpoints
 from roi_store.errors import ConfigError
 from roi_store.labels import MEGC2019, relabel_vectors
 from roi_store.protocols import make_folds, subject_of
-from roi_store.runs import create_run, embedding_arrays, put_bytes, update_run
+from roi_store.runs import COMPLETE, RunWriter, digest, fold_docs, put_bytes, run_document, write_fold_marker
 from roi_store.store import Store, now, open_store
 
 EMBED_DIM = 20
@@ -97,11 +97,23 @@ def embed(
 ) -> dict:
     """Train region CNNs and write per-frame embeddings under ``runs/<run>``.
 
+    The run is claimed first (one writer per run name), its plan written once, then each fold
+    writes its chunks and models and, last, its fold marker; the run's commit marker is written
+    after every fold. Re-running with the same settings resumes an interrupted or failed run
+    (folds with a marker are kept) and does nothing to a complete one.
+
     Returns
     -------
     dict
-        The run's attributes document (settings, folds with the clips that trained each CNN,
-        device, timings).
+        The run's document (:func:`roi_store.runs.run_document`): the plan (settings, folds with
+        the clips that trained each CNN), state, per-fold CNN records, device, timings.
+
+    Raises
+    ------
+    RunBusyError
+        If another process is writing a run of this name.
+    StoreError
+        If the run exists with other settings and ``overwrite`` is false.
     """
     if cnn_scope not in CNN_SCOPES:
         raise ConfigError(f"invalid --cnn-scope {cnn_scope!r}: allowed values are {', '.join(CNN_SCOPES)}")
@@ -117,43 +129,45 @@ def embed(
     targets = run_targets(store, clips, view, labels, relabel, permute_labels is not None)
     classes = list(store.views[view]["classes"])
     cnn_classes = [*classes, store.header["relabel"]["not_me"]]
-    tasks = plan if cnn_scope == "fold" else [{"index": 0, "name": "all", "test_subjects": [],
-                                                "test_clips": [], "train_clips": [c.id for c in clips]}]
+    everyone = [c.id for c in clips]
+    for fold in plan:
+        fold["cnn_train_clips"] = fold.pop("train_clips") if cnn_scope == "fold" else everyone
+    # One CNN training per fold, or one on every clip (index 0) for the global scope.
+    tasks = [(f["index"], f["cnn_train_clips"]) for f in plan] if cnn_scope == "fold" else [(0, everyone)]
     settings = {"view": view, "protocol": protocol, "folds": folds, "epochs": epochs, "batch_size": batch_size,
                 "seed": seed, "cnn_scope": cnn_scope, "input": cnn_input_mode, "cnn_dense": cnn_dense, "relabel": relabel, "permute_labels": permute_labels,
                 "gamma": 2.0, "optimizer": "adam", "learning_rate": 1e-3}
     doc = {"kind": "region-cnn+lstm", "settings": settings, "classes": classes, "cnn_classes": cnn_classes,
-           "regions": store.regions, "clips": [c.id for c in clips], "labels": labels,
+           "regions": store.regions, "clips": everyone, "labels": labels,
            "true_labels": [c.labels[view] for c in clips],
            "folds": plan, "leakage": cnn_scope == "global", "embedding_folds": len(tasks)}
-    group = create_run(store, run, doc, overwrite=overwrite)
-    embedding_arrays(group, store.regions, len(tasks), len(clips), store.t_max, EMBED_DIM)
-    work = {"store": str(store_path), "run": run, "settings": settings, "clips": [c.id for c in clips],
-            "targets": targets, "cnn_classes": cnn_classes, "regions": store.regions}
-    started = time.perf_counter()
+    writer = RunWriter.claim(store, run, "embed")
     try:
-        results = backend.map_tasks(cnn_task, [(t["index"], t["train_clips"], work) for t in tasks], jobs, say,
-                                    "cnn fold")
-    except BaseException:
-        update_run(group, state="failed", finished=now())
-        raise
-    device = results[0]["device"] if results else "cpu"
-    for task, res in zip(tasks, sorted(results, key=lambda r: r["index"])):
-        task["cnn_train_clips"] = task.pop("train_clips")
-        task["cnn"] = res["cnn"]
-    if cnn_scope == "fold":
-        folds_doc = tasks
-    else:
-        folds_doc = plan
-        for fold in folds_doc:
-            fold["cnn_train_clips"] = tasks[0]["cnn_train_clips"]
-            fold.pop("train_clips", None)
-    timings = {"embed_seconds": round(time.perf_counter() - started, 2),
-               "cnn_train_frames_per_s": _rate(results, "train_frames", "train_seconds"),
-               "embed_frames_per_s": _rate(results, "embed_frames", "embed_seconds")}
-    return update_run(group, folds=folds_doc, cnn_tasks=len(tasks), device=device, state="embedded",
-                      embedded=now(), timings=timings,
-                      backend=results[0]["backend"] if results else None)
+        if writer.plan_embed(doc, overwrite) == COMPLETE:
+            say(f"run {run} is already complete: nothing to do")
+            return run_document(store, run)
+        work = {"store": str(store_path), "run": run, "settings": settings, "clips": everyone,
+                "targets": targets, "cnn_classes": cnn_classes, "regions": store.regions}
+        started = time.perf_counter()
+        try:
+            writer.embedding_arrays(store.regions, len(tasks), len(clips), store.t_max, EMBED_DIM)
+            done = fold_docs(store, run, "embed")
+            if done:
+                say(f"resuming run {run}: CNN folds {sorted(done)} are done")
+            backend.map_tasks(cnn_task, [(i, train, work) for i, train in tasks if i not in done], jobs, say,
+                              "cnn fold")
+            records = list(fold_docs(store, run, "embed").values())
+            timings = {"embed_seconds": round(time.perf_counter() - started, 2),
+                       "cnn_train_frames_per_s": _rate(records, "train_frames", "train_seconds"),
+                       "embed_frames_per_s": _rate(records, "embed_frames", "embed_seconds")}
+            writer.commit("embed", len(tasks), {"device": records[0]["device"], "backend": records[0]["backend"],
+                                                "timings": timings})
+        except BaseException as exc:
+            writer.fail("embed", exc)
+            raise
+    finally:
+        writer.release()
+    return run_document(store, run)
 
 
 def _rate(results, frames_key, seconds_key):
@@ -199,7 +213,9 @@ def embed_frames(emb_model, frames: np.ndarray, batch_size: int = 512) -> np.nda
 def cnn_task(index: int, train_ids: list[str], work: dict) -> dict:
     """Train the six CNNs of one fold on ``train_ids`` and embed every clip of the run.
 
-    Writes only this fold's embedding chunks and CNN model arrays.
+    Writes only this fold's embedding chunks, CNN model arrays and, last, its fold marker. The
+    result depends only on the run's settings and ``index`` (every seed is derived from the
+    two), so a fold redone by a resumed run equals the fold an uninterrupted run makes.
     """
     keras = backend.keras()
     from roi_store import models
@@ -216,6 +232,7 @@ def cnn_task(index: int, train_ids: list[str], work: dict) -> dict:
     cls_index = {c: i for i, c in enumerate(cnn_classes)}
     record = {"index": index, "cnn": {}, "device": None, "backend": keras.backend.backend(),
               "totals": {"train_frames": 0, "train_seconds": 0.0, "embed_frames": 0, "embed_seconds": 0.0}}
+    digests = {"embeddings": {}, "models": {}}
     for r_i, region in enumerate(work["regions"]):
         clips = [cnn_input(store.frames(cid, region), settings["input"]) for cid in ids]
         lengths = np.array([len(c) for c in clips])
@@ -248,11 +265,18 @@ def cnn_task(index: int, train_ids: list[str], work: dict) -> dict:
         for i in range(len(ids)):
             block[i, :lengths[i]] = feats[offsets[i]:offsets[i + 1]]
         group[f"embeddings/{region}"][index] = block
-        put_bytes(group, f"models/cnn/{index}/{region}", backend.model_to_bytes(cnn))
+        killpoints.reached("embed.chunk")
+        digests["embeddings"][region] = digest(block)
+        digests["models"][region] = put_bytes(group, f"models/cnn/{index}/{region}", backend.model_to_bytes(cnn))
+        killpoints.reached("embed.model")
         record["cnn"][region] = {"train_frames": int(len(x_train)), "class_counts": counts.tolist(),
                                  "final_loss": round(float(hist.history["loss"][-1]), 5),
                                  "final_accuracy": round(float(hist.history["accuracy"][-1]), 4)}
         keras.backend.clear_session()
     record["device"] = backend.device_name()
     record["totals"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in record["totals"].items()}
+    record["finished"] = now()
+    record["digests"] = digests
+    # The fold's marker goes last: a fold without it is redone by a resumed run.
+    write_fold_marker(group, "embed", index, record)
     return record

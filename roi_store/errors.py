@@ -35,6 +35,10 @@ class FormatVersionError(StoreError):
     """A store was written by a newer or unknown format version."""
 
 
+class RunBusyError(StoreError):
+    """Another process is writing the run (or the run's lock says so)."""
+
+
 class ValidationError(StoreError):
     """A store does not match its schema or a chunk fails its checksum."""
 

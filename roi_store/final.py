@@ -21,8 +21,8 @@ from roi_store.embed import EMBED_DIM, cnn_task, run_targets
 from roi_store.errors import RoiStoreError
 from roi_store.fusion import head_task
 from roi_store.protocols import subject_of
-from roi_store.runs import embedding_arrays, get_bytes, put_bytes, run_group
-from roi_store.store import now, open_store
+from roi_store.runs import RunWriter, commit_doc, get_bytes, not_ready, put_bytes, run_document, run_group, run_status
+from roi_store.store import compressors, now, open_store
 
 FINAL = "final"
 
@@ -56,10 +56,20 @@ def fit_final(
     backend.select_device(gpu, cpu)
     say = log or (lambda msg: None)
     store = open_store(store_path, mode="r+")
-    group = run_group(store, run)
-    doc = dict(group.attrs["run"])
-    if not doc.get("embedded"):
-        raise RoiStoreError(f"run {run!r} is {doc.get('state')}: its embed did not finish; re-run 'roistore embed --run {run} --overwrite'")
+    group = run_group(store, run)  # a missing run: one line, before anything is claimed
+    before = run_status(store, run)
+    writer = RunWriter.claim(store, run, "fit-lstm --final")  # one writer per run
+    try:
+        if commit_doc(store, run, "embed") is None:
+            raise not_ready(store, run, before)
+        out = _fit(store, str(store_path), run, group, epochs, batch_size, seed, masked, cnn_epochs, say)
+    finally:
+        writer.release()
+    return out
+
+
+def _fit(store, store_path, run, group, epochs, batch_size, seed, masked, cnn_epochs, say) -> dict:
+    doc = run_document(store, run)
     s = doc["settings"]
     ids, labels, regions = list(doc["clips"]), list(doc["labels"]), list(doc["regions"])
     records = store.records()
@@ -67,7 +77,10 @@ def fit_final(
     if FINAL in group:
         del group[FINAL]  # a re-fit (or a killed one) replaces the whole final group
     final = group.create_group(FINAL)
-    embedding_arrays(final, regions, 1, len(ids), store.t_max, EMBED_DIM)
+    for r in regions:
+        final.create_array(f"embeddings/{r}", shape=(1, len(ids), store.t_max, EMBED_DIM),
+                           chunks=(1, len(ids), store.t_max, EMBED_DIM), dtype="float16", fill_value=0,
+                           compressors=compressors(), dimension_names=("fold", "clip", "frame", "feature"))
     started = time.perf_counter()
     cnn_settings = {**s, "epochs": cnn_epochs or s["epochs"]}
     if s["cnn_scope"] == "global":
@@ -79,7 +92,7 @@ def fit_final(
     else:
         say(f"final CNNs: {len(regions)} regions on {len(ids)} clips")
         targets = run_targets(store, clips, s["view"], labels, s["relabel"], s.get("permute_labels") is not None)
-        res = cnn_task(0, ids, {"store": str(store_path), "run": run, "subgroup": FINAL, "settings": cnn_settings,
+        res = cnn_task(0, ids, {"store": store_path, "run": run, "subgroup": FINAL, "settings": cnn_settings,
                                 "clips": ids, "targets": targets, "cnn_classes": doc["cnn_classes"], "regions": regions})
         cnn, source, device = res["cnn"], "trained", res["device"]
     say("final head")
@@ -87,7 +100,7 @@ def fit_final(
                      "permute_labels": s.get("permute_labels"), "head_only_permutation": None,
                      "optimizer": "adam", "learning_rate": 1e-3, "gamma": 2.0}
     head = head_task({"index": 0, "name": FINAL, "test_clips": []},
-                     {"store": str(store_path), "run": run, "subgroup": FINAL, "settings": head_settings,
+                     {"store": store_path, "run": run, "subgroup": FINAL, "settings": head_settings,
                       "labels": labels, "ids": ids, "classes": doc["classes"], "regions": regions,
                       "t_max": store.t_max, "lengths": [c.n_frames for c in clips], "per_fold_cnn": False})
     out = {"run": run, "trained_on": ids, "subjects": len({subject_of(c) for c in clips}), "cnn_source": source,

@@ -71,8 +71,13 @@ def schema(name: str) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _validator(name: str) -> jsonschema.Draft202012Validator:
-    # Built once per process: ingest validates every record it writes.
-    return jsonschema.Draft202012Validator(schema(name))
+    # Built once per process: ingest validates every record it writes. "run.commit" names the
+    # definition "commit" of run.schema.json (a run's smaller documents live beside its plan).
+    file, _, part = name.partition(".")
+    doc = schema(file)
+    if part:
+        doc = {"$schema": doc["$schema"], "$defs": doc["$defs"], "$ref": f"#/$defs/{part}"}
+    return jsonschema.Draft202012Validator(doc)
 
 
 def validate_document(doc: dict, name: str, where: str) -> None:

@@ -13,10 +13,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from roi_store import backend
+from roi_store import backend, killpoints
 from roi_store.embed import permuted_labels
 from roi_store.errors import ConfigError, RoiStoreError
-from roi_store.runs import put_bytes, run_group, update_run
+from roi_store.runs import (COMPLETE, RunWriter, commit_doc, fold_docs, head_document, not_ready, put_bytes,
+                            run_document, run_group, run_status, write_fold_marker)
 from roi_store.store import now, open_store
 
 #: Masked batches are padded to a multiple of this many steps: few distinct shapes to compile.
@@ -63,14 +64,28 @@ def fit_lstm(
     jobs: int = 1,
     gpu: int | None = None,
     cpu: bool = False,
+    overwrite: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Fit the fusion head of every fold of ``run`` and store pooled test predictions.
 
+    Like ``embed``: one writer per run, the head's plan written once, a marker per fitted fold
+    (with its predictions), the head's commit marker last. Re-running with the same settings
+    resumes an interrupted fit; other settings replace a head only with ``overwrite``.
+
     Returns
     -------
     dict
-        The head document: settings, per-fold clip lists and timings, predictions.
+        The head document (:func:`roi_store.runs.head_document`): settings, per-fold clip lists
+        and timings, pooled predictions.
+
+    Raises
+    ------
+    RunBusyError
+        If another process is writing the run.
+    RoiStoreError
+        If the run's embed is not complete, or its head was fitted with other settings and
+        ``overwrite`` is false.
     """
     if epochs < 1 or batch_size < 1:
         raise ConfigError("--epochs and --batch-size must be positive")
@@ -78,11 +93,52 @@ def fit_lstm(
     backend.select_device(gpu, cpu, threads)
     say = log or (lambda msg: None)
     store = open_store(store_path, mode="r+")
-    group = run_group(store, run)
-    doc = dict(group.attrs["run"])
-    if not doc.get("embedded"):
-        # A head fit that was killed leaves the embeddings intact: fitting again is fine.
-        raise RoiStoreError(f"run {run!r} is {doc.get('state')}: its embed did not finish; re-run 'roistore embed --run {run} --overwrite'")
+    run_group(store, run)  # a missing run: one line, before anything is claimed
+    before = run_status(store, run)
+    writer = RunWriter.claim(store, run, "fit-lstm")
+    try:
+        if commit_doc(store, run, "embed") is None:
+            raise not_ready(store, run, before)
+        doc = run_document(store, run)
+        labels, settings = _head_settings(doc, run, epochs, batch_size, seed, masked, permute_labels)
+        ids = doc["clips"]
+        for fold in doc["folds"]:
+            test = set(fold["test_clips"])
+            leaked = test & set(fold.get("cnn_train_clips", [])) if doc["settings"]["cnn_scope"] == "fold" else set()
+            if leaked:
+                raise RoiStoreError(f"fold {fold['name']}: test clips {sorted(leaked)[:3]} trained its CNNs; the run is damaged")
+        plan = {"settings": settings, "classes": doc["classes"], "labels_used": labels}
+        if writer.plan_head(plan, overwrite) == COMPLETE:
+            say(f"run {run}: its head is already fitted with these settings: nothing to do")
+            return head_document(store, run)
+        work = {"store": str(store_path), "run": run, "settings": settings, "labels": labels, "ids": ids,
+                "classes": doc["classes"], "regions": doc["regions"], "t_max": store.t_max,
+                "lengths": [store.clip(i).n_frames for i in ids],
+                "per_fold_cnn": doc["settings"]["cnn_scope"] == "fold"}
+        started = time.perf_counter()
+        try:
+            done = fold_docs(store, run, "head")
+            if done:
+                say(f"resuming the head of run {run}: folds {sorted(done)} are done")
+            backend.map_tasks(head_task, [(f, work) for f in doc["folds"] if f["index"] not in done], jobs, say,
+                              "head fold")
+            results = fold_docs(store, run, "head")
+            predictions = [p for _, r in sorted(results.items()) for p in r["predictions"]]
+            order = {c: i for i, c in enumerate(ids)}
+            predictions.sort(key=lambda p: order[p["id"]])
+            timings = {"fit_seconds": round(time.perf_counter() - started, 2),
+                       "seconds_per_fold": round(float(np.mean([r["seconds"] for r in results.values()])), 3)}
+            writer.commit("head", len(doc["folds"]), {"predictions": predictions, "timings": timings})
+        except BaseException as exc:
+            writer.fail("head", exc)
+            raise
+    finally:
+        writer.release()
+    return head_document(store, run)
+
+
+def _head_settings(doc: dict, run: str, epochs, batch_size, seed, masked, permute_labels) -> tuple[list, dict]:
+    """The labels the head is fitted on and its settings (a head-only permutation control shuffles them)."""
     labels = list(doc["labels"])
     run_perm = doc["settings"].get("permute_labels")
     head_perm = None
@@ -94,35 +150,7 @@ def fit_lstm(
     settings = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "masked": masked,
                 "permute_labels": permute_labels if permute_labels is not None else run_perm,
                 "head_only_permutation": head_perm, "optimizer": "adam", "learning_rate": 1e-3, "gamma": 2.0}
-    ids = doc["clips"]
-    for fold in doc["folds"]:
-        test = set(fold["test_clips"])
-        leaked = test & set(fold.get("cnn_train_clips", [])) if doc["settings"]["cnn_scope"] == "fold" else set()
-        if leaked:
-            raise RoiStoreError(f"fold {fold['name']}: test clips {sorted(leaked)[:3]} trained its CNNs; the run is damaged")
-    work = {"store": str(store_path), "run": run, "settings": settings, "labels": labels, "ids": ids,
-            "classes": doc["classes"], "regions": doc["regions"], "t_max": store.t_max,
-            "lengths": [store.clip(i).n_frames for i in ids],
-            "per_fold_cnn": doc["settings"]["cnn_scope"] == "fold"}
-    update_run(group, state="fitting")
-    started = time.perf_counter()
-    try:
-        results = backend.map_tasks(head_task, [(f, work) for f in doc["folds"]], jobs, say, "head fold")
-    except BaseException:
-        update_run(group, state="failed", finished=now())
-        raise
-    results.sort(key=lambda r: r["index"])
-    predictions = [p for r in results for p in r["predictions"]]
-    predictions.sort(key=lambda p: ids.index(p["id"]))
-    head = {"settings": settings, "classes": doc["classes"],
-            "folds": [{k: v for k, v in r.items() if k != "predictions"} for r in results],
-            "predictions": predictions, "labels_used": labels,
-            "timings": {"fit_seconds": round(time.perf_counter() - started, 2),
-                        "seconds_per_fold": round(float(np.mean([r["seconds"] for r in results])), 3)},
-            "fitted": now()}
-    group.create_group("head", overwrite=True, attributes={"head": head})
-    update_run(group, state="complete", finished=now())
-    return head
+    return labels, settings
 
 
 def load_sequences(group, regions, emb_fold: int, lengths) -> list[list[np.ndarray]]:
@@ -174,11 +202,15 @@ def head_task(fold: dict, work: dict) -> dict:
     if len(test_idx):  # the final model (all subjects) has no test clips
         xs = [pad_batch([seqs[r][i] for i in test_idx], s["masked"], work["t_max"]) for r in range(len(seqs))]
         probs = np.asarray(model.predict_on_batch(xs))
-    put_bytes(group, f"models/head/{index}", backend.model_to_bytes(model))
+    model_digest = put_bytes(group, f"models/head/{index}", backend.model_to_bytes(model))
+    killpoints.reached("head.model")
     preds = [{"id": ids[i], "fold": index, "true": work["labels"][i], "pred": classes[int(np.argmax(p))],
               "probs": [round(float(v), 6) for v in p]} for i, p in zip(test_idx, probs)]
     keras.backend.clear_session()
-    return {"index": index, "name": fold["name"], "test_clips": [ids[i] for i in test_idx],
-            "head_train_clips": [ids[i] for i in train_idx], "head_val_clips": [],
-            "cnn_train_clips": fold.get("cnn_train_clips", []), "class_counts": counts.tolist(),
-            "final_loss": round(losses[-1], 5), "seconds": round(seconds, 3), "predictions": preds}
+    record = {"index": index, "name": fold["name"], "test_clips": [ids[i] for i in test_idx],
+              "head_train_clips": [ids[i] for i in train_idx], "head_val_clips": [],
+              "cnn_train_clips": fold.get("cnn_train_clips", []), "class_counts": counts.tolist(),
+              "final_loss": round(losses[-1], 5), "seconds": round(seconds, 3), "predictions": preds,
+              "finished": now(), "digests": {"models": {"head": model_digest}}}
+    write_fold_marker(group, "head", index, record)  # last: the fold is done
+    return record

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from roi_store import killpoints
 from roi_store import regions as rg
 from roi_store.datasets import get_reader
 from roi_store.datasets.base import ClipSpec, Skip
@@ -25,8 +26,7 @@ from roi_store.errors import ConfigError, FaceError, FrameError, RoiStoreError, 
 from roi_store.faces import find_face, landmark_model_id
 from roi_store.format import printable
 from roi_store.labels import default_relabel, default_views, read_view_file, relabel_vectors, view_label
-from roi_store.store import (COMPLETE, PENDING, REGIONS, SKIPPED, create_store, local_store_path, now, open_store,
-                             unfinished_creation)
+from roi_store.store import COMPLETE, PENDING, REGIONS, SKIPPED, create_store, local_store_path, now, open_store
 
 DEFAULT_T_MAX = 500
 #: Frames tried for a face when the first frame has none, as offsets from the first frame.
@@ -68,7 +68,7 @@ def settings_for(t_max: int, scheme: str, landmarks_model: str | None, view_file
 
 
 def _open_or_create(path: Path, settings: dict, explicit: dict):
-    if not (path / "zarr.json").exists() or unfinished_creation(path):
+    if not (path / "zarr.json").exists():
         return create_store(path, settings)
     store = open_store(path, mode="r+")
     # Appending must not mix clips cut with different settings in one store.
@@ -154,6 +154,7 @@ def ingest(
     for s in todo:
         row = rows.get(s.id, records[s.id].row if s.id in records else None)
         store.write_record({**_base_record(s, root), "status": PENDING, "row": row})
+        killpoints.reached("ingest.pending")
     rows = {s.id: store.records()[s.id].row for s in todo}
 
     work = {
@@ -175,6 +176,7 @@ def ingest(
             else:
                 store.write_record({**base, "status": SKIPPED, "reason": result["reason"], "warnings": spec.warnings})
                 failed.append({"id": spec.id, "reason": result["reason"], "source": spec.source})
+            killpoints.reached("ingest.record")
             bar(1)
     finally:
         bar(None)
@@ -182,6 +184,7 @@ def ingest(
            "annotations": str(Path(annotations).resolve()) if annotations else None,
            "started": started, "finished": now(), "added": added, "skipped": len(failed) + len(reader_skips),
            "writer": store.header["writer"]}
+    killpoints.reached("ingest.header")
     store.update_header(
         ingests=[*store.header["ingests"], log],
         skipped={**store.header["skipped"], reader.name: reader_skips},
@@ -354,3 +357,4 @@ def _write_blocks(store_path: str, row: int, names: list[str], blocks: list[np.n
             if span != len(block):
                 block = np.concatenate([block, np.zeros((span - len(block), *block.shape[1:]), block.dtype)])
             arr[row, :span] = block
+            killpoints.reached("ingest.chunk")

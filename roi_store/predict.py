@@ -15,7 +15,7 @@ from roi_store.datasets.common import ClipProblem, list_frames
 from roi_store.errors import DatasetError, RoiStoreError
 from roi_store.ids import ClipKey
 from roi_store.ingest import cut_clip
-from roi_store.runs import get_bytes, run_group
+from roi_store.runs import get_bytes, head_document, run_document, run_group
 from roi_store.store import open_store
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -122,7 +122,7 @@ def load_predictor(store_path: str | Path, run: str, *, models: str = "auto", la
     backend.select_device(gpu, cpu)
     store = open_store(store_path)
     group = run_group(store, run)
-    doc = dict(group.attrs["run"])
+    doc = run_document(store, run)
     from roi_store import models as nets
     from roi_store.final import FINAL, final_info
 
@@ -134,9 +134,7 @@ def load_predictor(store_path: str | Path, run: str, *, models: str = "auto", la
         group = group[FINAL]
         head = {"folds": [{"index": 0}], "settings": final["settings"]["head"], "classes": doc["classes"]}
     else:
-        if doc.get("state") != "complete" or "head" not in group:
-            raise RoiStoreError(f"run {run!r} is {doc.get('state')}: fit its head with 'roistore fit-lstm' first")
-        head = dict(group["head"].attrs["head"])
+        head = head_document(store, run)  # committed heads only
     per_fold_cnn = doc["settings"]["cnn_scope"] == "fold" and not use_final
     embedders, heads = {}, []
     for fold in head["folds"]:

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from roi_store.errors import RoiStoreError
 from roi_store.metrics import confusion, per_class_recall, uf1_uar
-from roi_store.runs import list_runs, run_group
+from roi_store.runs import head_document, list_runs, run_document
 from roi_store.store import Store
 
 LEAKAGE_WARNING = ("LEAKAGE: the region CNNs were trained on every clip, test subjects included "
@@ -33,11 +32,8 @@ def scores(predictions: list[dict], classes: list[str]) -> dict:
 
 def run_report(store: Store, run: str) -> dict:
     """Scores, confusion matrix, settings and per-clip predictions of a fitted run."""
-    group = run_group(store, run)
-    doc = dict(group.attrs["run"])
-    if "head" not in group:
-        raise RoiStoreError(f"run {run!r} has no fitted head: run 'roistore fit-lstm {store.where} --run {run}' first")
-    head = dict(group["head"].attrs["head"])
+    doc = run_document(store, run)
+    head = head_document(store, run)
     classes = head["classes"]
     preds = head["predictions"]
     idx = {c: i for i, c in enumerate(classes)}
@@ -62,8 +58,8 @@ def run_report(store: Store, run: str) -> dict:
         out["warning"] = LEAKAGE_WARNING
     if not out["permuted"]:
         for other in list_runs(store):
-            s = other.get("settings", {})
-            if other["name"] != run and s.get("permute_labels") is not None and other.get("state") == "complete" \
+            s = other.get("settings") or {}
+            if other["name"] != run and s.get("permute_labels") is not None and other["scores"] is not None \
                     and s.get("view") == doc["settings"]["view"] and s.get("protocol") == doc["settings"]["protocol"]:
                 ctrl = run_report(store, other["name"])
                 out["controls"].append({"run": other["name"], "permute_labels": s["permute_labels"],

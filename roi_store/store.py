@@ -21,6 +21,8 @@ import asyncio
 import json
 import dataclasses
 import datetime as _dt
+import os
+import shutil
 import zipfile
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -33,6 +35,7 @@ import zarr.storage
 from zarr.core.sync import sync
 
 from roi_store import format as fmt
+from roi_store import killpoints
 from roi_store.errors import StoreError
 from roi_store.ids import ClipKey
 from roi_store.labels import MEGC2019
@@ -354,6 +357,7 @@ class Store:
             arr = self.array(name)
             if arr.shape[0] < stop:
                 arr.resize((stop, *arr.shape[1:]))
+                killpoints.reached("store.resize")
         return list(range(start, stop))
 
     # --- summary ----------------------------------------------------------------------------
@@ -580,18 +584,6 @@ class _ArchiveStore(zarr.storage.FsspecStore):
                 yield entry.rsplit("/", 1)[-1]
 
 
-def unfinished_creation(path: Path) -> bool:
-    """True for what a creation killed before its header leaves: the skeleton, no header, no clip."""
-    try:
-        attrs = json.loads((path / "zarr.json").read_text()).get("attributes", {})
-    except (OSError, ValueError):
-        return False
-    names = {p.name for p in path.iterdir()}
-    clips = path / CLIPS
-    return (fmt.ATTRS_KEY not in attrs and names <= {"zarr.json", REGIONS, CLIPS}
-            and not (clips.is_dir() and any(p.is_dir() for p in clips.iterdir())))
-
-
 def create_store(path: str | Path, settings: dict) -> Store:
     """Create an empty store with ``settings`` (t_max, region_scheme, layout, views, relabel, ...).
 
@@ -601,12 +593,19 @@ def create_store(path: str | Path, settings: dict) -> Store:
         If something already exists at ``path``.
     """
     where = str(path)
-    path = local_store_path(path)
-    if path.exists() and any(path.iterdir()) and not unfinished_creation(path):
+    final = local_store_path(path)
+    if final.exists() and any(final.iterdir()):
         raise StoreError(f"{where} exists and is not empty: choose a new store path")
     header = fmt.stamp({**settings, "created": now(), "ingests": [], "skipped": {}})
     fmt.validate_document(header, "store", where)
-    group = zarr.open_group(where, mode="w")
+    # Built beside its place and renamed into it: a process killed while creating leaves no
+    # half-store at ``path``, only a hidden folder that the next create removes.
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for old in final.parent.glob(f".{final.name}.creating-*"):
+        if not _pid_alive(old.name.rpartition("-")[2]):
+            shutil.rmtree(old, ignore_errors=True)
+    building = final.parent / f".{final.name}.creating-{os.getpid()}"
+    group = zarr.open_group(str(building), mode="w")
     t_max = int(settings["t_max"])
     for region in settings["layout"]["regions"]:
         x0, y0, x1, y1 = region["box"]
@@ -617,6 +616,23 @@ def create_store(path: str | Path, settings: dict) -> Store:
             dimension_names=("clip", "frame", "y", "x"),
         )
     group.require_group(CLIPS)
-    # The header goes last: a folder without it is not a store, so a crash here leaves no half-store.
     group.attrs[fmt.ATTRS_KEY] = header
-    return Store(group, where, "r+")
+    killpoints.reached("store.create")
+    try:
+        if final.exists():
+            final.rmdir()  # empty (checked above)
+        os.rename(building, final)
+    except OSError as exc:
+        shutil.rmtree(building, ignore_errors=True)
+        raise StoreError(f"{where} was created by another process meanwhile ({exc.strerror}): re-run to append to it") from None
+    return Store(zarr.open_group(where, mode="r+"), where, "r+")
+
+
+def _pid_alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -10,6 +10,7 @@ from zarr.core.sync import sync
 
 from roi_store import format as fmt
 from roi_store.errors import RoiStoreError
+from roi_store.runs import FAILED, HEAD, RUNS, commit_doc, digest, fold_checksum, fold_docs, run_names, run_status
 from roi_store.store import COMPLETE, REGIONS, SKIPPED, Store, chunk_keys
 
 
@@ -22,6 +23,7 @@ class ValidationReport:
     chunks: int
     problems: list[str]
     incomplete: list[str]  # pending clips: not a fault, a run to resume
+    runs: list[dict] = dataclasses.field(default_factory=list)  # {"name", "state", "stage", "chunks"}
 
     @property
     def ok(self) -> bool:
@@ -33,7 +35,10 @@ def validate_store(store: Store) -> ValidationReport:
 
     Reading a chunk runs zarr's crc32c codec, which rejects any chunk whose bytes changed. A
     complete clip whose chunk is missing, and a record whose row lies outside the arrays, are
-    reported too, and so are records and arrays whose metadata cannot be read.
+    reported too, and so are records and arrays whose metadata cannot be read. Committed runs are
+    checked the same way (every embedding chunk and model against the digests of its fold
+    marker); runs that are not committed are listed in ``runs`` with their state, not reported
+    as problems.
     """
     problems: list[str] = []
     chunks = 0
@@ -87,7 +92,94 @@ def validate_store(store: Store) -> ValidationReport:
     if len(set(rows)) != len(rows):
         problems.append("two clip records share one array row")
     incomplete = [r.id for r in records.values() if r.status not in (COMPLETE, SKIPPED)]
-    return ValidationReport(store.where, len(ids), chunks, problems, incomplete)
+    runs = []
+    for name in run_names(store):
+        found, n = _check_run(store, name)
+        problems += found
+        chunks += n
+        status = run_status(store, name)
+        runs.append({"name": name, "state": status["state"], "stage": status["stage"], "chunks": n})
+    return ValidationReport(store.where, len(ids), chunks, problems, incomplete, runs)
+
+
+def _check_run(store: Store, name: str) -> tuple[list[str], int]:
+    """Schema problems of a run's documents; for each committed stage, its markers and every chunk.
+
+    A run that is not committed (running, interrupted, failed) is a state, not a fault: only its
+    documents are checked, since its arrays may hold anything until a resumed run commits them.
+    """
+    problems: list[str] = []
+    chunks = 0
+    where = f"run {name}"
+    path = f"{RUNS}/{name}"
+    doc = store.zgroup[path].attrs.get("run") if path in store.zgroup else None
+    for part, key in (("", "run"), (f"/{HEAD}", "head"), (f"/{FAILED}", "failure")):
+        node = f"{path}{part}"
+        if node in store.zgroup and key in store.zgroup[node].attrs:
+            try:
+                fmt.validate_document(dict(store.zgroup[node].attrs[key]), "run" if key == "run" else f"run.{key}", where)
+            except RoiStoreError as exc:
+                problems.append(str(exc))
+    group = store.zgroup[path] if path in store.zgroup else None
+    if commit_doc(store, name, "head") is not None and commit_doc(store, name, "embed") is None:
+        problems.append(f"{where}: its head is committed but its embed is not")
+    for stage in ("embed", "head"):
+        commit = commit_doc(store, name, stage)
+        if commit is None:
+            continue
+        if doc is None:
+            problems.append(f"{where}: committed {stage} without a plan document")
+            continue
+        try:
+            fmt.validate_document(commit, "run.commit", f"{where} {stage} commit")
+        except RoiStoreError as exc:
+            problems.append(str(exc))
+            continue
+        folds = fold_docs(store, name, stage)
+        missing = sorted(set(range(commit["folds"])) - set(folds))
+        if missing:
+            problems.append(f"{where}: {stage} is committed but folds {missing} have no marker")
+            continue
+        if fold_checksum(list(folds.values())) != commit["checksum"]:
+            problems.append(f"{where}: {stage} fold markers do not match the commit's checksum (changed after the commit)")
+        for k, fold in sorted(folds.items()):
+            try:
+                fmt.validate_document(fold, "run.fold", f"{where} {stage} fold {k}")
+            except RoiStoreError as exc:
+                problems.append(str(exc))
+                continue
+            for kind, items in fold["digests"].items():
+                for item, want in items.items():
+                    if kind == "embeddings":
+                        label, n, read = f"{path}/embeddings/{item}[{k}]", 1, _embedding_reader(group, item, k)
+                    else:
+                        sub = f"models/cnn/{k}/{item}" if stage == "embed" else f"models/head/{k}"
+                        label = f"{path}/{sub}"
+                        n = group[sub].nchunks if sub in group else 0
+                        read = _bytes_reader(group, sub)
+                    try:
+                        got = digest(read())
+                    except Exception as exc:  # a missing array, or codec errors (checksum, zstd)
+                        problems.append(f"{where}: {label} is missing or damaged ({type(exc).__name__}: {exc})")
+                        continue
+                    chunks += n
+                    if got != want:
+                        problems.append(f"{where}: {label} does not match its fold marker's digest")
+    return problems, chunks
+
+
+def _embedding_reader(group, region: str, fold: int):
+    def read():
+        arr = group[f"embeddings/{region}"]
+        key = f"c/{fold}/0/0/0"
+        if not sync(arr.store_path.store.exists(f"{arr.store_path.path}/{key}")):
+            raise KeyError(f"chunk {key} is missing")
+        return arr[fold]
+    return read
+
+
+def _bytes_reader(group, sub: str):
+    return lambda: group[sub][:].tobytes()
 
 
 __all__ = ["ValidationReport", "validate_store"]

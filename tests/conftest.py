@@ -52,3 +52,52 @@ def manifest_dataset(tmp_path, face_frame):
         {"dataset": "lab", "subject": "p2", "clip": "c", "folder": "p2/c", "label": "disgust", "aus": "4+9"},
     ])
     return root, manifest
+
+
+#: The smallest method run that still has two folds: one epoch, a narrow dense layer, one batch.
+TINY_RUN = {"protocol": "kfold", "folds": 2, "epochs": 1, "batch_size": 256, "seed": 3, "cpu": True, "cnn_dense": 32}
+TINY_HEAD = {"epochs": 1, "seed": 3, "cpu": True}
+
+
+def method_script(store, run: str, stages=("embed", "fit-lstm")) -> str:
+    """Python source that runs the tiny embed and/or fit-lstm of ``run`` on ``store`` (for subprocesses)."""
+    lines = ["from roi_store.embed import embed", "from roi_store.fusion import fit_lstm"]
+    if "embed" in stages:
+        lines.append(f"embed({str(store)!r}, {run!r}, **{TINY_RUN!r})")
+    if "fit-lstm" in stages:
+        lines.append(f"fit_lstm({str(store)!r}, {run!r}, **{TINY_HEAD!r})")
+    return "\n".join(lines)
+
+
+@pytest.fixture(scope="session")
+def method_runs(tmp_path_factory):
+    """A tiny CASME II store (9 composite clips), and a copy on which two processes wrote runs
+    ``a`` and ``b`` (same settings) at the same time: the uninterrupted reference of the run
+    lifecycle tests."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    from roi_store.ingest import ingest
+    from roi_store.synth import generate
+
+    tmp = tmp_path_factory.mktemp("runs")
+    generate(tmp / "data", preset="tiny", seed=2, datasets=("casme2",), subjects=3, clips_per_class=1, frames=6)
+    root = tmp / "data" / "CASME2" / "CASME2_RAW_selected"
+    base = tmp / "base.zarr"
+    ingest(base, "casme2", root)
+    shared = tmp / "shared.zarr"
+    shutil.copytree(base, shared)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    started = time.perf_counter()
+    procs = {run: subprocess.Popen([sys.executable, "-c", method_script(shared, run)], env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for run in ("a", "b")}
+    results = {}
+    for run, p in procs.items():
+        _, err = p.communicate(timeout=600)
+        results[run] = (p.returncode, err)
+    return {"root": root, "base": base, "shared": shared, "tmp": tmp, "results": results,
+            "seconds": time.perf_counter() - started}

@@ -220,15 +220,3 @@ def test_sigkilled_ingest_resumes_to_the_same_arrays(tmp_path, manifest_dataset)
     ingest(killed, "manifest", root, manifest)
     after = _arrays(killed)
     assert after.keys() == reference.keys() and all(np.array_equal(reference[k], after[k]) for k in reference)
-
-
-def test_ingest_killed_while_creating_the_store_starts_it_again(tmp_path, manifest_dataset):
-    """What a kill between the store's skeleton and its header leaves is re-created, not refused."""
-    root, manifest = manifest_dataset
-    import zarr
-
-    skeleton = zarr.open_group(tmp_path / "s.zarr", mode="w")
-    skeleton.require_group("clips")
-    skeleton.require_group("regions")
-    report = _ingest(tmp_path, root, manifest)
-    assert report.added == 3 and validate_store(roi_store.open_store(tmp_path / "s.zarr")).ok

@@ -17,6 +17,7 @@ from roi_store.fusion import fit_lstm  # noqa: E402
 from roi_store.ingest import ingest  # noqa: E402
 from roi_store.protocols import make_folds  # noqa: E402
 from roi_store.report import run_report  # noqa: E402
+from roi_store.runs import head_document, run_document  # noqa: E402
 from roi_store.synth import generate  # noqa: E402
 
 # One epoch, a narrow dense layer: the chain end to end in seconds (the real width is tested by the demo).
@@ -43,8 +44,8 @@ def fitted(small_store):
 
 def test_folds_hold_whole_subjects(fitted):
     store = roi_store.open_store(fitted)
-    doc = store.zgroup["runs/main"].attrs["run"]
-    head = store.zgroup["runs/main/head"].attrs["head"]
+    doc = run_document(store, "main")
+    head = head_document(store, "main")
     assert len(doc["folds"]) == 2
     for fold in head["folds"]:
         test = set(fold["test_clips"])
@@ -72,8 +73,8 @@ def test_same_seed_same_predictions(fitted, small_store):
     embed(str(store), "again", protocol="kfold", folds=2, **FAST)
     fit_lstm(str(store), "again", epochs=2, seed=3, cpu=True)
     s = roi_store.open_store(store)
-    a = s.zgroup["runs/main/head"].attrs["head"]["predictions"]
-    b = s.zgroup["runs/again/head"].attrs["head"]["predictions"]
+    a = head_document(s, "main")["predictions"]
+    b = head_document(s, "again")["predictions"]
     assert a == b
 
 
@@ -86,7 +87,7 @@ def test_permutation_control_and_leaky_scope_are_flagged(small_store):
     s = roi_store.open_store(store)
     perm = run_report(s, "perm")
     assert perm["permuted"]
-    doc = s.zgroup["runs/perm"].attrs["run"]
+    doc = run_document(s, "perm")
     assert doc["labels"] != doc["true_labels"] and sorted(doc["labels"]) == sorted(doc["true_labels"])
     leaky = run_report(s, "leaky")
     assert leaky["leakage"] and "LEAKAGE" in leaky["warning"]
@@ -130,8 +131,8 @@ def test_folds_run_in_parallel_workers(small_store):
     doc = embed(str(store), "par", protocol="kfold", folds=2, jobs=2, **FAST)
     head = fit_lstm(str(store), "par", epochs=1, seed=3, cpu=True, jobs=2)
     s = roi_store.open_store(store)
-    assert doc["state"] == "embedded" and [f["index"] for f in doc["folds"]] == [0, 1]
-    assert s.zgroup["runs/par"].attrs["run"]["state"] == "complete"
+    assert doc["state"] == "complete" and doc["stage"] == "embed" and [f["index"] for f in doc["folds"]] == [0, 1]
+    assert run_document(s, "par")["state"] == "complete" and run_document(s, "par")["stage"] == "head"
     assert sorted(p["id"] for p in head["predictions"]) == sorted(doc["clips"])
     emb = s.zgroup["runs/par/embeddings/R5"][:]
     assert emb.shape[:2] == (2, len(doc["clips"])) and np.abs(emb).sum() > 0

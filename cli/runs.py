@@ -1,0 +1,61 @@
+"""``roistore runs``: the model runs of a store, their state, who made them, settings and scores."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from roi_store.cli.options import json_option, store_argument
+
+
+def _settings(s: dict | None, head: dict | None) -> str:
+    if not s:
+        return "-"
+    folds = f" {s['folds']}" if s.get("folds") else ""
+    text = (f"{s['protocol']}{folds}, seed {s['seed']}, epochs {s['epochs']}, cnn {s['cnn_scope']}, "
+            f"input {s['input']}")
+    if s.get("permute_labels") is not None:
+        text += f", permuted {s['permute_labels']}"
+    if head:
+        text += f"; head epochs {head['epochs']}, seed {head['seed']}, {'masked' if head['masked'] else 'unmasked'}"
+    return text
+
+
+@click.command()
+@store_argument
+@json_option
+def runs(store, as_json):
+    """List STORE's model runs: state (complete, running, incomplete, failed), who, when, settings, UF1/UAR."""
+    from roi_store.runs import list_runs
+    from roi_store.store import open_store
+
+    items = list_runs(open_store(store))
+    if as_json:
+        click.echo(json.dumps({"store": store, "runs": items}, indent=2))
+        return
+    if not items:
+        click.echo(f"{store}: no runs (make one with 'roistore embed {store} --run NAME')")
+        return
+    width = max(3, *(len(r["name"]) for r in items))
+    click.echo(f"{'run':<{width}}  {'state':<10} {'stage':<5} {'folds':>5}  {'UF1':>6} {'UAR':>6}  {'by':<24} "
+               f"{'started':<25} settings")
+    for r in items:
+        done, total = r["folds"]["head" if r["stage"] == "head" else "embed"] or [0, 0]
+        uf1, uar = (f"{r['scores']['UF1']:.4f}", f"{r['scores']['UAR']:.4f}") if r["scores"] else ("-", "-")
+        by = f"{r['user'] or '?'}@{r['host'] or '?'}"
+        click.echo(f"{r['name']:<{width}}  {r['state']:<10} {r['stage']:<5} {f'{done}/{total}':>5}  {uf1:>6} {uar:>6}  "
+                   f"{by:<24} {r['created'] or '-':<25} {_settings(r['settings'], r['head_settings'])}"
+                   + ("  [LEAKAGE: global CNN]" if r["leakage"] else ""))
+        if r["reason"]:
+            click.echo(f"{'':<{width}}  failed: {r['reason']}")
+        if r["writer"]:
+            w = r["writer"]
+            click.echo(f"{'':<{width}}  being written by {w.get('user')}@{w.get('host')} (pid {w.get('pid')}, "
+                       f"{w.get('command')} since {w.get('since')})")
+        if r["state"] == "incomplete":
+            command = "fit-lstm" if r["stage"] == "head" else "embed"
+            click.echo(f"{'':<{width}}  interrupted: re-run the same 'roistore {command}' command to resume it")
+
+
+COMMANDS = [runs]
