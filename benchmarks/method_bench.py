@@ -169,8 +169,9 @@ t = time.perf_counter()
 rep = run_report(roi_store.open_store({store!r}), {run!r})
 seconds = time.perf_counter() - t
 s = roi_store.open_store({store!r})
-doc = dict(s.zgroup["runs/{run}"].attrs["run"])
-head = dict(s.zgroup["runs/{run}/head"].attrs["head"])
+from roi_store.runs import head_document, run_document
+doc = run_document(s, {run!r})
+head = head_document(s, {run!r})
 print(json.dumps({{"report_seconds": seconds, "timings": doc["timings"], "device": doc["device"],
                   "folds": len(doc["folds"]), "settings": doc["settings"], "head_settings": head["settings"],
                   "head_timings": head["timings"],
@@ -261,13 +262,16 @@ def has_run(store: Path) -> bool:
     """True if the benchmark run has its embeddings."""
     import roi_store
 
-    group = roi_store.open_store(store).zgroup
-    return f"runs/{RUN}" in group and bool(group[f"runs/{RUN}"].attrs["run"].get("embedded"))
+    from roi_store.runs import commit_doc
+
+    s = roi_store.open_store(store)
+    return f"runs/{RUN}" in s.zgroup and commit_doc(s, RUN, "embed") is not None
 
 
 def has_head(store: Path) -> bool:
     """True if the benchmark run has a fitted head."""
     import roi_store
 
-    group = roi_store.open_store(store).zgroup
-    return has_run(store) and f"runs/{RUN}/head" in group
+    from roi_store.runs import commit_doc
+
+    return has_run(store) and commit_doc(roi_store.open_store(store), RUN, "head") is not None

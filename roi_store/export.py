@@ -19,7 +19,7 @@ import numpy as np
 from roi_store._version import __version__
 from roi_store.errors import ConfigError, RoiStoreError
 from roi_store.ids import ClipKey
-from roi_store.runs import run_group, run_info
+from roi_store.runs import commit_doc, head_document, not_ready, run_document, run_group, run_status
 from roi_store.share import atomic_file, check_output
 from roi_store.store import Store
 
@@ -74,11 +74,10 @@ def export_run(store: Store, run: str, out: str | Path, fmt: str = "hdf5", *, ov
 def _collect(store: Store, run: str):
     """The export's arrays (small ones), its metadata and a reader of each region's embeddings."""
     group = run_group(store, run)
-    doc = run_info(store, run)
-    if not doc.get("embedded"):
-        raise RoiStoreError(f"run {run!r} is {doc.get('state')}: its embeddings are not complete; "
-                            f"finish 'roistore embed {store.where} --run {run}' first")
-    head = dict(group["head"].attrs["head"]) if "head" in group else None
+    if commit_doc(store, run, "embed") is None:
+        raise not_ready(store, run, run_status(store, run))
+    doc = run_document(store, run)
+    head = head_document(store, run) if commit_doc(store, run, "head") is not None else None
     ids = list(doc["clips"])
     index = {c: i for i, c in enumerate(ids)}
     classes = list(doc["classes"])

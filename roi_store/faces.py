@@ -57,6 +57,13 @@ def _models(predictor: str):
     return dlib.get_frontal_face_detector(), dlib.shape_predictor(predictor)
 
 
+def preload(landmarks_model: str | Path | None = None) -> None:
+    """Load the detector and the landmark model now (worker processes forked after this share them)."""
+    model = str(landmarks_model) if landmarks_model else str(default_predictor_path())
+    if Path(model).is_file():
+        _models(model)
+
+
 #: Detection passes, cheapest first: (longest image side, dlib upsampling). Faces in ME data
 #: fill much of the frame, so a small image usually suffices; the landmarks are then fitted on
 #: the full-resolution image, so precision does not depend on the pass that found the face.

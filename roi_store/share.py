@@ -21,7 +21,7 @@ from roi_store.runs import list_runs
 from roi_store.store import PENDING, open_store
 
 #: Run states that mean a command is still writing the run (or was killed while it did).
-BUSY_STATES = ("running", "fitting")
+BUSY_STATES = ("running", "incomplete")
 #: A fixed member time, so that the same store always packs to the same bytes.
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 

@@ -24,7 +24,7 @@ from roi_store.errors import FormatVersionError, StoreError  # noqa: E402
 from roi_store.fusion import fit_lstm  # noqa: E402
 from roi_store.ingest import ingest  # noqa: E402
 from roi_store.report import run_report  # noqa: E402
-from roi_store.runs import create_run  # noqa: E402
+from roi_store.runs import COMMIT, RunWriter, head_document  # noqa: E402
 from roi_store.share import pack_store  # noqa: E402
 from roi_store.synth import generate  # noqa: E402
 from roi_store.validate import validate_store  # noqa: E402
@@ -218,11 +218,15 @@ def test_pack_refuses_unfinished_stores_unless_forced(plain, tmp_path):
            "settings": {"view": "megc2019", "protocol": "loso", "epochs": 1, "batch_size": 1, "seed": 0,
                         "cnn_scope": "fold", "input": "delta", "relabel": "au", "permute_labels": None},
            "folds": [{"index": 0, "name": "f0", "test_subjects": [], "test_clips": []}]}
-    create_run(store, "busy", doc)
-    one_line_error(run("pack", plain, out), "1 clip is pending", "run 'busy' is running", "--force")
-    result = CliRunner().invoke(cli, ["pack", str(plain), str(out), "--force"])
-    assert result.exit_code == 0, result.output
-    assert "WARNING: packed although run 'busy' is running" in result.output
+    writer = RunWriter.claim(store, "busy", "embed")  # this live process writes run 'busy'
+    try:
+        writer.plan_embed(doc, overwrite=False)
+        one_line_error(run("pack", plain, out), "1 clip is pending", "run 'busy' is running", "--force")
+        result = CliRunner().invoke(cli, ["pack", str(plain), str(out), "--force"])
+        assert result.exit_code == 0, result.output
+        assert "WARNING: packed although run 'busy' is running" in result.output
+    finally:
+        writer.release()
     assert roi_store.open_store(out).summary()["pending"] == ["lab/p1/a"]
 
 
@@ -278,7 +282,7 @@ def test_export_holds_the_run(fitted, fmt_name):
     got = load_export(out, fmt_name)
     store = roi_store.open_store(store_path)
     doc = store.zgroup["runs/main"].attrs["run"]
-    head = store.zgroup["runs/main/head"].attrs["head"]
+    head = head_document(store, "main")
     ids = doc["clips"]
     assert list(got["clip_ids"]) == ids
     assert list(got["datasets"]) == ["casme2"] * 9 and list(got["subjects"]) == [c.split("/")[1] for c in ids]
@@ -320,10 +324,9 @@ def test_export_of_an_unfitted_run_and_errors(fitted, tmp_path):
     assert "pred" not in got and "probs" not in got and got["fold_train"].sum() == 9
     one_line_error(run("export", copy, "--run", "main", "--format", "npz", out), "exists", "--overwrite")
     one_line_error(run("export", copy, "--run", "nope", "--format", "hdf5", tmp_path / "x.h5"), "no run 'nope'")
-    group = zarr.open_group(str(copy), mode="r+")["runs/main"]
-    group.attrs["run"] = {k: v for k, v in group.attrs["run"].items() if k != "embedded"} | {"state": "running"}
+    del zarr.open_group(str(copy), mode="r+")[f"runs/main/{COMMIT}"]  # an embed that never committed
     one_line_error(run("export", copy, "--run", "main", "--format", "hdf5", tmp_path / "x.h5"),
-                   "run 'main' is running", "embeddings are not complete")
+                   "run 'main' has no complete embed", "re-run the same 'roistore embed")
     assert not (tmp_path / "x.h5").exists()
 
 
