@@ -73,18 +73,42 @@ def embedding_model(cnn: keras.Model) -> keras.Model:
 PAD_VALUE = -1.0
 
 
+@keras.saving.register_keras_serializable(package="roistore")
+class LastStep(layers.Layer):
+    """Each sequence's output at its last real step; steps whose features all equal PAD_VALUE are padding.
+
+    An LSTM run over right-padded input holds, at a clip's last real step, exactly the state a
+    masked LSTM ends with: padding comes only after it. Picking that step gives the masked
+    result while the LSTM runs as a plain loop (a mask makes every step far slower on CPUs).
+    """
+
+    def call(self, outputs, inputs):
+        real = ops.cast(ops.any(ops.not_equal(inputs, PAD_VALUE), axis=-1), "int32")  # (batch, steps)
+        last = ops.maximum(ops.sum(real, axis=1) - 1, 0)  # (batch,)
+        steps = ops.arange(ops.shape(outputs)[1])
+        pick = ops.cast(ops.equal(ops.expand_dims(steps, 0), ops.expand_dims(last, 1)), outputs.dtype)
+        return ops.sum(outputs * ops.expand_dims(pick, -1), axis=1)
+
+    def compute_output_shape(self, outputs_shape, inputs_shape):
+        return (outputs_shape[0], outputs_shape[2])
+
+
 def fusion_head(regions: list[str], embed_dim: int = EMBED_DIM, units: int = 120, dropout: float = 0.2,
                 dense: int = 64, n_classes: int = 3, masked: bool = True, name: str = "fusion_head") -> keras.Model:
     """Six LSTMs (one per region sequence) -> dropout -> concatenate -> dense LeakyReLU -> softmax.
 
-    With ``masked``, time steps whose features all equal :data:`PAD_VALUE` are skipped, so
-    padding never reaches the LSTM state; without it, the paper's zero padding is fed as data.
+    With ``masked``, each clip's LSTM output is taken at its last real step (sequences are padded
+    after their end with :data:`PAD_VALUE`), so padding never reaches the result: the same as
+    masking the padded steps (see :class:`LastStep`). Without it, the paper's zero padding is
+    fed as data and the output is the LSTM's state after step ``t_max``.
     """
     inputs, branches = [], []
     for r in regions:
         inp = keras.Input((None, embed_dim), name=f"seq_{r}")
-        x = layers.Masking(mask_value=PAD_VALUE, name=f"mask_{r}")(inp) if masked else inp
-        x = layers.LSTM(units, name=f"lstm_{r}")(x)
+        if masked:
+            x = LastStep(name=f"last_{r}")(layers.LSTM(units, return_sequences=True, name=f"lstm_{r}")(inp), inp)
+        else:
+            x = layers.LSTM(units, name=f"lstm_{r}")(inp)
         x = layers.Dropout(dropout, name=f"dropout_{r}")(x)
         inputs.append(inp)
         branches.append(x)

@@ -180,3 +180,24 @@ def test_loaded_predictor_matches_one_shot_predict(fitted, small_store):
     predictor = load_predictor(str(fitted), "main", cpu=True)
     for clip in clips:
         assert predictor.predict(clip) == predict_clip(str(fitted), "main", clip, cpu=True)
+
+
+def test_last_step_head_equals_a_masked_lstm():
+    """The masked head picks each clip's last real LSTM step: the same numbers as Keras masking."""
+    import keras
+
+    from roi_store import models
+    from roi_store.fusion import pad_batch
+
+    rng = np.random.default_rng(0)
+    seqs = [rng.random((n, models.EMBED_DIM)).astype("float32") for n in (3, 11, 7)]
+    x = pad_batch(seqs, True, 500)
+    inp = keras.Input((None, models.EMBED_DIM))
+    masked_lstm = keras.layers.LSTM(8)
+    reference = keras.Model(inp, masked_lstm(keras.layers.Masking(mask_value=models.PAD_VALUE)(inp)))
+    seq_lstm = keras.layers.LSTM(8, return_sequences=True)
+    picked = keras.Model(inp, models.LastStep()(seq_lstm(inp), inp))
+    seq_lstm.set_weights(masked_lstm.get_weights())
+    np.testing.assert_allclose(np.asarray(picked(x)), np.asarray(reference(x)), rtol=1e-5, atol=1e-6)
+    alone = [np.asarray(reference(s[None]))[0] for s in seqs]  # each clip on its own, no padding at all
+    np.testing.assert_allclose(np.asarray(picked(x)), np.stack(alone), rtol=1e-5, atol=1e-6)
