@@ -234,7 +234,7 @@ def cnn_task(index: int, train_ids: list[str], work: dict) -> dict:
               "totals": {"train_frames": 0, "train_seconds": 0.0, "embed_frames": 0, "embed_seconds": 0.0}}
     digests = {"embeddings": {}, "models": {}}
     for r_i, region in enumerate(work["regions"]):
-        clips = [cnn_input(store.frames(cid, region), settings["input"]) for cid in ids]
+        clips = [cnn_input(f, settings["input"]) for f in store.clips_frames(ids, region)]
         lengths = np.array([len(c) for c in clips])
         train_mask = np.array([cid in train for cid in ids])
         x_train = np.concatenate([c for c, m in zip(clips, train_mask) if m])

@@ -146,6 +146,7 @@ class Store:
         self.source = source
         self.header = fmt.check(dict(group.attrs), where)
         self._records: dict[str, ClipRecord] | None = None
+        self._arrays: dict[str, zarr.Array] = {}  # opened region arrays (their metadata read once)
         #: Records that could not be read (filled by :meth:`records`), for ``roistore validate``.
         self.damaged: list[str] = []
 
@@ -268,22 +269,59 @@ class Store:
         StoreError
             If the clip is not complete, or its chunk is missing or fails its checksum.
         """
-        rec = self.clip(clip_id)
+        return self.clips_frames([clip_id], region)[0]
+
+    def clips_frames(self, clip_ids: list[str], region: str, batch: int = 64) -> list[np.ndarray]:
+        """Several clips' unpadded frames of one region (as :meth:`frames`), read together.
+
+        Each batch of clips is one Zarr selection, whose chunks are fetched and decoded
+        concurrently: what a training loop over many clips needs.
+        """
+        recs = [self.clip(c) for c in clip_ids]
         if region not in self.regions:
             raise StoreError(f"invalid region {region!r}: allowed values are {', '.join(self.regions)}")
         arr = self.array(region)
-        where = f"clip {rec.id}: region {region} of {self.where}"
-        todo = f"run 'roistore validate {self.where}'; restore the store from a backup or re-ingest into a new store"
+        if recs and max(r.row for r in recs) >= arr.shape[0]:
+            self._arrays.pop(region, None)  # another process grew the arrays since they were opened
+            arr = self.array(region)
+        out = []
+        for i in range(0, len(recs), batch):
+            part = recs[i:i + batch]
+            for rec in part:
+                if rec.row >= arr.shape[0]:
+                    self._missing(rec, region, arr, f"row {rec.row}")
+            rows = [r.row for r in part]
+            try:
+                block = arr.get_orthogonal_selection((rows, slice(0, max(r.n_frames for r in part))))
+            except Exception as exc:  # codec errors (checksum, zstd) come as several types
+                bad = part[0] if len(part) == 1 else self._first_damaged(part, arr)
+                raise StoreError(f"clip {bad.id}: region {region} of {self.where} is damaged ({type(exc).__name__}: "
+                                 f"checksum or compression): {self._todo}") from None
+            for rec, frames in zip(part, block):
+                frames = frames[: rec.n_frames]
+                if not frames.any():  # all fill value: real frames, or chunks that were never written?
+                    missing = [k for k in chunk_keys(arr, rec.row, rec.n_frames)
+                               if not sync(arr.store_path.store.exists(k))]
+                    if missing:
+                        self._missing(rec, region, arr, missing[0])
+                out.append(frames)
+        return out
+
+    @property
+    def _todo(self) -> str:
+        return f"run 'roistore validate {self.where}'; restore the store from a backup or re-ingest into a new store"
+
+    def _missing(self, rec: ClipRecord, region: str, arr: zarr.Array, key: str):
         # A missing chunk would read as zeros (the fill value): silently wrong data.
-        missing = [] if rec.row >= arr.shape[0] else [
-            k for k in chunk_keys(arr, rec.row, rec.n_frames) if not sync(arr.store_path.store.exists(k))]
-        if rec.row >= arr.shape[0] or missing:
-            key = missing[0] if missing else f"row {rec.row}"
-            raise StoreError(f"{where} is missing its chunk ({key}): {todo}")
-        try:
-            return arr[rec.row, : rec.n_frames]
-        except Exception as exc:  # codec errors (checksum, zstd) come as several types
-            raise StoreError(f"{where} is damaged ({type(exc).__name__}: checksum or compression): {todo}") from None
+        raise StoreError(f"clip {rec.id}: region {region} of {self.where} is missing its chunk ({key}): {self._todo}")
+
+    def _first_damaged(self, recs: list[ClipRecord], arr: zarr.Array) -> ClipRecord:
+        for rec in recs:
+            try:
+                arr[rec.row, : rec.n_frames]
+            except Exception:  # the same codec errors, clip by clip
+                return rec
+        return recs[0]
 
     @property
     def zgroup(self) -> zarr.Group:
@@ -304,8 +342,11 @@ class Store:
         StoreError
             If the array is missing or its metadata cannot be read.
         """
+        if region in self._arrays:
+            return self._arrays[region]
         try:
-            return self._group[f"{REGIONS}/{region}"]
+            arr = self._arrays[region] = self._group[f"{REGIONS}/{region}"]
+            return arr
         except KeyError:
             state = "is missing"
         except Exception as exc:  # a damaged zarr.json: JSON, key or value errors
