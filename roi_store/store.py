@@ -271,11 +271,11 @@ class Store:
         """
         return self.clips_frames([clip_id], region)[0]
 
-    def clips_frames(self, clip_ids: list[str], region: str, batch: int = 64) -> list[np.ndarray]:
-        """Several clips' unpadded frames of one region (as :meth:`frames`), read together.
+    def clips_frames(self, clip_ids: list[str], region: str) -> list[np.ndarray]:
+        """Several clips' unpadded frames of one region (as :meth:`frames`), with one array handle.
 
-        Each batch of clips is one Zarr selection, whose chunks are fetched and decoded
-        concurrently: what a training loop over many clips needs.
+        A chunk's existence is checked only when its frames read back all zeros (the fill value of
+        a chunk that was never written): a check per chunk would double the cost of a read.
         """
         recs = [self.clip(c) for c in clip_ids]
         if region not in self.regions:
@@ -285,43 +285,29 @@ class Store:
             self._arrays.pop(region, None)  # another process grew the arrays since they were opened
             arr = self.array(region)
         out = []
-        for i in range(0, len(recs), batch):
-            part = recs[i:i + batch]
-            for rec in part:
-                if rec.row >= arr.shape[0]:
-                    self._missing(rec, region, arr, f"row {rec.row}")
-            rows = [r.row for r in part]
+        for rec in recs:
+            if rec.row >= arr.shape[0]:
+                self._missing(rec, region, f"row {rec.row}")
             try:
-                block = arr.get_orthogonal_selection((rows, slice(0, max(r.n_frames for r in part))))
+                frames = arr[rec.row, : rec.n_frames]
             except Exception as exc:  # codec errors (checksum, zstd) come as several types
-                bad = part[0] if len(part) == 1 else self._first_damaged(part, arr)
-                raise StoreError(f"clip {bad.id}: region {region} of {self.where} is damaged ({type(exc).__name__}: "
+                raise StoreError(f"clip {rec.id}: region {region} of {self.where} is damaged ({type(exc).__name__}: "
                                  f"checksum or compression): {self._todo}") from None
-            for rec, frames in zip(part, block):
-                frames = frames[: rec.n_frames]
-                if not frames.any():  # all fill value: real frames, or chunks that were never written?
-                    missing = [k for k in chunk_keys(arr, rec.row, rec.n_frames)
-                               if not sync(arr.store_path.store.exists(k))]
-                    if missing:
-                        self._missing(rec, region, arr, missing[0])
-                out.append(frames)
+            step = arr.chunks[1]
+            for j, key in enumerate(chunk_keys(arr, rec.row, rec.n_frames)):
+                # All fill value: real frames, or a chunk that was never written?
+                if not frames[j * step:(j + 1) * step].any() and not sync(arr.store_path.store.exists(key)):
+                    self._missing(rec, region, key)
+            out.append(frames)
         return out
 
     @property
     def _todo(self) -> str:
         return f"run 'roistore validate {self.where}'; restore the store from a backup or re-ingest into a new store"
 
-    def _missing(self, rec: ClipRecord, region: str, arr: zarr.Array, key: str):
+    def _missing(self, rec: ClipRecord, region: str, key: str):
         # A missing chunk would read as zeros (the fill value): silently wrong data.
         raise StoreError(f"clip {rec.id}: region {region} of {self.where} is missing its chunk ({key}): {self._todo}")
-
-    def _first_damaged(self, recs: list[ClipRecord], arr: zarr.Array) -> ClipRecord:
-        for rec in recs:
-            try:
-                arr[rec.row, : rec.n_frames]
-            except Exception:  # the same codec errors, clip by clip
-                return rec
-        return recs[0]
 
     @property
     def zgroup(self) -> zarr.Group:
