@@ -218,14 +218,16 @@ def cnn_task(index: int, train_ids: list[str], work: dict) -> dict:
         seed = settings["seed"] * 1000003 + index * 101 + r_i
         backend.seed_everything(seed)
         h, w = clips[0].shape[1:]
-        cnn = models.region_cnn(h, w, n_classes=len(cnn_classes), dense=settings["cnn_dense"], name=f"cnn_{region}")
+        cnn = models.region_cnn(h, w, n_classes=len(cnn_classes), dense=settings["cnn_dense"], name=f"cnn_{region}",
+                                 seed=seed)
         cnn.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]),
                     loss=models.FocalLoss(models.inverse_frequency_alpha(counts), settings["gamma"]),
                     metrics=["accuracy"],
                     run_eagerly=int(np.ceil(len(x_train) / settings["batch_size"])) * settings["epochs"] <= models.EAGER_STEPS)
         start = time.perf_counter()
+        # The batches shuffle themselves from ``seed``; Keras' own shuffle draws from Python's global random.
         hist = cnn.fit(_frame_batches(x_train, y_train, settings["batch_size"], seed, len(cnn_classes)),
-                       epochs=settings["epochs"], verbose=0)
+                       epochs=settings["epochs"], shuffle=False, verbose=0)
         record["totals"]["train_seconds"] += time.perf_counter() - start
         record["totals"]["train_frames"] += len(x_train) * settings["epochs"]
         emb_model = models.embedding_model(cnn)

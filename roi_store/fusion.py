@@ -153,7 +153,7 @@ def head_task(fold: dict, work: dict) -> dict:
     backend.seed_everything(seed)
     rng = np.random.default_rng(seed)
     counts = np.bincount(y[train_idx], minlength=len(classes))
-    model = models.fusion_head(work["regions"], n_classes=len(classes), masked=s["masked"])
+    model = models.fusion_head(work["regions"], n_classes=len(classes), masked=s["masked"], seed=seed)
     steps = int(np.ceil(len(train_idx) / s["batch_size"])) * s["epochs"]
     model.compile(optimizer=keras.optimizers.Adam(s["learning_rate"]),
                   loss=models.FocalLoss(models.inverse_frequency_alpha(counts), s["gamma"]),
