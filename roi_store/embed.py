@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from roi_store import backend
+from roi_store import backend, parallel
 from roi_store.errors import ConfigError
 from roi_store.labels import MEGC2019, relabel_vectors
 from roi_store.protocols import make_folds, subject_of
@@ -92,10 +92,14 @@ def embed(
     jobs: int = 1,
     gpu: int | None = None,
     cpu: bool = False,
+    scheduler: str | None = None,
     overwrite: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Train region CNNs and write per-frame embeddings under ``runs/<run>``.
+
+    Fold tasks run here, in ``jobs`` local processes, or on the workers of the dask
+    ``scheduler`` (GPU workers only when ``gpu`` is given); see :mod:`roi_store.parallel`.
 
     Returns
     -------
@@ -111,6 +115,7 @@ def embed(
         raise ConfigError(f"invalid --input {cnn_input_mode!r}: allowed values are {', '.join(INPUTS)}")
     threads = None if jobs <= 1 else max(1, backend.cores() // jobs)
     backend.select_device(gpu, cpu, threads)
+    parallel.check(jobs, scheduler, gpu is not None)
     say = log or (lambda msg: None)
     store = open_store(store_path, mode="r+")
     clips, labels, plan = plan_run(store, view, protocol, folds, seed, permute_labels)
@@ -128,12 +133,12 @@ def embed(
            "folds": plan, "leakage": cnn_scope == "global", "embedding_folds": len(tasks)}
     group = create_run(store, run, doc, overwrite=overwrite)
     embedding_arrays(group, store.regions, len(tasks), len(clips), store.t_max, EMBED_DIM)
-    work = {"store": str(store_path), "run": run, "settings": settings, "clips": [c.id for c in clips],
+    work = {"store": parallel.store_location(store_path), "run": run, "settings": settings, "clips": [c.id for c in clips],
             "targets": targets, "cnn_classes": cnn_classes, "regions": store.regions}
     started = time.perf_counter()
     try:
         results = backend.map_tasks(cnn_task, [(t["index"], t["train_clips"], work) for t in tasks], jobs, say,
-                                    "cnn fold")
+                                    "cnn fold", scheduler=scheduler, gpu=gpu is not None, shared=(work["store"],))
     except BaseException:
         update_run(group, state="failed", finished=now())
         raise

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from roi_store import backend
+from roi_store import backend, parallel
 from roi_store.embed import permuted_labels
 from roi_store.errors import ConfigError, RoiStoreError
 from roi_store.runs import put_bytes, run_group, update_run
@@ -63,9 +63,13 @@ def fit_lstm(
     jobs: int = 1,
     gpu: int | None = None,
     cpu: bool = False,
+    scheduler: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Fit the fusion head of every fold of ``run`` and store pooled test predictions.
+
+    Fold tasks run here, in ``jobs`` local processes, or on the workers of the dask
+    ``scheduler`` (GPU workers only when ``gpu`` is given); see :mod:`roi_store.parallel`.
 
     Returns
     -------
@@ -76,6 +80,7 @@ def fit_lstm(
         raise ConfigError("--epochs and --batch-size must be positive")
     threads = None if jobs <= 1 else max(1, backend.cores() // jobs)
     backend.select_device(gpu, cpu, threads)
+    parallel.check(jobs, scheduler, gpu is not None)
     say = log or (lambda msg: None)
     store = open_store(store_path, mode="r+")
     group = run_group(store, run)
@@ -100,14 +105,15 @@ def fit_lstm(
         leaked = test & set(fold.get("cnn_train_clips", [])) if doc["settings"]["cnn_scope"] == "fold" else set()
         if leaked:
             raise RoiStoreError(f"fold {fold['name']}: test clips {sorted(leaked)[:3]} trained its CNNs; the run is damaged")
-    work = {"store": str(store_path), "run": run, "settings": settings, "labels": labels, "ids": ids,
+    work = {"store": parallel.store_location(store_path), "run": run, "settings": settings, "labels": labels, "ids": ids,
             "classes": doc["classes"], "regions": doc["regions"], "t_max": store.t_max,
             "lengths": [store.clip(i).n_frames for i in ids],
             "per_fold_cnn": doc["settings"]["cnn_scope"] == "fold"}
     update_run(group, state="fitting")
     started = time.perf_counter()
     try:
-        results = backend.map_tasks(head_task, [(f, work) for f in doc["folds"]], jobs, say, "head fold")
+        results = backend.map_tasks(head_task, [(f, work) for f in doc["folds"]], jobs, say, "head fold",
+                                    scheduler=scheduler, gpu=gpu is not None, shared=(work["store"],))
     except BaseException:
         update_run(group, state="failed", finished=now())
         raise
