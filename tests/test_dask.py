@@ -18,12 +18,14 @@ from roi_store.synth import generate
 
 # One epoch, a narrow dense layer (as tests/test_method.py): the method end to end in seconds.
 FAST = {"epochs": 1, "batch_size": 32, "seed": 3, "cpu": True, "cnn_dense": 32}
+# No dashboard, and the scheduler's HTTP server on a free port: 8787 may be taken on a shared machine.
+SCHEDULER = {"cls": Scheduler, "options": {"dashboard": False, "dashboard_address": ":0"}}
 
 
 @pytest.fixture(scope="module")
 def scheduler():
     """A scheduler with two single-threaded worker processes, as `dask worker --nworkers 2 --nthreads 1` starts."""
-    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0") as cluster:
         yield cluster.scheduler_address
 
 
@@ -112,13 +114,12 @@ def _where() -> tuple[str, dict]:
 def test_gpu_tasks_go_to_gpu_workers_and_workers_must_see_the_store(tmp_path):
     workers = {name: {"cls": Worker, "options": {"nthreads": 1, **options}}
                for name, options in (("cpu", {}), ("gpu", {"resources": {"GPU": 1}}))}
-    with SpecCluster(workers=workers, scheduler={"cls": Scheduler, "options": {"dashboard": False}}) as cluster:
+    with SpecCluster(workers=workers, scheduler=SCHEDULER) as cluster:
         address = cluster.scheduler_address
         done = list(parallel.run_tasks(_where, [()] * 4, scheduler=address, gpu=True))
         assert done == [("gpu", {"GPU": 1})] * 4
         with pytest.raises(ClusterError, match=r"^2 of 2 workers of the dask scheduler at .* cannot see .*missing\.zarr: every worker must reach"):
             list(parallel.run_tasks(_where, [()], scheduler=address, shared=[str(tmp_path / "missing.zarr")]))
-    with SpecCluster(workers={"cpu": workers["cpu"]},
-                     scheduler={"cls": Scheduler, "options": {"dashboard": False}}) as cluster:
+    with SpecCluster(workers={"cpu": workers["cpu"]}, scheduler=SCHEDULER) as cluster:
         with pytest.raises(ClusterError, match=r"offers a GPU: start GPU workers with .*--resources GPU=1"):
             parallel.check(scheduler=cluster.scheduler_address, gpu=True)
