@@ -6,10 +6,11 @@ import json
 
 import click
 
-from roi_store.cli.options import jobs_option, json_option, seed_option, store_argument
+from roi_store.cli.options import jobs_option, json_option, scheduler_option, seed_option, store_argument
 
 run_option = click.option("--run", "run", required=True, help="Name of the run inside the store.")
-gpu_option = click.option("--gpu", type=int, default=None, help="Use only this GPU (index), made visible before the framework starts.")
+gpu_option = click.option("--gpu", type=int, default=None,
+                          help="Use only this GPU (index), made visible before the framework starts; with --scheduler: run on workers started with --resources GPU=1.")
 cpu_option = click.option("--cpu", is_flag=True, help="Run on the CPU even if a GPU is present.")
 permute_option = click.option("--permute-labels", type=int, default=None, metavar="SEED",
                               help="Permutation control: train and score on labels shuffled across clips with SEED.")
@@ -42,18 +43,19 @@ def _echo_err(msg: str) -> None:
 @permute_option
 @seed_option
 @jobs_option
+@scheduler_option
 @click.option("--overwrite", is_flag=True, help="Replace an existing run of the same name made with other settings.")
 def embed(store, run, gpu, cpu, protocol, folds, view, epochs, batch_size, cnn_scope, cnn_input_mode, cnn_dense,
-          relabel, permute_labels, seed, jobs, overwrite):
+          relabel, permute_labels, seed, jobs, scheduler, overwrite):
     """Train the six region CNNs (per fold by default) and store every clip's 20-d per-frame embeddings."""
     from roi_store.embed import embed as run_embed
 
     if gpu is None and not cpu:
-        _echo_err("no --gpu given: running on the CPU")
+        _echo_err("no --gpu given: " + ("each worker uses the device it was started with" if scheduler else "running on the CPU"))
         cpu = True
     doc = run_embed(store, run, view=view, protocol=protocol, folds=folds, epochs=epochs, batch_size=batch_size,
                     seed=seed, cnn_scope=cnn_scope, cnn_input_mode=cnn_input_mode, cnn_dense=cnn_dense, relabel=relabel, permute_labels=permute_labels, jobs=jobs,
-                    gpu=gpu, cpu=cpu, overwrite=overwrite, log=_echo_err)
+                    gpu=gpu, cpu=cpu, scheduler=scheduler, overwrite=overwrite, log=_echo_err)
     if gpu is not None and not str(doc["device"]).startswith("gpu"):
         _echo_err(f"WARNING: --gpu {gpu} was asked for but no GPU was visible to the framework: the run used the CPU")
     if doc["leakage"]:
@@ -81,7 +83,9 @@ def embed(store, run, gpu, cpu, protocol, folds, view, epochs, batch_size, cnn_s
 @seed_option
 @jobs_option
 @click.option("--overwrite", is_flag=True, help="Replace a head fitted with other settings.")
-def fit_lstm(store, run, gpu, cpu, epochs, batch_size, masked, permute_labels, final, cnn_epochs, seed, jobs, overwrite):
+@scheduler_option
+def fit_lstm(store, run, gpu, cpu, epochs, batch_size, masked, permute_labels, final, cnn_epochs, seed, jobs, overwrite,
+             scheduler):
     """Fit the LSTM fusion head per fold on the run's embeddings and store pooled predictions."""
     from roi_store.fusion import fit_lstm as run_fit
 
@@ -98,7 +102,8 @@ def fit_lstm(store, run, gpu, cpu, epochs, batch_size, masked, permute_labels, f
                    f"in {doc['timings']['seconds']:.0f} s (used by 'roistore predict')")
         return
     head = run_fit(store, run, epochs=epochs, batch_size=batch_size, seed=seed, masked=masked,
-                   permute_labels=permute_labels, jobs=jobs, gpu=gpu, cpu=cpu, overwrite=overwrite, log=_echo_err)
+                   permute_labels=permute_labels, jobs=jobs, gpu=gpu, cpu=cpu, overwrite=overwrite, scheduler=scheduler,
+                   log=_echo_err)
     click.echo(f"run {run}: {len(head['folds'])} folds fitted in {head['timings']['fit_seconds']:.0f} s; "
                f"{len(head['predictions'])} predictions stored (see 'roistore report')")
 

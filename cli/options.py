@@ -10,3 +10,7 @@ jobs_option = click.option("--jobs", "-j", type=click.IntRange(min=1), default=1
                            help="Worker processes.")
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (a stable interface) instead of text.")
+scheduler_option = click.option(
+    "--scheduler", metavar="ADDRESS", default=None,
+    help="Run the clip or fold tasks on the workers of this dask.distributed scheduler (tcp://HOST:8786) "
+         "instead of local processes; every worker must see the store at the same path. See README: Running on a cluster.")

@@ -11,6 +11,7 @@ import os
 import tempfile
 import zipfile
 
+from roi_store import parallel
 from roi_store.errors import ConfigError, RoiStoreError
 
 
@@ -19,16 +20,11 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def map_tasks(fn, calls: list[tuple], jobs: int, say, label: str) -> list:
-    """``fn(*args)`` for each call, here (``jobs`` <= 1) or in ``jobs`` joblib workers; results in completion order."""
-    if jobs <= 1 or len(calls) <= 1:
-        results = (fn(*args) for args in calls)
-    else:
-        from joblib import Parallel, delayed
-
-        results = Parallel(n_jobs=jobs, return_as="generator_unordered")(delayed(fn)(*args) for args in calls)
+def map_tasks(fn, calls: list[tuple], jobs: int, say, label: str, *, scheduler: str | None = None,
+              gpu: bool = False, shared: tuple[str, ...] = ()) -> list:
+    """``fn(*args)`` for each call, where :func:`roi_store.parallel.run_tasks` puts it; results in completion order."""
     out = []
-    for res in results:
+    for res in parallel.run_tasks(fn, calls, jobs=jobs, scheduler=scheduler, gpu=gpu, shared=shared):
         out.append(res)
         say(f"{label} {res['index']} done ({len(out)}/{len(calls)})")
     return out

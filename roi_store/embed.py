@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from roi_store import backend, killpoints
+from roi_store import backend, killpoints, parallel
 from roi_store.errors import ConfigError
 from roi_store.labels import MEGC2019, relabel_vectors
 from roi_store.protocols import make_folds, subject_of
@@ -92,6 +92,7 @@ def embed(
     jobs: int = 1,
     gpu: int | None = None,
     cpu: bool = False,
+    scheduler: str | None = None,
     overwrite: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> dict:
@@ -101,6 +102,8 @@ def embed(
     writes its chunks and models and, last, its fold marker; the run's commit marker is written
     after every fold. Re-running with the same settings resumes an interrupted or failed run
     (folds with a marker are kept) and does nothing to a complete one.
+    Fold tasks run here, in ``jobs`` local processes, or on the workers of the dask
+    ``scheduler`` (GPU workers only when ``gpu`` is given); see :mod:`roi_store.parallel`.
 
     Returns
     -------
@@ -123,6 +126,7 @@ def embed(
         raise ConfigError(f"invalid --input {cnn_input_mode!r}: allowed values are {', '.join(INPUTS)}")
     threads = None if jobs <= 1 else max(1, backend.cores() // jobs)
     backend.select_device(gpu, cpu, threads)
+    parallel.check(jobs, scheduler, gpu is not None)
     say = log or (lambda msg: None)
     store = open_store(store_path, mode="r+")
     clips, labels, plan = plan_run(store, view, protocol, folds, seed, permute_labels)
@@ -146,7 +150,7 @@ def embed(
         if writer.plan_embed(doc, overwrite) == COMPLETE:
             say(f"run {run} is already complete: nothing to do")
             return run_document(store, run)
-        work = {"store": str(store_path), "run": run, "settings": settings, "clips": everyone,
+        work = {"store": parallel.store_location(store_path), "run": run, "settings": settings, "clips": everyone,
                 "targets": targets, "cnn_classes": cnn_classes, "regions": store.regions}
         started = time.perf_counter()
         try:
@@ -155,7 +159,7 @@ def embed(
             if done:
                 say(f"resuming run {run}: CNN folds {sorted(done)} are done")
             backend.map_tasks(cnn_task, [(i, train, work) for i, train in tasks if i not in done], jobs, say,
-                              "cnn fold")
+                              "cnn fold", scheduler=scheduler, gpu=gpu is not None, shared=(work["store"],))
             records = list(fold_docs(store, run, "embed").values())
             timings = {"embed_seconds": round(time.perf_counter() - started, 2),
                        "cnn_train_frames_per_s": _rate(records, "train_frames", "train_seconds"),
@@ -244,14 +248,16 @@ def cnn_task(index: int, train_ids: list[str], work: dict) -> dict:
         seed = settings["seed"] * 1000003 + index * 101 + r_i
         backend.seed_everything(seed)
         h, w = clips[0].shape[1:]
-        cnn = models.region_cnn(h, w, n_classes=len(cnn_classes), dense=settings["cnn_dense"], name=f"cnn_{region}")
+        cnn = models.region_cnn(h, w, n_classes=len(cnn_classes), dense=settings["cnn_dense"], name=f"cnn_{region}",
+                                 seed=seed)
         cnn.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]),
                     loss=models.FocalLoss(models.inverse_frequency_alpha(counts), settings["gamma"]),
                     metrics=["accuracy"],
                     run_eagerly=int(np.ceil(len(x_train) / settings["batch_size"])) * settings["epochs"] <= models.EAGER_STEPS)
         start = time.perf_counter()
+        # The batches shuffle themselves from ``seed``; Keras' own shuffle draws from Python's global random.
         hist = cnn.fit(_frame_batches(x_train, y_train, settings["batch_size"], seed, len(cnn_classes)),
-                       epochs=settings["epochs"], verbose=0)
+                       epochs=settings["epochs"], shuffle=False, verbose=0)
         record["totals"]["train_seconds"] += time.perf_counter() - start
         record["totals"]["train_frames"] += len(x_train) * settings["epochs"]
         emb_model = models.embedding_model(cnn)

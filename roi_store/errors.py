@@ -45,3 +45,7 @@ class ValidationError(StoreError):
 
 class ConfigError(RoiStoreError, ValueError):
     """An option or configuration value is not one of the allowed values."""
+
+
+class ClusterError(RoiStoreError):
+    """A dask scheduler cannot be reached, or its workers cannot run the tasks as asked."""

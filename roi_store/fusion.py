@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from roi_store import backend, killpoints
+from roi_store import backend, killpoints, parallel
 from roi_store.embed import permuted_labels
 from roi_store.errors import ConfigError, RoiStoreError
 from roi_store.runs import (COMPLETE, RunWriter, commit_doc, fold_docs, head_document, not_ready, put_bytes,
@@ -65,6 +65,7 @@ def fit_lstm(
     gpu: int | None = None,
     cpu: bool = False,
     overwrite: bool = False,
+    scheduler: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Fit the fusion head of every fold of ``run`` and store pooled test predictions.
@@ -72,6 +73,8 @@ def fit_lstm(
     Like ``embed``: one writer per run, the head's plan written once, a marker per fitted fold
     (with its predictions), the head's commit marker last. Re-running with the same settings
     resumes an interrupted fit; other settings replace a head only with ``overwrite``.
+    Fold tasks run here, in ``jobs`` local processes, or on the workers of the dask
+    ``scheduler`` (GPU workers only when ``gpu`` is given); see :mod:`roi_store.parallel`.
 
     Returns
     -------
@@ -91,6 +94,7 @@ def fit_lstm(
         raise ConfigError("--epochs and --batch-size must be positive")
     threads = None if jobs <= 1 else max(1, backend.cores() // jobs)
     backend.select_device(gpu, cpu, threads)
+    parallel.check(jobs, scheduler, gpu is not None)
     say = log or (lambda msg: None)
     store = open_store(store_path, mode="r+")
     run_group(store, run)  # a missing run: one line, before anything is claimed
@@ -111,7 +115,7 @@ def fit_lstm(
         if writer.plan_head(plan, overwrite) == COMPLETE:
             say(f"run {run}: its head is already fitted with these settings: nothing to do")
             return head_document(store, run)
-        work = {"store": str(store_path), "run": run, "settings": settings, "labels": labels, "ids": ids,
+        work = {"store": parallel.store_location(store_path), "run": run, "settings": settings, "labels": labels, "ids": ids,
                 "classes": doc["classes"], "regions": doc["regions"], "t_max": store.t_max,
                 "lengths": [store.clip(i).n_frames for i in ids],
                 "per_fold_cnn": doc["settings"]["cnn_scope"] == "fold"}
@@ -121,7 +125,7 @@ def fit_lstm(
             if done:
                 say(f"resuming the head of run {run}: folds {sorted(done)} are done")
             backend.map_tasks(head_task, [(f, work) for f in doc["folds"] if f["index"] not in done], jobs, say,
-                              "head fold")
+                              "head fold", scheduler=scheduler, gpu=gpu is not None, shared=(work["store"],))
             results = fold_docs(store, run, "head")
             predictions = [p for _, r in sorted(results.items()) for p in r["predictions"]]
             order = {c: i for i, c in enumerate(ids)}
@@ -183,7 +187,7 @@ def head_task(fold: dict, work: dict) -> dict:
     backend.seed_everything(seed)
     rng = np.random.default_rng(seed)
     counts = np.bincount(y[train_idx], minlength=len(classes))
-    model = models.fusion_head(work["regions"], n_classes=len(classes), masked=s["masked"])
+    model = models.fusion_head(work["regions"], n_classes=len(classes), masked=s["masked"], seed=seed)
     steps = int(np.ceil(len(train_idx) / s["batch_size"])) * s["epochs"]
     model.compile(optimizer=keras.optimizers.Adam(s["learning_rate"]),
                   loss=models.FocalLoss(models.inverse_frequency_alpha(counts), s["gamma"]),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from roi_store import killpoints
+from roi_store import killpoints, parallel
 from roi_store import regions as rg
 from roi_store.datasets import get_reader
 from roi_store.datasets.base import ClipSpec, Skip
@@ -90,6 +90,7 @@ def ingest(
     annotations: str | Path | None = None,
     *,
     jobs: int = 1,
+    scheduler: str | None = None,
     t_max: int | None = None,
     scheme: str | None = None,
     landmarks_model: str | Path | None = None,
@@ -110,6 +111,9 @@ def ingest(
         The annotation sheet or manifest; the reader's default location if omitted.
     jobs : int
         Worker processes (1: in this process).
+    scheduler : str, optional
+        Cut the clips on the workers of this dask.distributed scheduler (``tcp://host:8786``)
+        instead; they must see ``store_path``, ``root`` and ``landmarks_model`` at the same paths.
     t_max : int, optional
         Padded clip length (default 500; must match an existing store).
     scheme : {"landmarks", "centred", "authors"}, optional
@@ -135,6 +139,8 @@ def ingest(
     root = Path(root)
     if not root.is_dir():
         raise StoreError(f"dataset root {root} is not a folder: pass the folder that holds the subject folders")
+    parallel.check(jobs, scheduler)
+    root = root.absolute()  # frame paths travel to workers, whose working folder may differ
     explicit = {k for k, v in (("t_max", t_max), ("region_scheme", scheme), ("views", view_file)) if v is not None}
     settings = settings_for(t_max or DEFAULT_T_MAX, scheme or rg.default_layout()["default_scheme"],
                             str(landmarks_model) if landmarks_model else None,
@@ -158,16 +164,17 @@ def ingest(
     rows = {s.id: store.records()[s.id].row for s in todo}
 
     work = {
-        "store": str(store_path),
+        "store": parallel.store_location(store_path),
         "t_max": store.t_max,
         "scheme": store.header["region_scheme"],
         "layout": store.header["layout"],
-        "landmarks_model": str(landmarks_model) if landmarks_model else None,
+        "landmarks_model": os.path.abspath(landmarks_model) if landmarks_model else None,
     }
+    shared = [work["store"], str(root), *([work["landmarks_model"]] if landmarks_model else [])]
     added, frames, failed = 0, 0, []
     bar = _progress_bar(progress, len(todo), dataset)
     try:
-        for spec, result in _run(todo, rows, work, jobs):
+        for spec, result in _run(todo, rows, work, jobs, scheduler, shared):
             base = {**_base_record(spec, root), "row": rows[spec.id]}
             if result["status"] == COMPLETE:
                 store.write_record({**base, **_labelled(result, spec, store)})
@@ -210,21 +217,15 @@ def _progress_bar(progress, total: int, dataset: str):
     return lambda n: bar.update(n) if n else bar.close()
 
 
-def _run(todo: list[ClipSpec], rows: dict, work: dict, jobs: int):
-    if jobs <= 1 or len(todo) <= 1:
-        for spec in todo:
-            yield spec, process_clip(spec, rows[spec.id], work)
-        return
-    fork = _fork_context()
-    if fork is None:
-        from joblib import Parallel, delayed
-
-        parallel = Parallel(n_jobs=jobs, return_as="generator_unordered")
-        results = parallel(delayed(_process_indexed)(i, spec, rows[spec.id], work) for i, spec in enumerate(todo))
-        for i, result in results:
-            yield todo[i], result
-        return
-    yield from _run_forked(todo, rows, work, jobs, fork)
+def _run(todo: list[ClipSpec], rows: dict, work: dict, jobs: int, scheduler: str | None, shared: list[str]):
+    if scheduler is None and jobs > 1 and len(todo) > 1:
+        fork = _fork_context()
+        if fork is not None:
+            yield from _run_forked(todo, rows, work, jobs, fork)
+            return
+    calls = [(i, spec, rows[spec.id], work) for i, spec in enumerate(todo)]
+    for i, result in parallel.run_tasks(_process_indexed, calls, jobs=jobs, scheduler=scheduler, shared=shared):
+        yield todo[i], result
 
 
 def _fork_context():

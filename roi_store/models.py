@@ -6,6 +6,8 @@ Nothing here imports a backend: the same code runs on TensorFlow, JAX or PyTorch
 
 from __future__ import annotations
 
+import random
+
 import keras
 from keras import layers, ops
 
@@ -39,28 +41,46 @@ class FocalLoss(keras.losses.Loss):
         return {**super().get_config(), "alpha": self.alpha, "gamma": self.gamma}
 
 
+def _layer_seeds(seed: int | None):
+    """A function giving each random layer its own seed, drawn from ``seed`` alone.
+
+    Unseeded Keras layers draw their seeds from Python's global ``random`` when built, which
+    other threads of the process (a dask worker's event loop) may draw from at the same time.
+    ``None`` keeps Keras' default.
+    """
+    rng = None if seed is None else random.Random(seed)
+    return lambda: None if rng is None else rng.randint(1, 10**9)
+
+
 def region_cnn(height: int, width: int, n_classes: int = 4, embed_dim: int = EMBED_DIM,
-               dense: int = 1024, dropout: float = 0.2, name: str = "region_cnn") -> keras.Model:
+               dense: int = 1024, dropout: float = 0.2, name: str = "region_cnn", seed: int | None = None) -> keras.Model:
     """The region CNN: one greyscale frame in, ``n_classes`` softmax out; layer ``embedding`` is the 20-d feature.
 
     conv 4@5x5 -> max-pool -> conv 8@3x3 -> max-pool -> four parallel convs of 16 filters
     (1x1, 3x3, 5x5, 7x7) concatenated with the second conv's output -> average-pool ->
     dense ``dense`` -> dropout -> dense ``embed_dim`` -> dense ``n_classes`` softmax.
+    ``seed`` fixes every initial weight and dropout mask.
     """
+    s = _layer_seeds(seed)
+
+    def init():
+        return keras.initializers.GlorotUniform(seed=s())
+
     inp = keras.Input((height, width, 1), name="frame")
-    x = layers.Conv2D(4, 5, padding="same", activation="relu", name="conv1")(inp)
+    x = layers.Conv2D(4, 5, padding="same", activation="relu", kernel_initializer=init(), name="conv1")(inp)
     x = layers.MaxPooling2D(2, name="pool1")(x)
-    x = layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(x)
+    x = layers.Conv2D(8, 3, padding="same", activation="relu", kernel_initializer=init(), name="conv2")(x)
     c2 = layers.MaxPooling2D(2, name="pool2")(x)
-    branches = [layers.Conv2D(16, k, padding="same", activation="relu", name=f"inception_{k}x{k}")(c2)
+    branches = [layers.Conv2D(16, k, padding="same", activation="relu", kernel_initializer=init(),
+                              name=f"inception_{k}x{k}")(c2)
                 for k in (1, 3, 5, 7)]
     x = layers.Concatenate(name="inception")([*branches, c2])
     x = layers.AveragePooling2D(2, name="avgpool")(x)
     x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(dense, activation="relu", name="dense")(x)
-    x = layers.Dropout(dropout, name="dropout")(x)
-    emb = layers.Dense(embed_dim, activation="relu", name="embedding")(x)
-    out = layers.Dense(n_classes, activation="softmax", name="softmax")(emb)
+    x = layers.Dense(dense, activation="relu", kernel_initializer=init(), name="dense")(x)
+    x = layers.Dropout(dropout, seed=s(), name="dropout")(x)
+    emb = layers.Dense(embed_dim, activation="relu", kernel_initializer=init(), name="embedding")(x)
+    out = layers.Dense(n_classes, activation="softmax", kernel_initializer=init(), name="softmax")(emb)
     return keras.Model(inp, out, name=name)
 
 
@@ -94,28 +114,32 @@ class LastStep(layers.Layer):
 
 
 def fusion_head(regions: list[str], embed_dim: int = EMBED_DIM, units: int = 120, dropout: float = 0.2,
-                dense: int = 64, n_classes: int = 3, masked: bool = True, name: str = "fusion_head") -> keras.Model:
+                dense: int = 64, n_classes: int = 3, masked: bool = True, name: str = "fusion_head",
+                seed: int | None = None) -> keras.Model:
     """Six LSTMs (one per region sequence) -> dropout -> concatenate -> dense LeakyReLU -> softmax.
 
     With ``masked``, each clip's LSTM output is taken at its last real step (sequences are padded
     after their end with :data:`PAD_VALUE`), so padding never reaches the result: the same as
     masking the padded steps (see :class:`LastStep`). Without it, the paper's zero padding is
     fed as data and the output is the LSTM's state after step ``t_max``.
+    ``seed`` fixes every initial weight and dropout mask.
     """
+    s = _layer_seeds(seed)
     inputs, branches = [], []
     for r in regions:
         inp = keras.Input((None, embed_dim), name=f"seq_{r}")
-        if masked:
-            x = LastStep(name=f"last_{r}")(layers.LSTM(units, return_sequences=True, name=f"lstm_{r}")(inp), inp)
-        else:
-            x = layers.LSTM(units, name=f"lstm_{r}")(inp)
-        x = layers.Dropout(dropout, name=f"dropout_{r}")(x)
+        lstm = layers.LSTM(units, kernel_initializer=keras.initializers.GlorotUniform(seed=s()),
+                           recurrent_initializer=keras.initializers.Orthogonal(seed=s()), seed=s(),
+                           return_sequences=masked, name=f"lstm_{r}")
+        x = LastStep(name=f"last_{r}")(lstm(inp), inp) if masked else lstm(inp)
+        x = layers.Dropout(dropout, seed=s(), name=f"dropout_{r}")(x)
         inputs.append(inp)
         branches.append(x)
     x = layers.Concatenate(name="fusion")(branches)
-    x = layers.Dense(dense, name="dense")(x)
+    x = layers.Dense(dense, kernel_initializer=keras.initializers.GlorotUniform(seed=s()), name="dense")(x)
     x = layers.LeakyReLU(name="leaky_relu")(x)
-    out = layers.Dense(n_classes, activation="softmax", name="softmax")(x)
+    out = layers.Dense(n_classes, activation="softmax", kernel_initializer=keras.initializers.GlorotUniform(seed=s()),
+                       name="softmax")(x)
     return keras.Model(inputs, out, name=name)
 
 

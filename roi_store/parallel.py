@@ -1,0 +1,191 @@
+"""Where clip and fold tasks run: in this process, in local worker processes, or on a dask cluster.
+
+``ingest`` (a task per clip), ``embed`` and ``fit-lstm`` (a task per fold) hand their tasks to
+:func:`run_tasks`, the one place that picks joblib's backend: ``loky`` processes on this
+machine for ``jobs`` > 1, or joblib's ``dask`` backend on a :class:`distributed.Client`
+connected to ``scheduler``. Tasks get only small arguments (the store's absolute path or URL,
+a clip spec or a fold, settings); a worker reopens the store and writes only its own chunks, so
+arrays never travel through the scheduler. A task's result depends only on its arguments (the
+seed and the fold's index), so a cluster run gives what the same run gives locally.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+
+from roi_store.errors import ClusterError, ConfigError
+
+#: Seconds to wait for the scheduler to answer, and again for a first worker to be connected.
+CONNECT_TIMEOUT = 5
+#: The dask resource a task asks one unit of when it must run on a GPU worker
+#: (``dask worker ADDRESS --resources GPU=1``).
+GPU_RESOURCE = "GPU"
+
+# Keras and the face models keep per-process state: a dask worker process started with
+# several threads still runs one of our tasks at a time.
+_TASK_LOCK = threading.Lock()
+
+
+def store_location(path) -> str:
+    """The store as a worker opens it: a URL unchanged, a path made absolute (workers have their own cwd)."""
+    text = str(path)
+    return text if "://" in text else os.path.abspath(text)
+
+
+def check(jobs: int = 1, scheduler: str | None = None, gpu: bool = False) -> None:
+    """Fail early, before anything is written, if the tasks could not run where asked.
+
+    Parameters
+    ----------
+    jobs : int
+        Local worker processes (must be 1 with ``scheduler``: the cluster's workers decide).
+    scheduler : str, optional
+        A dask.distributed scheduler address such as ``tcp://host:8786``.
+    gpu : bool
+        Tasks need a worker started with ``--resources GPU=1``.
+
+    Raises
+    ------
+    ConfigError
+        For ``jobs`` > 1 together with ``scheduler``, or a malformed address.
+    ClusterError
+        If the scheduler does not answer within :data:`CONNECT_TIMEOUT` seconds, has no worker,
+        or has no GPU worker when ``gpu`` is asked for.
+    """
+    if scheduler is None:
+        return
+    with _client(jobs, scheduler, gpu):
+        pass
+
+
+def run_tasks(fn: Callable, calls: Iterable[tuple], *, jobs: int = 1, scheduler: str | None = None,
+              gpu: bool = False, shared: Iterable[str] = ()) -> Iterator:
+    """``fn(*args)`` for each call; results in completion order.
+
+    Parameters
+    ----------
+    fn : callable
+        A module-level function (workers import it by name).
+    calls : iterable of tuple
+        Small arguments only: paths, specs, indices, settings; never arrays.
+    jobs : int
+        Without ``scheduler``: 1 runs the calls here, one after another; more runs them in
+        that many local ``loky`` worker processes.
+    scheduler : str, optional
+        Run the calls on this dask.distributed scheduler's workers (joblib's ``dask`` backend).
+    gpu : bool
+        With ``scheduler``: send every call to a worker that offers the ``GPU`` resource.
+    shared : iterable of str
+        Paths every worker that may run a call must see (the store, a dataset root); checked
+        on the workers before any call is sent.
+
+    Raises
+    ------
+    ConfigError, ClusterError
+        As :func:`check`; also if a worker cannot see a ``shared`` path or dies while running
+        a call. Exceptions raised by ``fn`` reach the caller unchanged.
+    """
+    calls = list(calls)
+    if scheduler is None:
+        if jobs <= 1 or len(calls) <= 1:
+            for args in calls:
+                yield fn(*args)
+            return
+        from joblib import Parallel, delayed
+
+        yield from Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")(
+            delayed(fn)(*args) for args in calls)
+        return
+
+    from distributed import KilledWorker
+    from joblib import Parallel, delayed, parallel_config
+
+    with _client(jobs, scheduler, gpu) as client:
+        _check_shared(client, scheduler, _workers(client, gpu), shared)
+        submit = {"resources": {GPU_RESOURCE: 1}} if gpu else {}
+        with parallel_config(backend="dask", client=client, **submit):
+            parallel = Parallel(return_as="generator_unordered")
+        try:
+            yield from parallel(delayed(_one_at_a_time)(fn, *args) for args in calls)
+        except KilledWorker:
+            raise ClusterError(
+                f"a task killed workers of the dask scheduler at {scheduler}: read the workers' logs (out of memory?); "
+                f"finished work is kept, so re-run the command"
+            ) from None
+
+
+def _one_at_a_time(fn, *args):
+    with _TASK_LOCK:
+        return fn(*args)
+
+
+def _checked_address(scheduler: str) -> str:
+    from distributed.comm.addressing import get_address_host_port, normalize_address, parse_address
+    from distributed.comm.registry import get_backend
+
+    try:
+        address = normalize_address(scheduler)
+        get_backend(parse_address(address)[0])
+        get_address_host_port(address)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"invalid --scheduler {scheduler!r} ({exc}): give the address 'dask scheduler' prints, such as tcp://HOST:8786"
+        ) from None
+    return address
+
+
+@contextmanager
+def _client(jobs: int, scheduler: str, gpu: bool):
+    if jobs > 1:
+        raise ConfigError(
+            f"--jobs {jobs} and --scheduler exclude each other: on a cluster the workers set the parallelism "
+            f"(dask worker {scheduler} --nworkers N --nthreads 1); drop --jobs"
+        )
+    address = _checked_address(scheduler)
+    from distributed import Client
+
+    try:
+        client = Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
+    except OSError:
+        raise ClusterError(
+            f"no dask scheduler answered at {scheduler} within {CONNECT_TIMEOUT} s: start one with 'dask scheduler' "
+            f"and workers with 'dask worker {address}', or fix the address (host, port, firewall)"
+        ) from None
+    try:
+        try:
+            client.wait_for_workers(1, timeout=CONNECT_TIMEOUT)
+        except TimeoutError:
+            raise ClusterError(
+                f"the dask scheduler at {scheduler} has no workers: start some with 'dask worker {address} --nthreads 1'"
+            ) from None
+        if gpu and not _workers(client, gpu):
+            raise ClusterError(
+                f"no worker of the dask scheduler at {scheduler} offers a GPU: start GPU workers with "
+                f"'CUDA_VISIBLE_DEVICES=0 dask worker {address} --nthreads 1 --resources {GPU_RESOURCE}=1', or drop --gpu"
+            )
+        yield client
+    finally:
+        client.close()
+
+
+def _workers(client, gpu: bool) -> list[str]:
+    """The addresses of the workers that may run a task (those offering a GPU if ``gpu``)."""
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    return [addr for addr, w in workers.items() if not gpu or w.get("resources", {}).get(GPU_RESOURCE, 0) >= 1]
+
+
+def _check_shared(client, scheduler: str, workers: list[str], paths: Iterable[str]) -> None:
+    for path in paths:
+        if "://" in str(path):
+            continue  # a URL store: every worker opens it over the network
+        seen = client.run(os.path.exists, str(path), workers=workers)
+        blind = sorted(addr for addr, ok in seen.items() if not ok)
+        if blind:
+            raise ClusterError(
+                f"{len(blind)} of {len(seen)} workers of the dask scheduler at {scheduler} (first {blind[0]}) cannot see "
+                f"{path}: every worker must reach the store and the dataset at the same path (a shared filesystem "
+                f"mounted alike on every machine)"
+            )
