@@ -60,6 +60,7 @@ def test_folds_on_the_cluster_equal_the_local_folds(small_store, scheduler):
     pytest.importorskip("keras")
     from roi_store.embed import embed
     from roi_store.fusion import fit_lstm
+    from roi_store.runs import head_document, run_status
 
     for run, where in (("here", None), ("there", scheduler)):
         embed(str(small_store), run, protocol="kfold", folds=2, scheduler=where, **FAST)
@@ -69,10 +70,10 @@ def test_folds_on_the_cluster_equal_the_local_folds(small_store, scheduler):
         here = s.zgroup[f"runs/here/embeddings/{region}"][:]
         assert here.shape[0] == 2 and np.abs(here).sum() > 0
         assert np.array_equal(here, s.zgroup[f"runs/there/embeddings/{region}"][:])
-    a, b = (s.zgroup[f"runs/{run}/head"].attrs["head"] for run in ("here", "there"))
+    a, b = (head_document(s, run) for run in ("here", "there"))
     assert len(a["predictions"]) == 9 and a["predictions"] == b["predictions"]
     assert [f["test_clips"] for f in a["folds"]] == [f["test_clips"] for f in b["folds"]]
-    assert s.zgroup["runs/there"].attrs["run"]["state"] == "complete"
+    assert run_status(s, "there")["state"] == "complete" and run_status(s, "there")["stage"] == "head"
 
 
 def _free_port() -> int:
