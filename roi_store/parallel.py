@@ -73,7 +73,7 @@ def run_tasks(fn: Callable, calls: Iterable[tuple], *, jobs: int = 1, scheduler:
         Small arguments only: paths, specs, indices, settings; never arrays.
     jobs : int
         Without ``scheduler``: 1 runs the calls here, one after another; more runs them in
-        that many local ``loky`` worker processes.
+        that many local worker processes, started for this call alone.
     scheduler : str, optional
         Run the calls on this dask.distributed scheduler's workers (joblib's ``dask`` backend).
     gpu : bool
@@ -94,10 +94,7 @@ def run_tasks(fn: Callable, calls: Iterable[tuple], *, jobs: int = 1, scheduler:
             for args in calls:
                 yield fn(*args)
             return
-        from joblib import Parallel, delayed
-
-        yield from Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")(
-            delayed(fn)(*args) for args in calls)
+        yield from _run_local(fn, calls, jobs)
         return
 
     from distributed import KilledWorker
@@ -189,3 +186,26 @@ def _check_shared(client, scheduler: str, workers: list[str], paths: Iterable[st
                 f"{path}: every worker must reach the store and the dataset at the same path (a shared filesystem "
                 f"mounted alike on every machine)"
             )
+
+
+def _run_local(fn: Callable, calls: list[tuple], jobs: int) -> Iterator:
+    """The calls in ``jobs`` fresh local processes (spawned for this call, never reused).
+
+    A fold task starts the deep-learning framework and fills its graph caches and thread
+    pools; workers that outlive one call would carry that state into the next.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(calls)), mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = [pool.submit(fn, *args) for args in calls]
+        for future in as_completed(futures):
+            try:
+                yield future.result()
+            except BrokenProcessPool:
+                raise ClusterError("a local worker process died (killed, or out of memory) while running a task: "
+                                   "re-run the same command; finished work is kept") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
