@@ -41,6 +41,9 @@ from roi_store.ids import ClipKey
 from roi_store.labels import MEGC2019
 
 REGIONS = "regions"
+#: zstd level of every region chunk: level 1 compresses these crops to about 1.4x (level 3:
+#: 1.7x) at half the CPU time, and ingest spends more time compressing than decoding JPEGs.
+ZSTD_LEVEL = 1
 #: Frames per chunk along time: a clip's frames fill ceil(n_frames / TIME_CHUNK) chunks per region,
 #: and the padding past them is never written (nor compressed, nor read).
 TIME_CHUNK = 64
@@ -54,7 +57,7 @@ def now() -> str:
 
 def compressors():
     """Codecs of every region array: zstd, then a crc32c checksum over each stored chunk."""
-    return [zarr.codecs.ZstdCodec(level=3), zarr.codecs.Crc32cCodec()]
+    return [zarr.codecs.ZstdCodec(level=ZSTD_LEVEL), zarr.codecs.Crc32cCodec()]
 
 
 @dataclasses.dataclass(frozen=True)
