@@ -21,8 +21,9 @@ from roi_store.embed import EMBED_DIM, cnn_task, run_targets
 from roi_store.errors import RoiStoreError
 from roi_store.fusion import head_task
 from roi_store.protocols import subject_of
-from roi_store.runs import RunWriter, commit_doc, get_bytes, not_ready, put_bytes, run_document, run_group, run_status
-from roi_store.store import compressors, now, open_store
+from roi_store.runs import (RunWriter, commit_doc, create_embedding_arrays, get_bytes, not_ready, put_bytes,
+                            run_document, run_group, run_status)
+from roi_store.store import now, open_store
 
 FINAL = "final"
 
@@ -77,10 +78,7 @@ def _fit(store, store_path, run, group, epochs, batch_size, seed, masked, cnn_ep
     if FINAL in group:
         del group[FINAL]  # a re-fit (or a killed one) replaces the whole final group
     final = group.create_group(FINAL)
-    for r in regions:
-        final.create_array(f"embeddings/{r}", shape=(1, len(ids), store.t_max, EMBED_DIM),
-                           chunks=(1, len(ids), store.t_max, EMBED_DIM), dtype="float16", fill_value=0,
-                           compressors=compressors(), dimension_names=("fold", "clip", "frame", "feature"))
+    create_embedding_arrays(final, regions, 1, len(ids), store.t_max, EMBED_DIM)
     started = time.perf_counter()
     cnn_settings = {**s, "epochs": cnn_epochs or s["epochs"]}
     if s["cnn_scope"] == "global":

@@ -330,13 +330,7 @@ class RunWriter:
 
     def embedding_arrays(self, regions: list[str], n_folds: int, n_clips: int, t_max: int, dim: int) -> None:
         """Create the run's embedding arrays that do not exist yet (a resumed run may have some)."""
-        for r in regions:
-            if f"embeddings/{r}" in self.group:
-                continue
-            self.group.create_array(f"embeddings/{r}", shape=(n_folds, n_clips, t_max, dim),
-                                    chunks=(1, n_clips, t_max, dim), dtype="float16", fill_value=0,
-                                    compressors=compressors(), dimension_names=("fold", "clip", "frame", "feature"))
-            killpoints.reached("embed.arrays")
+        create_embedding_arrays(self.group, regions, n_folds, n_clips, t_max, dim)
 
     def commit(self, stage: str, expected_folds: int, summary: dict) -> dict:
         """Write the stage's commit marker last: a summary with the checksum over its fold markers.
@@ -371,6 +365,18 @@ class RunWriter:
             self.group.create_group(FAILED, overwrite=True, attributes={"failure": doc})
         except Exception as err:  # the original error matters more
             warnings.warn(f"could not record the failure of run {self.name!r}: {err}", stacklevel=2)
+
+
+def create_embedding_arrays(group: zarr.Group, regions: list[str], n_folds: int, n_clips: int, t_max: int,
+                            dim: int) -> None:
+    """``embeddings/<region>`` float16 (folds, clips, t_max, dim) under ``group``, one chunk per fold; existing ones kept."""
+    for r in regions:
+        if f"embeddings/{r}" in group:
+            continue
+        group.create_array(f"embeddings/{r}", shape=(n_folds, n_clips, t_max, dim), chunks=(1, n_clips, t_max, dim),
+                           dtype="float16", fill_value=0, compressors=compressors(),
+                           dimension_names=("fold", "clip", "frame", "feature"))
+        killpoints.reached("embed.arrays")
 
 
 def write_fold_marker(group: zarr.Group, stage: str, index: int, doc: dict) -> None:
