@@ -34,6 +34,7 @@ import zarr.errors
 import zarr.storage
 from zarr.core.sync import sync
 
+from roi_store import chunkread
 from roi_store import format as fmt
 from roi_store import killpoints
 from roi_store.errors import StoreError
@@ -277,8 +278,10 @@ class Store:
     def clips_frames(self, clip_ids: list[str], region: str) -> list[np.ndarray]:
         """Several clips' unpadded frames of one region (as :meth:`frames`), with one array handle.
 
-        A chunk's existence is checked only when its frames read back all zeros (the fill value of
-        a chunk that was never written): a check per chunk would double the cost of a read.
+        In a store folder the chunk files are read directly, on a few threads
+        (:mod:`roi_store.chunkread`); elsewhere through Zarr, where a chunk's existence is checked
+        only when its frames read back all zeros (the fill value of a chunk that was never
+        written): a check per chunk would double the cost of a read.
         """
         recs = [self.clip(c) for c in clip_ids]
         if region not in self.regions:
@@ -287,10 +290,22 @@ class Store:
         if recs and max(r.row for r in recs) >= arr.shape[0]:
             self._arrays.pop(region, None)  # another process grew the arrays since they were opened
             arr = self.array(region)
-        out = []
         for rec in recs:
             if rec.row >= arr.shape[0]:
                 self._missing(rec, region, f"row {rec.row}")
+        folder = chunkread.plain_folder(arr)
+        if folder is not None:
+            out = chunkread.read_clips(arr, folder, [(r.row, r.n_frames) for r in recs])
+            for rec, frames in zip(recs, out):
+                if isinstance(frames, chunkread.ChunkProblem):
+                    key = f"{arr.store_path.path}/{frames.key}"
+                    if frames.kind == "missing":
+                        self._missing(rec, region, key)
+                    raise StoreError(f"clip {rec.id}: region {region} of {self.where} is {frames.kind} ({key} "
+                                     f"{frames.detail}): {self._todo}")
+            return out
+        out = []
+        for rec in recs:
             try:
                 frames = arr[rec.row, : rec.n_frames]
             except Exception as exc:  # codec errors (checksum, zstd) come as several types
