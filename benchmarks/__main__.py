@@ -28,9 +28,12 @@ FAST_STAGES = ("ingest", "detect", "scaling", "store", "datapath")
 SETTINGS = {
     # Enough epochs that training runs as a compiled graph (more than models.EAGER_STEPS steps)
     # at small scales too, as it does on the full composite; the paper's widths and batch sizes.
+    # The full-size fold (about 435 clips, 2 batches an epoch) trains 15 epochs: 30 compiled steps.
     False: {"folds": 2, "cnn_epochs": 9, "cnn_dense": 1024, "cnn_batch": 256, "head_epochs": 25,
+            "full_fold_epochs": 15, "full_fold_clips": None,
             "detect_clips": 6, "datapath_clips": 40, "verify_clips": 60, "predict_frames": 100},
     True: {"folds": 2, "cnn_epochs": 1, "cnn_dense": 32, "cnn_batch": 32, "head_epochs": 2,
+           "full_fold_epochs": 1, "full_fold_clips": 30,
            "detect_clips": 2, "datapath_clips": 6, "verify_clips": 3, "predict_frames": 100},
 }
 
@@ -149,7 +152,7 @@ def _run(name, args, cfg, data, store, prepared, results) -> dict:
     if not method_bench.has_run(store):
         method_bench.embed_once(store, method_bench.RUN, cfg, None)  # what the later stages need
     if name == "fit-lstm":
-        return method_bench.bench_fit_lstm(store, cfg, repeats)
+        return method_bench.bench_fit_lstm(store, cfg, repeats, args.seed)
     if not method_bench.has_head(store):
         method_bench.bench_fit_lstm(store, cfg, 1)
     if name == "predict":

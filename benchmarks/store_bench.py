@@ -53,7 +53,7 @@ import json, time
 from pathlib import Path
 import roi_store
 from benchmarks.data import specs
-from roi_store import chunkread
+from roi_store import chunkio
 from roi_store.ingest import cut_clip
 store = roi_store.open_store({store!r})
 ids = {ids!r}
@@ -61,8 +61,8 @@ by_id = {{s.id: s for s in specs(Path({data!r})) if s.id in set(ids)}}
 work = {{"t_max": store.t_max, "scheme": store.header["region_scheme"], "layout": store.header["layout"],
         "landmarks_model": None}}
 
-def from_store(threads=chunkread.MAX_THREADS):
-    chunkread.MAX_THREADS = threads
+def from_store(threads=chunkio.MAX_THREADS):
+    chunkio.MAX_THREADS = threads
     t = time.perf_counter()
     for r in store.regions:  # as training reads them: every clip of a region at once
         store.clips_frames(ids, r)
@@ -74,14 +74,14 @@ def from_source():
         cut_clip(by_id[cid], work)
     return len(ids) / (time.perf_counter() - t)
 
-threads = chunkread.MAX_THREADS
+threads = chunkio.MAX_THREADS
 from_store(); from_source()  # warm the page cache and the readers
 out = {{"store": [], "store_1": [], "source": []}}
 for _ in range({repeats}):
     out["store"].append(from_store(threads))
     out["store_1"].append(from_store(1))
     out["source"].append(from_source())
-out["threads"] = min(threads, chunkread._cores())
+out["threads"] = min(threads, chunkio._cores())
 print(json.dumps(out))
 """
 

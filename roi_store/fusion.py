@@ -166,11 +166,40 @@ def load_sequences(group, regions, emb_fold: int, lengths) -> list[list[np.ndarr
     return out
 
 
-def head_task(fold: dict, work: dict) -> dict:
-    """Fit one fold's head on its training clips and predict its test clips."""
+def train_head(seqs: list[list[np.ndarray]], y: np.ndarray, train_idx: np.ndarray, lengths: list[int],
+               regions: list[str], n_classes: int, settings: dict, t_max: int, seed: int):
+    """Fit one fusion head on the clips ``train_idx`` (of ``seqs``: per region, each clip's (n, 20)).
+
+    ``settings`` holds ``epochs``, ``batch_size``, ``masked``, ``learning_rate`` and ``gamma``;
+    ``seed`` fixes the weights, dropout and batch order. Returns ``(model, epoch losses,
+    seconds of training)``.
+    """
     keras = backend.keras()
     from roi_store import models
 
+    backend.seed_everything(seed)
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(y[train_idx], minlength=n_classes)
+    model = models.fusion_head(regions, n_classes=n_classes, masked=settings["masked"], seed=seed)
+    steps = int(np.ceil(len(train_idx) / settings["batch_size"])) * settings["epochs"]
+    model.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]),
+                  loss=models.FocalLoss(models.inverse_frequency_alpha(counts), settings["gamma"]),
+                  run_eagerly=steps <= models.EAGER_STEPS)
+    eye = np.eye(n_classes, dtype="float32")
+    start = time.perf_counter()
+    losses = []
+    for _ in range(settings["epochs"]):
+        epoch = []
+        for b in _batches(train_idx, lengths, settings["batch_size"], rng, settings["masked"]):
+            xs = [pad_batch([seqs[r][i] for i in b], settings["masked"], t_max) for r in range(len(seqs))]
+            epoch.append(float(model.train_on_batch(xs, eye[y[b]])))
+        losses.append(float(np.mean(epoch)))
+    return model, losses, time.perf_counter() - start
+
+
+def head_task(fold: dict, work: dict) -> dict:
+    """Fit one fold's head on its training clips and predict its test clips."""
+    keras = backend.keras()
     store = open_store(work["store"], mode="r+")
     group = run_group(store, work["run"])
     if work.get("subgroup"):  # the final model's arrays (``roistore fit-lstm --final``)
@@ -184,24 +213,9 @@ def head_task(fold: dict, work: dict) -> dict:
     test_idx = np.array([i for i, c in enumerate(ids) if c in test_set], dtype=int)
     train_idx = np.array([i for i, c in enumerate(ids) if c not in test_set], dtype=int)
     seed = s["seed"] * 1000003 + index * 101 + 7
-    backend.seed_everything(seed)
-    rng = np.random.default_rng(seed)
     counts = np.bincount(y[train_idx], minlength=len(classes))
-    model = models.fusion_head(work["regions"], n_classes=len(classes), masked=s["masked"], seed=seed)
-    steps = int(np.ceil(len(train_idx) / s["batch_size"])) * s["epochs"]
-    model.compile(optimizer=keras.optimizers.Adam(s["learning_rate"]),
-                  loss=models.FocalLoss(models.inverse_frequency_alpha(counts), s["gamma"]),
-                  run_eagerly=steps <= models.EAGER_STEPS)
-    eye = np.eye(len(classes), dtype="float32")
-    start = time.perf_counter()
-    losses = []
-    for _ in range(s["epochs"]):
-        epoch = []
-        for b in _batches(train_idx, lengths, s["batch_size"], rng, s["masked"]):
-            xs = [pad_batch([seqs[r][i] for i in b], s["masked"], work["t_max"]) for r in range(len(seqs))]
-            epoch.append(float(model.train_on_batch(xs, eye[y[b]])))
-        losses.append(float(np.mean(epoch)))
-    seconds = time.perf_counter() - start
+    model, losses, seconds = train_head(seqs, y, train_idx, lengths, work["regions"], len(classes), s,
+                                        work["t_max"], seed)
     probs = []
     if len(test_idx):  # the final model (all subjects) has no test clips
         xs = [pad_batch([seqs[r][i] for i in test_idx], s["masked"], work["t_max"]) for r in range(len(seqs))]

@@ -261,12 +261,25 @@ def _run_forked(todo: list[ClipSpec], rows: dict, work: dict, jobs: int, fork):
         with warnings.catch_warnings():
             # Python 3.12+ warns about forking a process that has threads (Zarr's I/O loop, reset above).
             warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning)
-            futures = {pool.submit(process_clip, spec, rows[spec.id], work): spec for spec in todo}
+            futures = {pool.submit(process_clip, spec, rows[spec.id], work): spec for spec in largest_first(todo)}
         for future in as_completed(futures):
             yield futures[future], future.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         cv2.setNumThreads(threads)
+
+
+def largest_first(specs: list[ClipSpec]) -> list[ClipSpec]:
+    """Clips in decreasing order of work (frames x bytes of the first frame), so that workers
+    finish together: a large clip handed out last would leave the other workers idle."""
+
+    def work(spec: ClipSpec) -> int:
+        try:
+            return len(spec.frames) * spec.frames[0].stat().st_size
+        except (OSError, IndexError):
+            return 0  # an unreadable clip is quick: it is skipped
+
+    return sorted(specs, key=work, reverse=True)
 
 
 def _process_indexed(i: int, spec: ClipSpec, row: int, work: dict):
@@ -390,17 +403,25 @@ def cut_clip(spec: ClipSpec, work: dict) -> tuple[list[np.ndarray], dict]:
 def _write_blocks(store_path: str, row: int, names: list[str], blocks: list[np.ndarray]) -> None:
     import zarr
 
+    from roi_store import chunkio
+    from roi_store.store import ZSTD_LEVEL
+
     # Opened afresh per clip: the coordinator may have grown the arrays since this worker started.
     group = zarr.open_group(store_path, mode="r+")
     # Only the chunks that hold frames are written, each one whole (zero-padded past the last
     # frame), so nothing already on disk is read back and merged: a resumed clip replaces a
-    # half-written chunk. zarr's empty-chunk test would scan every chunk for nothing.
+    # half-written chunk. In a store folder the chunk files are written directly (chunkio);
+    # elsewhere through Zarr, whose empty-chunk test would scan every chunk for nothing.
     with zarr.config.set({"array.write_empty_chunks": True}):
         for name, block in zip(names, blocks):
             arr = group[f"{REGIONS}/{name}"]
-            step = arr.chunks[1]
-            span = min(-(-len(block) // step) * step, arr.shape[1])
-            if span != len(block):
-                block = np.concatenate([block, np.zeros((span - len(block), *block.shape[1:]), block.dtype)])
-            arr[row, :span] = block
+            folder = chunkio.plain_folder(arr)
+            if folder is not None:
+                chunkio.write_clip(arr, folder, row, block, ZSTD_LEVEL)
+            else:
+                step = arr.chunks[1]
+                span = min(-(-len(block) // step) * step, arr.shape[1])
+                if span != len(block):
+                    block = np.concatenate([block, np.zeros((span - len(block), *block.shape[1:]), block.dtype)])
+                arr[row, :span] = block
             killpoints.reached("ingest.chunk")

@@ -34,7 +34,7 @@ import zarr.errors
 import zarr.storage
 from zarr.core.sync import sync
 
-from roi_store import chunkread
+from roi_store import chunkio
 from roi_store import format as fmt
 from roi_store import killpoints
 from roi_store.errors import StoreError
@@ -279,7 +279,7 @@ class Store:
         """Several clips' unpadded frames of one region (as :meth:`frames`), with one array handle.
 
         In a store folder the chunk files are read directly, on a few threads
-        (:mod:`roi_store.chunkread`); elsewhere through Zarr, where a chunk's existence is checked
+        (:mod:`roi_store.chunkio`); elsewhere through Zarr, where a chunk's existence is checked
         only when its frames read back all zeros (the fill value of a chunk that was never
         written): a check per chunk would double the cost of a read.
         """
@@ -293,11 +293,11 @@ class Store:
         for rec in recs:
             if rec.row >= arr.shape[0]:
                 self._missing(rec, region, f"row {rec.row}")
-        folder = chunkread.plain_folder(arr)
+        folder = chunkio.plain_folder(arr)
         if folder is not None:
-            out = chunkread.read_clips(arr, folder, [(r.row, r.n_frames) for r in recs])
+            out = chunkio.read_clips(arr, folder, [(r.row, r.n_frames) for r in recs])
             for rec, frames in zip(recs, out):
-                if isinstance(frames, chunkread.ChunkProblem):
+                if isinstance(frames, chunkio.ChunkProblem):
                     key = f"{arr.store_path.path}/{frames.key}"
                     if frames.kind == "missing":
                         self._missing(rec, region, key)

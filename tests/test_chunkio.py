@@ -9,7 +9,7 @@ import pytest
 import zarr
 import zarr.codecs
 
-from roi_store import chunkread
+from roi_store import chunkio
 from roi_store.store import compressors
 
 LENGTHS = [1, 63, 64, 65, 130, 200]  # within one chunk, on a boundary, across two and more
@@ -32,35 +32,35 @@ def region(tmp_path):
 
 @pytest.mark.parametrize("threads", [1, 3])
 def test_direct_reads_equal_zarr_reads(region, threads):
-    folder = chunkread.plain_folder(region)
+    folder = chunkio.plain_folder(region)
     assert folder is not None
     rows = [(row, n) for row, n in enumerate(LENGTHS)][::-1]  # any order
-    got = chunkread.read_clips(region, folder, rows, threads=threads)
+    got = chunkio.read_clips(region, folder, rows, threads=threads)
     for (row, n), frames in zip(rows, got):
         assert frames.shape == (n, 9, 7)
         np.testing.assert_array_equal(frames, region[row, :n])
     # a clip read short of its length reads only its first frames
-    np.testing.assert_array_equal(chunkread.read_clips(region, folder, [(4, 70)])[0], region[4, :70])
+    np.testing.assert_array_equal(chunkio.read_clips(region, folder, [(4, 70)])[0], region[4, :70])
 
 
 def test_other_arrays_are_left_to_zarr(tmp_path, region):
     other = zarr.create_array(str(tmp_path / "b.zarr"), shape=(2, 64, 4, 4), chunks=(1, 64, 4, 4), dtype="uint8",
                               compressors=[zarr.codecs.ZstdCodec(level=1)])  # no checksum
-    assert chunkread.plain_folder(other) is None
+    assert chunkio.plain_folder(other) is None
     split = zarr.create_array(str(tmp_path / "c.zarr"), shape=(2, 64, 4, 4), chunks=(1, 64, 2, 4), dtype="uint8",
                               compressors=compressors())  # frames split across chunks
-    assert chunkread.plain_folder(split) is None
+    assert chunkio.plain_folder(split) is None
     packed = tmp_path / "a.zip"
     with zipfile.ZipFile(packed, "w") as zf:
         for f in (tmp_path / "a.zarr").rglob("*"):
             if f.is_file():
                 zf.write(f, f.relative_to(tmp_path / "a.zarr").as_posix())
     zipped = zarr.open_array(zarr.storage.ZipStore(packed, mode="r"), mode="r")
-    assert chunkread.plain_folder(zipped) is None
+    assert chunkio.plain_folder(zipped) is None
 
 
 def _chunk_file(arr, row, j):
-    return chunkread.plain_folder(arr) / arr.metadata.encode_chunk_key((row, j, 0, 0))
+    return chunkio.plain_folder(arr) / arr.metadata.encode_chunk_key((row, j, 0, 0))
 
 
 @pytest.mark.parametrize(
@@ -74,15 +74,15 @@ def _chunk_file(arr, row, j):
 )
 def test_a_bad_chunk_is_reported_for_its_clip_only(region, damage, kind, detail):
     damage(_chunk_file(region, 4, 1))  # the second chunk of the 130-frame clip
-    folder = chunkread.plain_folder(region)
-    got = chunkread.read_clips(region, folder, [(3, 65), (4, 130), (5, 200)])
+    folder = chunkio.plain_folder(region)
+    got = chunkio.read_clips(region, folder, [(3, 65), (4, 130), (5, 200)])
     np.testing.assert_array_equal(got[0], region[3, :65])
     np.testing.assert_array_equal(got[2], region[5, :200])
-    assert isinstance(got[1], chunkread.ChunkProblem)
+    assert isinstance(got[1], chunkio.ChunkProblem)
     assert (got[1].kind, got[1].key) == (kind, "c/4/1/0/0")
     assert detail in got[1].detail
     # the clip's first chunk alone is still fine
-    np.testing.assert_array_equal(chunkread.read_clips(region, folder, [(4, 64)])[0], region[4, :64])
+    np.testing.assert_array_equal(chunkio.read_clips(region, folder, [(4, 64)])[0], region[4, :64])
 
 
 def test_valid_checksum_over_bad_compression_is_damaged(region):
@@ -91,8 +91,8 @@ def test_valid_checksum_over_bad_compression_is_damaged(region):
     path = _chunk_file(region, 0, 0)
     body = b"not zstd at all"
     path.write_bytes(body + np.uint32(google_crc32c.value(body)).tobytes())
-    (got,) = chunkread.read_clips(region, chunkread.plain_folder(region), [(0, 1)])
-    assert isinstance(got, chunkread.ChunkProblem) and got.kind == "damaged" and "compression" in got.detail
+    (got,) = chunkio.read_clips(region, chunkio.plain_folder(region), [(0, 1)])
+    assert isinstance(got, chunkio.ChunkProblem) and got.kind == "damaged" and "compression" in got.detail
 
 
 def test_a_chunk_of_the_wrong_size_is_damaged(region):
@@ -102,5 +102,24 @@ def test_a_chunk_of_the_wrong_size_is_damaged(region):
     path = _chunk_file(region, 0, 0)
     body = Zstd().encode(b"\x01" * 100)  # valid zstd, checksummed, but not 64 frames of 9x7
     path.write_bytes(body + np.uint32(google_crc32c.value(body)).tobytes())
-    (got,) = chunkread.read_clips(region, chunkread.plain_folder(region), [(0, 1)])
-    assert isinstance(got, chunkread.ChunkProblem) and got.kind == "damaged" and "100 bytes" in got.detail
+    (got,) = chunkio.read_clips(region, chunkio.plain_folder(region), [(0, 1)])
+    assert isinstance(got, chunkio.ChunkProblem) and got.kind == "damaged" and "100 bytes" in got.detail
+
+
+def test_written_chunks_are_what_zarr_writes_and_reads(tmp_path, region):
+    rng = np.random.default_rng(5)
+    folder = chunkio.plain_folder(region)
+    for row, n in enumerate(LENGTHS):
+        block = rng.integers(0, 256, (n, 9, 7), dtype=np.uint8)
+        chunkio.write_clip(region, folder, row, block, level=1)
+        np.testing.assert_array_equal(region[row, :n], block)  # Zarr reads them back
+        assert not region[row, n:].any()  # zero past the clip (padding and unwritten chunks)
+        np.testing.assert_array_equal(chunkio.read_clips(region, folder, [(row, n)])[0], block)
+    # the same bytes as Zarr's own encoding of the same chunk
+    with zarr.config.set({"array.write_empty_chunks": True}):
+        other = zarr.create_array(str(tmp_path / "z.zarr"), shape=region.shape, chunks=region.chunks, dtype="uint8",
+                                  fill_value=0, compressors=[zarr.codecs.ZstdCodec(level=1), zarr.codecs.Crc32cCodec()])
+        other[5, :128] = region[5, :128]
+    for j in (0, 1):
+        assert (_chunk_file(other, 5, j).read_bytes() == _chunk_file(region, 5, j).read_bytes())
+    assert not list(folder.rglob("*.tmp"))  # no temporary file left behind
