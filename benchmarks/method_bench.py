@@ -268,6 +268,10 @@ def bench_loso(store: Path, results: dict, prepared_seconds: float | None, seed:
     train_fps = median("cnn", "cpu_train_frames_per_s", r["timings"]["cnn_train_frames_per_s"])
     embed_fps = median("cnn", "cpu_embed_frames_per_s", r["timings"]["embed_frames_per_s"])
     head_s_fold = median("fit-lstm", "masked_seconds_per_fold", r["head_timings"]["seconds_per_fold"])
+    # A full-size fold measured in this run is the better base: it holds the full fold's clips and
+    # lengths, and its graph building is not scaled up with them.
+    full_fold = stages.get("fit-lstm", {}).get("details", {}).get("full_fold")
+    full_fold_s = median("fit-lstm", "full_masked_seconds", None) if full_fold else None
     figures = {
         "embed_seconds": figure(f"embed at this scale ({r['folds']} folds, {s['epochs']} epochs)", "s",
                                 r["timings"]["embed_seconds"]),
@@ -285,7 +289,9 @@ def bench_loso(store: Path, results: dict, prepared_seconds: float | None, seed:
             "cnn_train_s": train_frames_full * cnn_epochs_full * 6 * folds_full / train,
             "embed_s": full["view_frames"] * 6 * folds_full / embed,
             # A fold's head time grows with its training clips and its epochs.
-            "fit_lstm_s": head_s_fold * head_epochs_full / head_epochs * head_clips_full / r["head_train_clips"] * folds_full,
+            "fit_lstm_s": (full_fold_s * head_epochs_full / full_fold["epochs"] * head_clips_full
+                           / full_fold["masked"][0]["train_clips"] * folds_full if full_fold_s else
+                           head_s_fold * head_epochs_full / head_epochs * head_clips_full / r["head_train_clips"] * folds_full),
         }
         if ingest_fps:
             p["ingest_s"] = full["frames"] / ingest_fps
@@ -302,8 +308,10 @@ def bench_loso(store: Path, results: dict, prepared_seconds: float | None, seed:
             "targets": [],
             "details": {"full": full, "folds": folds_full, "cnn_epochs": cnn_epochs_full, "head_epochs": head_epochs_full,
                         "assumptions": (f"{folds_full} folds, CNN {cnn_epochs_full} epochs on each fold's training "
-                                        f"frames, head {head_epochs_full} epochs (time per fold scaled by its training "
-                                        f"clips), {full['view_clips']} clips / {full['view_frames']} frames in the "
+                                        f"frames, head {head_epochs_full} epochs (time per fold: "
+                                        + ("the full-size fold's, scaled by epochs and clips" if full_fold_s else
+                                           "this scale's, scaled by training clips and epochs")
+                                        + f"), {full['view_clips']} clips / {full['view_frames']} frames in the "
                                         f"composite, {full['frames']} frames ingested; fit-lstm on this CPU"),
                         "projection_s": proj, "measured_on": r["device"]}}
 

@@ -23,6 +23,9 @@ import zarr
 import zarr.storage
 from numcodecs.zstd import Zstd
 
+#: Suffix of a chunk being written (``.<chunk>.<pid>.tmp`` beside it); a writer killed mid-write
+#: leaves one behind, which no reader looks at and ``roistore pack`` leaves out.
+TEMP_SUFFIX = ".tmp"
 #: Most threads one read uses (each decompresses its own chunks).
 MAX_THREADS = 4
 
@@ -124,11 +127,15 @@ def write_clip(arr: zarr.Array, folder: Path, row: int, block: np.ndarray, level
         body = codec.encode(np.ascontiguousarray(part, dtype=np.uint8))
         path = folder / arr.metadata.encode_chunk_key((row, j, 0, 0))
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(body)
-            f.write(np.uint32(google_crc32c.value(body)).tobytes())
-        os.replace(tmp, path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(body)
+                f.write(np.uint32(google_crc32c.value(body)).tobytes())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def _crc32c(raw: bytes) -> int:

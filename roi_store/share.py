@@ -16,6 +16,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from roi_store.chunkio import TEMP_SUFFIX
 from roi_store.errors import StoreError
 from roi_store.runs import list_runs
 from roi_store.store import PENDING, open_store
@@ -143,6 +144,8 @@ def _store_files(root: Path) -> list[tuple[str, Path]]:
                 raise StoreError(f"{path} is a link or a special file: a store folder holds plain files only; "
                                  "replace it with the file itself")
         for name in filenames:
+            if name.startswith(".") and name.endswith(TEMP_SUFFIX):
+                continue  # a chunk whose writer was killed mid-write: never part of the store
             path = Path(dirpath) / name
             out.append((path.relative_to(root).as_posix(), path))
     return sorted(out)

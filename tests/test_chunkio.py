@@ -123,3 +123,26 @@ def test_written_chunks_are_what_zarr_writes_and_reads(tmp_path, region):
     for j in (0, 1):
         assert (_chunk_file(other, 5, j).read_bytes() == _chunk_file(region, 5, j).read_bytes())
     assert not list(folder.rglob("*.tmp"))  # no temporary file left behind
+
+
+def test_a_chunk_left_half_written_is_not_packed(tmp_path):
+    from roi_store.share import _store_files
+
+    root = tmp_path / "s"
+    (root / "regions" / "R0" / "c" / "0" / "0" / "0").mkdir(parents=True)
+    (root / "zarr.json").write_text("{}")
+    (root / "regions" / "R0" / "c" / "0" / "0" / "0" / "0").write_bytes(b"chunk")
+    (root / "regions" / "R0" / "c" / "0" / "0" / "0" / ".0.4242.tmp").write_bytes(b"half a chu")
+    assert [name for name, _ in _store_files(root)] == ["regions/R0/c/0/0/0/0", "zarr.json"]
+
+
+def test_a_failed_write_leaves_no_temporary_file(region, monkeypatch):
+    folder = chunkio.plain_folder(region)
+
+    def broken(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(chunkio.os, "replace", broken)
+    with pytest.raises(OSError, match="No space"):
+        chunkio.write_clip(region, folder, 0, np.ones((3, 9, 7), np.uint8), level=1)
+    assert not list(folder.rglob("*.tmp"))
