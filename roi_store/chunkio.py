@@ -126,10 +126,14 @@ def write_clip(arr: zarr.Array, folder: Path, row: int, block: np.ndarray, level
             part = np.concatenate([part, np.zeros((step - len(part), *part.shape[1:]), part.dtype)])
         body = codec.encode(np.ascontiguousarray(part, dtype=np.uint8))
         path = folder / arr.metadata.encode_chunk_key((row, j, 0, 0))
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
         try:
-            with open(tmp, "wb") as f:
+            try:
+                f = open(tmp, "wb")
+            except FileNotFoundError:  # the row's first chunk: its folders come first (a check per chunk is slow)
+                os.makedirs(path.parent, exist_ok=True)
+                f = open(tmp, "wb")
+            with f:
                 f.write(body)
                 f.write(np.uint32(google_crc32c.value(body)).tobytes())
             os.replace(tmp, path)

@@ -406,15 +406,14 @@ def _write_blocks(store_path: str, row: int, names: list[str], blocks: list[np.n
     from roi_store import chunkio
     from roi_store.store import ZSTD_LEVEL
 
-    # Opened afresh per clip: the coordinator may have grown the arrays since this worker started.
-    group = zarr.open_group(store_path, mode="r+")
+    arrays = _region_arrays(store_path, names)
     # Only the chunks that hold frames are written, each one whole (zero-padded past the last
     # frame), so nothing already on disk is read back and merged: a resumed clip replaces a
     # half-written chunk. In a store folder the chunk files are written directly (chunkio);
     # elsewhere through Zarr, whose empty-chunk test would scan every chunk for nothing.
     with zarr.config.set({"array.write_empty_chunks": True}):
         for name, block in zip(names, blocks):
-            arr = group[f"{REGIONS}/{name}"]
+            arr = arrays[name]
             folder = chunkio.plain_folder(arr)
             if folder is not None:
                 chunkio.write_clip(arr, folder, row, block, ZSTD_LEVEL)
@@ -425,3 +424,34 @@ def _write_blocks(store_path: str, row: int, names: list[str], blocks: list[np.n
                     block = np.concatenate([block, np.zeros((span - len(block), *block.shape[1:]), block.dtype)])
                 arr[row, :span] = block
             killpoints.reached("ingest.chunk")
+
+
+#: This process's open region arrays: store path -> (the arrays' metadata file stats, arrays).
+_ARRAYS: dict[str, tuple[tuple, dict]] = {}
+
+
+def _region_arrays(store_path: str, names: list[str]) -> dict:
+    """The store's region arrays, opened once per process while their metadata files are unchanged.
+
+    Opening them costs about 3 ms each through Zarr, more than writing a small clip. The cache
+    holds only arrays whose chunks are written directly (their shape is never used); any change
+    of a metadata file (a resize, a new store at the same path) opens them afresh, and so does
+    every other kind of store: the coordinator may have grown the arrays since a worker started.
+    """
+    import zarr
+
+    from roi_store import chunkio
+
+    try:
+        key = tuple((st.st_mtime_ns, st.st_size, st.st_ino)
+                    for st in (os.stat(Path(store_path, REGIONS, n, "zarr.json")) for n in names))
+    except (OSError, TypeError, ValueError):
+        key = None
+    cached = _ARRAYS.get(store_path)
+    if key is not None and cached is not None and cached[0] == key:
+        return cached[1]
+    group = zarr.open_group(store_path, mode="r+")
+    arrays = {n: group[f"{REGIONS}/{n}"] for n in names}
+    if key is not None and all(chunkio.plain_folder(a) is not None for a in arrays.values()):
+        _ARRAYS[store_path] = (key, arrays)
+    return arrays
