@@ -301,8 +301,9 @@ class Store:
                     key = f"{arr.store_path.path}/{frames.key}"
                     if frames.kind == "missing":
                         self._missing(rec, region, key)
-                    raise StoreError(f"clip {rec.id}: region {region} of {self.where} is {frames.kind} ({key} "
-                                     f"{frames.detail}): {self._todo}")
+                    detail = f" {frames.detail}" if frames.detail else ""
+                    raise StoreError(f"clip {rec.id}: region {region} of {self.where} is {frames.kind} "
+                                     f"({key}{detail}): {self._todo}")
             return out
         out = []
         for rec in recs:
