@@ -29,6 +29,17 @@ def write_clip(folder: Path, frame: np.ndarray, numbers, *, pattern="img{n}.jpg"
         cv2.imwrite(str(folder / pattern.format(n=n)), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
 
 
+def make_small_store(tmp: Path) -> Path:
+    """CASME II layout, 3 subjects x 1 clip per class, 6 frames: 9 composite clips, in ``tmp/s.zarr``."""
+    from roi_store.ingest import ingest
+    from roi_store.synth import generate
+
+    generate(tmp / "data", preset="tiny", seed=2, datasets=("casme2",), subjects=3, clips_per_class=1, frames=6)
+    store = tmp / "s.zarr"
+    ingest(store, "casme2", tmp / "data" / "CASME2" / "CASME2_RAW_selected")
+    return store
+
+
 def write_manifest(path: Path, rows: list[dict]) -> Path:
     fields = ["dataset", "subject", "clip", "folder", "label", "onset", "apex", "offset", "aus"]
     with open(path, "w", newline="") as fh:

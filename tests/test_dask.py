@@ -14,7 +14,7 @@ from roi_store import parallel
 from roi_store.cli.main import cli
 from roi_store.errors import ClusterError, ConfigError
 from roi_store.ingest import ingest
-from roi_store.synth import generate
+from conftest import make_small_store
 
 # One epoch, a narrow dense layer (as tests/test_method.py): the method end to end in seconds.
 FAST = {"epochs": 1, "batch_size": 32, "seed": 3, "cpu": True, "cnn_dense": 32}
@@ -50,9 +50,7 @@ def test_ingest_on_the_cluster_equals_the_local_ingest(tmp_path, manifest_datase
 def small_store(tmp_path_factory):
     """CASME II layout, 3 subjects x 1 clip per class, 6 frames: 9 composite clips."""
     tmp = tmp_path_factory.mktemp("dask-method")
-    generate(tmp / "data", preset="tiny", seed=2, datasets=("casme2",), subjects=3, clips_per_class=1, frames=6)
-    store = tmp / "s.zarr"
-    ingest(store, "casme2", tmp / "data" / "CASME2" / "CASME2_RAW_selected")
+    store = make_small_store(tmp)
     return store
 
 

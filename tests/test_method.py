@@ -11,14 +11,13 @@ from click.testing import CliRunner
 pytest.importorskip("keras")
 
 import roi_store  # noqa: E402
+from conftest import make_small_store  # noqa: E402
 from roi_store.cli.main import cli  # noqa: E402
 from roi_store.embed import embed  # noqa: E402
 from roi_store.fusion import fit_lstm  # noqa: E402
-from roi_store.ingest import ingest  # noqa: E402
 from roi_store.protocols import make_folds  # noqa: E402
 from roi_store.report import run_report  # noqa: E402
 from roi_store.runs import head_document, run_document  # noqa: E402
-from roi_store.synth import generate  # noqa: E402
 
 # One epoch, a narrow dense layer: the chain end to end in seconds (the real width is tested by the demo).
 FAST = {"epochs": 1, "batch_size": 32, "seed": 3, "cpu": True, "cnn_dense": 32}
@@ -28,9 +27,7 @@ FAST = {"epochs": 1, "batch_size": 32, "seed": 3, "cpu": True, "cnn_dense": 32}
 def small_store(tmp_path_factory):
     """CASME II layout, 3 subjects x 1 clip per class, 6 frames: 9 composite clips."""
     tmp = tmp_path_factory.mktemp("method")
-    generate(tmp / "data", preset="tiny", seed=2, datasets=("casme2",), subjects=3, clips_per_class=1, frames=6)
-    store = tmp / "s.zarr"
-    ingest(store, "casme2", tmp / "data" / "CASME2" / "CASME2_RAW_selected")
+    store = make_small_store(tmp)
     return store, tmp
 
 
