@@ -21,7 +21,7 @@ from roi_store import killpoints, parallel
 from roi_store import regions as rg
 from roi_store.datasets import get_reader
 from roi_store.datasets.base import ClipSpec, Skip
-from roi_store.decode import can_reduce, read_grey
+from roi_store.decode import can_reduce, read_grey, read_grey_window
 from roi_store.errors import ConfigError, FaceError, FrameError, RoiStoreError, StoreError
 from roi_store.faces import find_face, landmark_model_id
 from roi_store.format import printable
@@ -361,19 +361,23 @@ def cut_clip(spec: ClipSpec, work: dict) -> tuple[list[np.ndarray], dict]:
     cuts = rg.plan_cuts(landmarks, work["scheme"], work["layout"])
     factor = rg.decode_factor(cuts) if can_reduce(spec.frames[0]) else 1
     scaled = [c.scaled(factor) for c in cuts]
+    # Only the pixels the cuts read are decoded where the codec allows it (BMP, at full size).
+    # The window is not clipped to the face frame's size: a frame of another size is cut (or
+    # refused) as a whole frame would be, and the reader clips the window to each frame.
+    window = rg.source_window(scaled, (rg.UNBOUNDED, rg.UNBOUNDED)) if factor == 1 else None
     blocks = [np.empty((n, c.size[1], c.size[0]), dtype=np.uint8) for c in cuts]
     shape = None
     for t, path in enumerate(spec.frames):
-        image = read_grey(path, factor)
+        image, size, origin = read_grey_window(path, factor, window)
         if shape is None:
-            shape = image.shape
-        elif image.shape != shape:
+            shape = size
+        elif size != shape:
             raise FrameError(
-                f"{spec.id}: frame {path.name} is {image.shape[1]}x{image.shape[0]} but the clip's first frame is "
+                f"{spec.id}: frame {path.name} is {size[1]}x{size[0]} but the clip's first frame is "
                 f"{shape[1]}x{shape[0]} (decoded at 1/{factor}): mixed frame sizes in one clip; fix or remove the odd frames"
             )
         for block, c in zip(blocks, scaled):
-            block[t] = rg.cut(image, c)
+            block[t] = rg.cut(image, c, origin, size)
     meta = {
         "status": COMPLETE,
         "n_frames": n,

@@ -134,22 +134,46 @@ def decode_factor(cuts: list[Cut], choices=(8, 4, 2)) -> int:
     return 1
 
 
-def cut(frame: np.ndarray, c: Cut) -> np.ndarray:
-    """Cut one region from a greyscale frame: black outside the frame (and ``valid``), resized."""
-    h, w = frame.shape
+def _span(c: Cut, h: int, w: int) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
+    """The whole pixel rectangle of ``c`` and the part of it that is read from an (h, w) frame."""
     x0, y0 = math.floor(c.box[0]), math.floor(c.box[1])
     x1, y1 = max(math.ceil(c.box[2]), x0 + 1), max(math.ceil(c.box[3]), y0 + 1)
     lx0, ly0, lx1, ly1 = 0, 0, w, h
     if c.valid is not None:
         lx0, ly0 = max(0, round(c.valid[0])), max(0, round(c.valid[1]))
         lx1, ly1 = min(w, round(c.valid[2])), min(h, round(c.valid[3]))
-    sx0, sy0, sx1, sy1 = max(x0, lx0), max(y0, ly0), min(x1, lx1), min(y1, ly1)
+    return (x0, y0, x1, y1), (max(x0, lx0), max(y0, ly0), min(x1, lx1), min(y1, ly1))
+
+
+#: A frame size larger than any frame, for a window clipped only by the cuts themselves.
+UNBOUNDED = 1 << 40
+
+
+def source_window(cuts: list[Cut], shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """The smallest rectangle (x0, y0, x1, y1) of an (h, w) frame that holds every pixel the
+    ``cuts`` read; None if they read none (every region falls outside the frame)."""
+    parts = [s for s in (_span(c, *shape)[1] for c in cuts) if s[2] > s[0] and s[3] > s[1]]
+    if not parts:
+        return None
+    return (min(p[0] for p in parts), min(p[1] for p in parts), max(p[2] for p in parts), max(p[3] for p in parts))
+
+
+def cut(frame: np.ndarray, c: Cut, origin: tuple[int, int] = (0, 0), shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Cut one region from a greyscale frame: black outside the frame (and ``valid``), resized.
+
+    ``frame`` may be only a window of the frame: its top-left pixel is the frame's ``origin``
+    (x, y) and the whole frame is ``shape`` (h, w); the window must hold
+    :func:`source_window` of the clip's cuts.
+    """
+    h, w = shape or frame.shape
+    (x0, y0, x1, y1), (sx0, sy0, sx1, sy1) = _span(c, h, w)
+    ox, oy = origin
     if x0 == sx0 and y0 == sy0 and x1 == sx1 and y1 == sy1:
-        src = frame[y0:y1, x0:x1]
+        src = frame[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
     else:
         src = np.zeros((y1 - y0, x1 - x0), dtype=frame.dtype)
         if sx1 > sx0 and sy1 > sy0:
-            src[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = frame[sy0:sy1, sx0:sx1]
+            src[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = frame[sy0 - oy : sy1 - oy, sx0 - ox : sx1 - ox]
     out_w, out_h = c.size
     if src.shape == (out_h, out_w):
         return np.ascontiguousarray(src)

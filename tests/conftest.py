@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import skimage.data
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache(tmp_path_factory):
+    """roistore's cache (the saved face detector) in a folder of this test run, not the user's home;
+    set in the environment so that processes the tests start use it too."""
+    old = os.environ.get("ROISTORE_CACHE")
+    os.environ["ROISTORE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("ROISTORE_CACHE", None)
+    else:
+        os.environ["ROISTORE_CACHE"] = old
 
 
 @pytest.fixture(scope="session")
