@@ -94,14 +94,26 @@ def frontal_face_detector():
 def _models(predictor: str):
     import dlib  # imported here: dlib is only needed by ingest and synth
 
-    return frontal_face_detector(), dlib.shape_predictor(predictor)
+    models = frontal_face_detector(), dlib.shape_predictor(predictor)
+    _loaded.add(predictor)
+    return models
 
 
-def preload(landmarks_model: str | Path | None = None) -> None:
-    """Load the detector and the landmark model now (worker processes forked after this share them)."""
+def preload(landmarks_model: str | Path | None = None, check: bool = False) -> bool:
+    """Load the detector and the landmark model now (worker processes forked after this share them).
+
+    Returns whether they are loaded; ``check=True`` only says so, loading nothing.
+    """
     model = str(landmarks_model) if landmarks_model else str(default_predictor_path())
+    if check:
+        return model in _loaded
     if Path(model).is_file():
         _models(model)
+    return model in _loaded
+
+
+#: Landmark model files whose models this process has loaded (``_models`` keeps them).
+_loaded: set[str] = set()
 
 
 #: Detection passes, cheapest first: (longest image side, dlib upsampling). Faces in ME data

@@ -22,7 +22,7 @@ from roi_store import regions as rg
 from roi_store.datasets import get_reader
 from roi_store.datasets.base import ClipSpec, Skip
 from roi_store.decode import can_reduce, read_grey, read_grey_window
-from roi_store.errors import ConfigError, FaceError, FrameError, RoiStoreError, StoreError
+from roi_store.errors import ConfigError, DatasetError, FaceError, FrameError, RoiStoreError, StoreError
 from roi_store.faces import find_face, landmark_model_id
 from roi_store.format import printable
 from roi_store.labels import default_relabel, default_views, read_view_file, relabel_vectors, view_label
@@ -145,7 +145,8 @@ def ingest(
     settings = settings_for(t_max or DEFAULT_T_MAX, scheme or rg.default_layout()["default_scheme"],
                             str(landmarks_model) if landmarks_model else None,
                             str(view_file) if view_file else None)
-    items = list(reader.scan(root, Path(annotations) if annotations else None))
+    model = os.path.abspath(landmarks_model) if landmarks_model else None  # as workers load it
+    items = _scan(reader, root, Path(annotations) if annotations else None, jobs, scheduler, model)
     store = _open_or_create(store_path, settings, explicit)
     started = now()
     records = store.records()
@@ -168,7 +169,7 @@ def ingest(
         "t_max": store.t_max,
         "scheme": store.header["region_scheme"],
         "layout": store.header["layout"],
-        "landmarks_model": os.path.abspath(landmarks_model) if landmarks_model else None,
+        "landmarks_model": model,
     }
     shared = [work["store"], str(root), *([work["landmarks_model"]] if landmarks_model else [])]
     added, frames, failed = 0, 0, []
@@ -197,6 +198,62 @@ def ingest(
         skipped={**store.header["skipped"], reader.name: reader_skips},
     )
     return IngestReport(str(store_path), reader.name, len(specs), added, already, reader_skips + failed, frames)
+
+
+def _scan(reader, root: Path, annotations: Path | None, jobs: int, scheduler: str | None, landmarks_model) -> list:
+    """The reader's clips and skips, read while the face models load when there are cores for both.
+
+    Local workers are forked once this process has loaded the face models, so that they share
+    them. Loading takes about a second, all of it holding the GIL; reading the sheets and
+    listing the folders takes a good part of that again. With ``jobs`` > 1 (so more than one
+    core to use) and the models not loaded yet, the dataset is therefore read in a forked child
+    while this process loads the models. Errors come back as the same exceptions.
+    """
+    from roi_store.faces import preload
+
+    fork = _fork_context() if scheduler is None and jobs > 1 else None
+    if fork is None or preload(landmarks_model, check=True):
+        return list(reader.scan(root, annotations))
+    import warnings
+
+    receive, send = fork.Pipe(duplex=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning)
+        child = fork.Process(target=_scan_child, args=(reader, root, annotations, send), daemon=True)
+        child.start()
+    send.close()
+    try:
+        preload(landmarks_model)
+        ok, answer = receive.recv()
+    except EOFError:
+        child.join()
+        raise DatasetError(
+            f"reading the {reader.name} dataset at {root} stopped without an answer (its process ended with "
+            f"code {child.exitcode}): re-run with --jobs 1 to see the problem"
+        ) from None
+    finally:
+        receive.close()
+        child.join()
+    if not ok:
+        raise answer
+    return answer
+
+
+def _scan_child(reader, root: Path, annotations: Path | None, send) -> None:
+    import traceback
+
+    try:
+        answer = (True, list(reader.scan(root, annotations)))
+    except BaseException as exc:  # noqa: BLE001 -- every error goes back to the parent, which raises it
+        if not isinstance(exc, RoiStoreError):  # a bug: keep where it happened
+            exc.add_note("".join(traceback.format_exception(exc)).rstrip())
+        answer = (False, exc)
+    try:
+        send.send(answer)
+    except Exception as exc:  # noqa: BLE001 -- an answer that cannot be pickled
+        send.send((False, RuntimeError(f"{type(exc).__name__} sending the scan's answer: {exc}")))
+    finally:
+        send.close()
 
 
 def _progress_bar(progress, total: int, dataset: str):
