@@ -177,5 +177,12 @@ def json_safe(doc):
     if isinstance(doc, dict):
         return {json_safe(k): json_safe(v) for k, v in doc.items()}
     if isinstance(doc, (list, tuple)):
+        kinds = set(map(type, doc))
+        if kinds <= _KEPT or (kinds == {str} and all(map(str.isprintable, doc))):
+            return list(doc)  # nothing to change (frames, frame numbers): one pass in C, not one call each
         return [json_safe(v) for v in doc]
     return doc
+
+
+#: Types :func:`json_safe` returns as they are.
+_KEPT = {int, float, bool, type(None)}

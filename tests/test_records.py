@@ -348,3 +348,12 @@ def test_other_stores_write_through_zarr(plain, tmp_path):
     read_only = zarr.open_group(zarr.storage.LocalStore(plain, read_only=True), mode="r")
     assert chunkio.group_folder(read_only) is None
 
+
+# --- json_safe: the lists it passes over whole -----------------------------------------------
+
+def test_json_safe_escapes_in_every_list():
+    doc = {"frames": ["a.jpg", "EP\udcff.jpg"], "t": ("x", "\x07"), "n": [1, 2.5, None, True], "k": [["\n"]],
+           "plain": ("a", "b")}
+    assert fmt.json_safe(doc) == {"frames": ["a.jpg", "EP\\xff.jpg"], "t": ["x", "\\x07"], "n": [1, 2.5, None, True],
+                                  "k": [["\\x0a"]], "plain": ["a", "b"]}
+    assert type(fmt.json_safe(doc)["plain"]) is list
