@@ -85,10 +85,11 @@ _TYPE_TESTS = {
 _PLAIN_TYPES = {"string": {str}, "integer": {int}, "number": {int, float}, "boolean": {bool},
                 "null": {type(None)}, "array": {list}}
 _STOCK_ITEMS = jsonschema.Draft202012Validator.VALIDATORS["items"]
+_STOCK_PROPERTIES = jsonschema.Draft202012Validator.VALIDATORS["properties"]
 
 
 def _simple(sub) -> bool:
-    """True for an ``items`` subschema that :func:`_fits` checks: a simple ``type``, or an array of them.
+    """True for a subschema that :func:`_fits` checks: a simple ``type``, or an array of them.
 
     That is a ``type`` string (string, integer, number, boolean, null), or ``"array"`` with
     optionally ``minItems``, ``maxItems`` and ``items`` that is simple itself; nothing else.
@@ -128,7 +129,22 @@ def _fast_items(validator, items, instance, schema):
     yield from _STOCK_ITEMS(validator, items, instance, schema)
 
 
-_Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, validators={"items": _fast_items})
+def _fast_properties(validator, properties, instance, schema):
+    """``properties``, where a property's subschema is simple (``dataset``, ``frames``), checked in place.
+
+    The others, and any that does not fit, are checked as jsonschema checks them: one descent
+    each, with the same errors.
+    """
+    if not isinstance(instance, dict):
+        yield from _STOCK_PROPERTIES(validator, properties, instance, schema)
+        return
+    for name, sub in properties.items():
+        if name in instance and not (_simple(sub) and _fits(sub, [instance[name]])):
+            yield from validator.descend(instance[name], sub, path=name, schema_path=name)
+
+
+_Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator,
+                                          validators={"items": _fast_items, "properties": _fast_properties})
 
 
 @functools.lru_cache(maxsize=None)

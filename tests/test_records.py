@@ -110,6 +110,11 @@ CASES = {
     "int in relabel": changed(("relabel", "megc2019", "au", 0), 1),
     "int in warnings": changed(("warnings",), ["a", 1]),
     "two faults": lambda: {**record(), "frames": ["a", 1], "frame_numbers": [0, False]},
+    "number as dataset": changed(("dataset",), 3),
+    "None as emotion": changed(("emotion",), None),
+    "text as face score": changed(("face", "score"), "1"),
+    "no folder": changed(("folder",), drop=True),
+    "not an object": lambda: ["casme2/sub01/EP02_01f"],
 }
 
 
