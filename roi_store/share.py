@@ -145,7 +145,7 @@ def _store_files(root: Path) -> list[tuple[str, Path]]:
                                  "replace it with the file itself")
         for name in filenames:
             if name.startswith(".") and name.endswith(TEMP_SUFFIX):
-                continue  # a chunk whose writer was killed mid-write: never part of the store
+                continue  # a chunk or zarr.json whose writer was killed mid-write: never part of the store
             path = Path(dirpath) / name
             out.append((path.relative_to(root).as_posix(), path))
     return sorted(out)

@@ -377,13 +377,20 @@ class Store:
         self.header = header
 
     def write_record(self, doc: dict) -> ClipRecord:
-        """Create or replace a clip's record (validated against the clip schema)."""
+        """Create or replace a clip's record (validated against the clip schema).
+
+        In a store folder the group's ``zarr.json`` is written directly, whole, with the bytes
+        Zarr would write (:func:`roi_store.chunkio.write_group`); elsewhere through Zarr.
+        """
         self._require_writable()
         doc = fmt.json_safe(doc)  # file names that are not UTF-8 become \xNN escapes
         fmt.validate_document(doc, "clip", f"{self.where} clip {doc.get('id')}")
         key = ClipKey.parse(doc["id"])
         path = _clip_path(key)
-        if path in self._group:
+        folder = chunkio.group_folder(self._group)
+        if folder is not None:
+            chunkio.write_group(folder, path, {"record": doc})
+        elif path in self._group:
             self._group[path].attrs["record"] = doc
         else:
             self._group.create_group(path, attributes={"record": doc})

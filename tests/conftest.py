@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -52,6 +53,14 @@ def make_small_store(tmp: Path) -> Path:
     store = tmp / "s.zarr"
     ingest(store, "casme2", tmp / "data" / "CASME2" / "CASME2_RAW_selected")
     return store
+
+
+@pytest.fixture
+def plain(tmp_path):
+    """A directory store without runs: the released format-v1 zip, unpacked as the errors say."""
+    with zipfile.ZipFile(Path(__file__).parent / "data" / "format-v1.zip") as zf:
+        zf.extractall(tmp_path / "v1.zarr")
+    return tmp_path / "v1.zarr"
 
 
 def write_manifest(path: Path, rows: list[dict]) -> Path:

@@ -61,14 +61,6 @@ def fitted(tmp_path_factory):
     return store, packed, tmp
 
 
-@pytest.fixture
-def plain(tmp_path):
-    """A directory store without runs: the released format-v1 zip, unpacked as the errors say."""
-    with zipfile.ZipFile(DATA / "format-v1.zip") as zf:
-        zf.extractall(tmp_path / "v1.zarr")
-    return tmp_path / "v1.zarr"
-
-
 def zip_folder(folder: Path, out: Path, extra: dict | None = None, under: str = "") -> Path:
     with zipfile.ZipFile(out, "w") as zf:
         for path in sorted(folder.rglob("*")):
