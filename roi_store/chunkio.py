@@ -17,11 +17,9 @@ trips (does the group exist, then write it), several times the cost of the file 
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from json.encoder import encode_basestring_ascii
 from pathlib import Path
 
 import google_crc32c
@@ -163,13 +161,7 @@ def group_json(attributes: dict) -> bytes:
     infinities allowed.
     """
     doc = {"attributes": attributes, "zarr_format": 3, "node_type": "group"}
-    indent = zarr.config.get("json_indent")
-    if type(indent) is int:
-        try:
-            return _indented(doc, "", " " * indent).encode()
-        except (_Unusual, RecursionError):
-            pass  # json.dumps writes it its own way (or raises, as it does for Zarr)
-    return json.dumps(doc, indent=indent, allow_nan=True).encode()
+    return json.dumps(doc, indent=zarr.config.get("json_indent"), allow_nan=True).encode()
 
 
 def write_group(folder: Path, path: str, attributes: dict) -> None:
@@ -192,84 +184,6 @@ def write_group(folder: Path, path: str, attributes: dict) -> None:
             if not above.exists():
                 _write_whole(above, [group_json({})])
         _write_whole(target, [body])
-
-
-class _Unusual(Exception):
-    """A value that :func:`_indented` leaves to ``json.dumps`` (a tuple, a subclass, a number key)."""
-
-
-_INF = float("inf")
-
-
-def _float_text(x: float) -> str:
-    if x != x:
-        return "NaN"
-    if x == _INF:
-        return "Infinity"
-    if x == -_INF:
-        return "-Infinity"
-    return float.__repr__(x)
-
-
-#: How ``json.dumps`` writes a value of each of these exact types.
-_LEAVES = {str: encode_basestring_ascii, int: int.__repr__, float: _float_text}
-
-
-def _indented(value, pad: str, step: str) -> str:
-    """``value`` as ``json.dumps(value, indent=len(step), allow_nan=True)`` writes it, ``pad`` deep.
-
-    The same text in a fraction of the time: json's indenting encoder is pure Python and
-    yields every token on its own. A list of one leaf type (``frames``) is written in one
-    ``join``. Only dicts with string keys, lists, strings, ints, floats, bools and None, of
-    exactly those types, are written; anything else raises :class:`_Unusual`. ``step`` is
-    spaces.
-    """
-    kind = type(value)
-    leaf = _LEAVES.get(kind)
-    if leaf is not None:
-        return leaf(value)
-    inner = pad + step
-    if kind is dict:
-        if not value:
-            return "{}"
-        if not set(map(type, value)) <= {str}:
-            raise _Unusual
-        items = [f"{encode_basestring_ascii(k)}: {_indented(v, inner, step)}" for k, v in value.items()]
-        return f"{{\n{inner}" + f",\n{inner}".join(items) + f"\n{pad}}}"
-    if kind is list:
-        if not value:
-            return "[]"
-        kinds = set(map(type, value))
-        leaf = _LEAVES.get(next(iter(kinds))) if len(kinds) == 1 else None
-        if leaf is not None:
-            items = map(leaf, value)
-        elif kinds == {list} and (rows := _rows(value, pad, step)) is not None:
-            return rows
-        else:
-            items = [_indented(v, inner, step) for v in value]
-        return f"[\n{inner}" + f",\n{inner}".join(items) + f"\n{pad}]"
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    raise _Unusual
-
-
-def _rows(value: list, pad: str, step: str) -> str | None:
-    """Equal non-empty rows of one leaf type (landmarks, boxes) as :func:`_indented` writes them.
-
-    All in one ``%`` formatting, since every row has the same layout; None for other lists.
-    """
-    cells = list(itertools.chain.from_iterable(value))
-    kinds = set(map(type, cells))
-    leaf = _LEAVES.get(next(iter(kinds))) if len(kinds) == 1 else None
-    if leaf is None or set(map(len, value)) != {len(value[0])}:
-        return None
-    inner, deeper = pad + step, pad + step + step
-    row = f"[\n{deeper}" + f",\n{deeper}".join(["%s"] * len(value[0])) + f"\n{inner}]"
-    return (f"[\n{inner}" + f",\n{inner}".join([row] * len(value)) + f"\n{pad}]") % tuple(map(leaf, cells))
 
 
 def _write_whole(path: Path, parts: list[bytes], make_folder: bool = True) -> None:
