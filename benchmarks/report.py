@@ -57,8 +57,10 @@ def markdown(results: dict) -> str:
     """``results.md``: machine, targets met or not, then one table per stage."""
     m, s = results["machine"], results["settings"]
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    ingest_scale = s.get("ingest_scale", s["scale"])
+    ingest = "" if ingest_scale == s["scale"] else f", the ingest stage at {ingest_scale:g}"
     lines = [
-        f"# roistore benchmarks (megc2019 preset at scale {s['scale']:g}, {s['repeats']} repeats"
+        f"# roistore benchmarks (megc2019 preset at scale {s['scale']:g}{ingest}, {s['repeats']} repeats"
         f"{', quick settings' if s['quick'] else ''})", "",
         f"Measured {results['created']} on {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), "
         f"{m['memory_gib']} GiB, {'GPU: ' + ', '.join(m['gpus']) if m['gpus'] else 'no GPU'}; "

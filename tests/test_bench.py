@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.__main__ import STAGES, main, parse_stages
+from benchmarks.__main__ import STAGES, ingest_scale, main, parse_stages
 from benchmarks.report import markdown, validate
 
 COMMITTED = Path(__file__).resolve().parent.parent / "benchmarks" / "results.json"
@@ -78,3 +78,9 @@ def test_stage_list_errors_name_the_allowed_values(text, message):
     with pytest.raises(argparse.ArgumentTypeError, match=message):
         parse_stages(text)
     assert parse_stages("fit-lstm,ingest") == ["ingest", "fit-lstm"]
+
+
+@pytest.mark.parametrize("scale, asked, quick, expect", [(0.1, None, False, 0.3), (0.5, None, False, 0.5),
+                                                         (0.1, None, True, 0.1), (0.1, 0.2, False, 0.2)])
+def test_ingest_stage_scale(scale, asked, quick, expect):
+    assert ingest_scale(scale, asked, quick) == expect
