@@ -109,6 +109,7 @@ def preload(landmarks_model: str | Path | None = None, check: bool = False) -> b
         return model in _loaded
     if Path(model).is_file():
         _models(model)
+        _loaded.add(model)
     return model in _loaded
 
 
