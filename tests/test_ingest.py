@@ -262,6 +262,7 @@ def test_parallel_ingest_reads_the_dataset_while_the_models_load(tmp_path, manif
 
 
 def test_parallel_ingest_reports_dataset_errors_as_one_job_does(tmp_path, manifest_dataset, monkeypatch):
+    from roi_store import faces
     from roi_store.datasets import get_reader
     from roi_store.errors import AnnotationError
 
@@ -280,6 +281,7 @@ def test_parallel_ingest_reports_dataset_errors_as_one_job_does(tmp_path, manife
         raise KeyError("a bug in the reader")
 
     monkeypatch.setattr(type(get_reader("manifest")), "scan", bug)
+    faces._loaded.clear()  # as in a fresh process again: the dataset is read in a child
     with pytest.raises(KeyError) as err:
         ingest(tmp_path / "s3.zarr", "manifest", root, manifest, jobs=2)
     assert "a bug in the reader" in str(err.value) and "in bug" in "\n".join(err.value.__notes__)
