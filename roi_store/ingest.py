@@ -10,6 +10,7 @@ the clips that are not complete.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Callable
@@ -250,8 +251,11 @@ def _scan_child(reader, root: Path, annotations: Path | None, send) -> None:
         answer = (False, exc)
     try:
         send.send(answer)
+    except OSError:
+        pass  # the parent stopped listening: it failed itself, and says why
     except Exception as exc:  # noqa: BLE001 -- an answer that cannot be pickled
-        send.send((False, RuntimeError(f"{type(exc).__name__} sending the scan's answer: {exc}")))
+        with contextlib.suppress(OSError):
+            send.send((False, RuntimeError(f"{type(exc).__name__} sending the scan's answer: {exc}")))
     finally:
         send.close()
 

@@ -285,3 +285,21 @@ def test_parallel_ingest_reports_dataset_errors_as_one_job_does(tmp_path, manife
     with pytest.raises(KeyError) as err:
         ingest(tmp_path / "s3.zarr", "manifest", root, manifest, jobs=2)
     assert "a bug in the reader" in str(err.value) and "in bug" in "\n".join(err.value.__notes__)
+
+
+def test_a_failing_model_load_does_not_wait_for_the_dataset_reader(tmp_path, manifest_dataset, monkeypatch):
+    from roi_store import faces
+
+    root, manifest = manifest_dataset
+    _scans_in(monkeypatch, tmp_path / "scans.txt")
+    real = faces.preload
+
+    def preload(model=None, check=False):
+        if check:
+            return real(model, check=True)
+        raise RuntimeError("the landmark model is damaged")
+
+    monkeypatch.setattr(faces, "preload", preload)
+    with pytest.raises(RuntimeError, match="the landmark model is damaged"):
+        ingest(tmp_path / "s.zarr", "manifest", root, manifest, jobs=2)
+    assert not (tmp_path / "s.zarr").exists()  # nothing written before the models load
