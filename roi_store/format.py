@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import numbers
 import re
 from importlib import resources
 
@@ -71,19 +70,12 @@ def schema(name: str) -> dict:
     return json.loads(resources.files("roi_store.schemas").joinpath(f"{name}.schema.json").read_text())
 
 
-#: Each simple JSON type as Draft 2020-12 checks it: an integer may be a float with no fraction
-#: (``1.0``); a bool is neither an integer nor a number.
-_TYPE_TESTS = {
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer()),
-    "number": lambda v: isinstance(v, numbers.Number) and not isinstance(v, bool),
-    "boolean": lambda v: isinstance(v, bool),
-    "null": lambda v: v is None,
-    "array": lambda v: isinstance(v, list),
-}
 #: The exact Python types that certainly pass each test (a set of types is one C-level pass).
 _PLAIN_TYPES = {"string": {str}, "integer": {int}, "number": {int, float}, "boolean": {bool},
                 "null": {type(None)}, "array": {list}}
+#: Draft 2020-12's own type tests, for values of any other type (``1.0`` is an integer, a bool
+#: is neither an integer nor a number).
+_TYPES = jsonschema.Draft202012Validator.TYPE_CHECKER
 _STOCK_ITEMS = jsonschema.Draft202012Validator.VALIDATORS["items"]
 _STOCK_PROPERTIES = jsonschema.Draft202012Validator.VALIDATORS["properties"]
 
@@ -97,7 +89,7 @@ def _simple(sub) -> bool:
     if not isinstance(sub, dict) or not isinstance(sub.get("type"), str):
         return False
     if sub["type"] != "array":
-        return sub["type"] in _TYPE_TESTS and len(sub) == 1
+        return sub["type"] in _PLAIN_TYPES and len(sub) == 1
     bounds = [sub[k] for k in ("minItems", "maxItems") if k in sub]
     return (sub.keys() <= {"type", "items", "minItems", "maxItems"} and all(type(b) is int for b in bounds)
             and ("items" not in sub or _simple(sub["items"])))
@@ -107,7 +99,7 @@ def _fits(sub: dict, values: list) -> bool:
     """True if every one of ``values`` matches the simple schema ``sub`` (see :func:`_simple`)."""
     kind = sub["type"]
     if not set(map(type, values)) <= _PLAIN_TYPES[kind]:
-        if not all(map(_TYPE_TESTS[kind], values)):
+        if not all(_TYPES.is_type(v, kind) for v in values):
             return False
     if kind != "array" or not values:
         return True
