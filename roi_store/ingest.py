@@ -425,7 +425,7 @@ def cut_clip(spec: ClipSpec, work: dict) -> tuple[list[np.ndarray], dict]:
     # Only the pixels the cuts read are decoded where the codec allows it (BMP, at full size).
     # The window is not clipped to the face frame's size: a frame of another size is cut (or
     # refused) as a whole frame would be, and the reader clips the window to each frame.
-    window = rg.source_window(scaled, (rg.UNBOUNDED, rg.UNBOUNDED)) if factor == 1 else None
+    window = rg.source_window(scaled)
     blocks = [np.empty((n, c.size[1], c.size[0]), dtype=np.uint8) for c in cuts]
     shape = None
     for t, path in enumerate(spec.frames):

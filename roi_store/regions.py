@@ -145,17 +145,17 @@ def _span(c: Cut, h: int, w: int) -> tuple[tuple[int, int, int, int], tuple[int,
     return (x0, y0, x1, y1), (max(x0, lx0), max(y0, ly0), min(x1, lx1), min(y1, ly1))
 
 
-#: A frame size larger than any frame, for a window clipped only by the cuts themselves.
-UNBOUNDED = 1 << 40
-
-
-def source_window(cuts: list[Cut], shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
-    """The smallest rectangle (x0, y0, x1, y1) of an (h, w) frame that holds every pixel the
-    ``cuts`` read; None if they read none (every region falls outside the frame)."""
-    parts = [s for s in (_span(c, *shape)[1] for c in cuts) if s[2] > s[0] and s[3] > s[1]]
+def source_window(cuts: list[Cut]) -> tuple[int, int, int, int] | None:
+    """The smallest rectangle (x0, y0, x1, y1) holding every pixel the ``cuts`` read from a frame
+    of any size (clip it to the frame); None if they read none (every ``valid`` box is empty)."""
+    parts = [s for s in (_span(c, _ANY, _ANY)[1] for c in cuts) if s[2] > s[0] and s[3] > s[1]]
     if not parts:
         return None
     return (min(p[0] for p in parts), min(p[1] for p in parts), max(p[2] for p in parts), max(p[3] for p in parts))
+
+
+#: A frame size larger than any frame: only the cuts themselves bound their window.
+_ANY = 1 << 40
 
 
 def cut(frame: np.ndarray, c: Cut, origin: tuple[int, int] = (0, 0), shape: tuple[int, int] | None = None) -> np.ndarray:

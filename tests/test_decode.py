@@ -85,7 +85,7 @@ def test_cuts_from_a_window_equal_cuts_from_the_frame():
             valid = None if k % 2 else (rng.uniform(-10, 40), rng.uniform(-10, 30), rng.uniform(60, 170),
                                         rng.uniform(50, 130))
             cuts.append(rg.Cut(f"R{k}", box, valid, (int(rng.integers(8, 40)), int(rng.integers(8, 40)))))
-        window = rg.source_window(cuts, (rg.UNBOUNDED, rg.UNBOUNDED))
+        window = rg.source_window(cuts)
         if window is None:
             continue
         x0, y0 = max(0, window[0]), max(0, window[1])
