@@ -9,7 +9,6 @@ another predictor file with ``landmarks_model`` / ``--landmarks-model``.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib.util
 import os
 from pathlib import Path
@@ -90,31 +89,33 @@ def frontal_face_detector():
     return detector
 
 
-@functools.lru_cache(maxsize=4)
 def _models(predictor: str):
-    import dlib  # imported here: dlib is only needed by ingest and synth
+    """The detector and the landmark model of ``predictor``, loaded once per process."""
+    if predictor not in _MODELS:
+        import dlib  # imported here: dlib is only needed by ingest and synth
 
-    models = frontal_face_detector(), dlib.shape_predictor(predictor)
-    _loaded.add(predictor)
-    return models
+        _MODELS[predictor] = frontal_face_detector(), dlib.shape_predictor(predictor)
+    return _MODELS[predictor]
 
 
-def preload(landmarks_model: str | Path | None = None, check: bool = False) -> bool:
-    """Load the detector and the landmark model now (worker processes forked after this share them).
+#: Landmark model file -> (detector, predictor), as this process has loaded them.
+_MODELS: dict[str, tuple] = {}
 
-    Returns whether they are loaded; ``check=True`` only says so, loading nothing.
-    """
-    model = str(landmarks_model) if landmarks_model else str(default_predictor_path())
-    if check:
-        return model in _loaded
+
+def _model_path(landmarks_model: str | Path | None) -> str:
+    return str(landmarks_model) if landmarks_model else str(default_predictor_path())
+
+
+def preload(landmarks_model: str | Path | None = None) -> None:
+    """Load the detector and the landmark model now (worker processes forked after this share them)."""
+    model = _model_path(landmarks_model)
     if Path(model).is_file():
         _models(model)
-        _loaded.add(model)
-    return model in _loaded
 
 
-#: Landmark model files whose models this process has loaded (``_models`` keeps them).
-_loaded: set[str] = set()
+def loaded(landmarks_model: str | Path | None = None) -> bool:
+    """Whether this process has loaded the models of ``landmarks_model`` (nothing is loaded)."""
+    return _model_path(landmarks_model) in _MODELS
 
 
 #: Detection passes, cheapest first: (longest image side, dlib upsampling). Faces in ME data
@@ -134,7 +135,7 @@ def find_face(gray: np.ndarray, landmarks_model: str | Path | None = None,
     import cv2
     import dlib
 
-    model = str(landmarks_model) if landmarks_model else str(default_predictor_path())
+    model = _model_path(landmarks_model)
     if not Path(model).is_file():
         raise FaceError(f"landmark model {model} does not exist: pass an existing --landmarks-model file")
     detector, predictor = _models(model)

@@ -210,10 +210,10 @@ def _scan(reader, root: Path, annotations: Path | None, jobs: int, scheduler: st
     core to use) and the models not loaded yet, the dataset is therefore read in a forked child
     while this process loads the models. Errors come back as the same exceptions.
     """
-    from roi_store.faces import preload
+    from roi_store.faces import loaded, preload
 
     fork = _fork_context() if scheduler is None and jobs > 1 else None
-    if fork is None or preload(landmarks_model, check=True):
+    if fork is None or loaded(landmarks_model):
         return list(reader.scan(root, annotations))
     import warnings
 

@@ -230,7 +230,7 @@ def _scans_in(monkeypatch, log):
     from roi_store import faces
     from roi_store.datasets import get_reader
 
-    monkeypatch.setattr(faces, "_loaded", set())
+    monkeypatch.setattr(faces, "_MODELS", {})
     cls = type(get_reader("manifest"))
     real = cls.scan
 
@@ -281,7 +281,7 @@ def test_parallel_ingest_reports_dataset_errors_as_one_job_does(tmp_path, manife
         raise KeyError("a bug in the reader")
 
     monkeypatch.setattr(type(get_reader("manifest")), "scan", bug)
-    faces._loaded.clear()  # as in a fresh process again: the dataset is read in a child
+    faces._MODELS.clear()  # as in a fresh process again: the dataset is read in a child
     with pytest.raises(KeyError) as err:
         ingest(tmp_path / "s3.zarr", "manifest", root, manifest, jobs=2)
     assert "a bug in the reader" in str(err.value) and "in bug" in "\n".join(err.value.__notes__)
@@ -292,11 +292,7 @@ def test_a_failing_model_load_does_not_wait_for_the_dataset_reader(tmp_path, man
 
     root, manifest = manifest_dataset
     _scans_in(monkeypatch, tmp_path / "scans.txt")
-    real = faces.preload
-
-    def preload(model=None, check=False):
-        if check:
-            return real(model, check=True)
+    def preload(model=None):
         raise RuntimeError("the landmark model is damaged")
 
     monkeypatch.setattr(faces, "preload", preload)
