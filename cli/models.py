@@ -6,9 +6,8 @@ import json
 
 import click
 
-from roi_store.cli.options import jobs_option, json_option, scheduler_option, seed_option, store_argument
+from roi_store.cli.options import jobs_option, json_option, run_option, scheduler_option, seed_option, store_argument
 
-run_option = click.option("--run", "run", required=True, help="Name of the run inside the store.")
 gpu_option = click.option("--gpu", type=int, default=None,
                           help="Use only this GPU (index), made visible before the framework starts; with --scheduler: run on workers started with --resources GPU=1.")
 cpu_option = click.option("--cpu", is_flag=True, help="Run on the CPU even if a GPU is present.")
@@ -108,29 +107,7 @@ def fit_lstm(store, run, gpu, cpu, epochs, batch_size, masked, permute_labels, f
                f"{len(head['predictions'])} predictions stored (see 'roistore report')")
 
 
-@click.command()
-@store_argument
-@run_option
-@json_option
-@click.option("--plot", type=click.Path(file_okay=False, path_type=str), default=None,
-              help="Write the confusion matrix and per-dataset bars as PNG into this folder.")
-def report(store, run, as_json, plot):
-    """Print the MEGC 2019 table (UF1/UAR, FULL and per dataset, pooled over folds) of a run."""
-    from roi_store.report import format_report, run_report, write_plots
-    from roi_store.store import open_store
-
-    rep = run_report(open_store(store), run)
-    if plot:
-        rep["plots"] = [str(p) for p in write_plots(rep, plot)]
-    if as_json:
-        click.echo(json.dumps(rep, indent=2))
-    else:
-        click.echo(format_report(rep))
-        for p in rep.get("plots", []):
-            click.echo(f"wrote {p}")
-
-
-COMMANDS = [embed, fit_lstm, report]
+COMMANDS = [embed, fit_lstm]
 
 
 @click.command()

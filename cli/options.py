@@ -14,3 +14,4 @@ scheduler_option = click.option(
     "--scheduler", metavar="ADDRESS", default=None,
     help="Run the clip or fold tasks on the workers of this dask.distributed scheduler (tcp://HOST:8786) "
          "instead of local processes; every worker must see the store at the same path. See README: Running on a cluster.")
+run_option = click.option("--run", "run", required=True, help="Name of the run inside the store.")
