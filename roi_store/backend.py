@@ -31,7 +31,20 @@ def map_tasks(fn, calls: list[tuple], jobs: int, say, label: str, *, scheduler: 
 
 
 def select_device(gpu: int | None = None, cpu: bool = False, threads: int | None = None) -> None:
-    """Make only GPU ``gpu`` visible (or none with ``cpu``); must run before Keras is imported."""
+    """Make only GPU ``gpu`` visible (or none with ``cpu``) and set the CPU threads (default: every core).
+
+    Must run before Keras is imported; later calls in the same process change nothing there.
+    Picks the Keras backend that is installed when ``KERAS_BACKEND`` is not set (TensorFlow,
+    else JAX, else PyTorch).
+    """
+    threads = threads or cores()
+    if "KERAS_BACKEND" not in os.environ:
+        import importlib.util
+
+        for name in ("tensorflow", "jax", "torch"):
+            if importlib.util.find_spec(name) is not None:
+                os.environ["KERAS_BACKEND"] = name
+                break
     if gpu is not None and cpu:
         raise ConfigError("--gpu and --cpu exclude each other: pass one")
     if cpu:
@@ -41,9 +54,12 @@ def select_device(gpu: int | None = None, cpu: bool = False, threads: int | None
             raise ConfigError(f"invalid --gpu {gpu}: give a GPU index such as 0")
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     if threads:
+        # Every op runs on one thread, and independent ops (the six region CNNs of a step) run
+        # side by side on ``threads``: an op's arithmetic, hence every result, is then the same
+        # whatever the number of jobs or cores.
         for var in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
-            os.environ[var] = str(threads)
-        os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+            os.environ[var] = "1"
+        os.environ["TF_NUM_INTEROP_THREADS"] = str(threads)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 

@@ -23,18 +23,27 @@ from roi_store.store import Store, now, open_store
 
 EMBED_DIM = 20
 CNN_SCOPES = ("fold", "global")
-#: What a region CNN sees of a frame. "frames": the grey frame (the paper). "delta": the frame
-#: minus the clip's first frame, so a motion of a few pixels stands out from who the subject is.
-INPUTS = ("delta", "frames")
+#: What a region CNN sees of a frame, and the divisor that scales it. "frames": the grey frame (the
+#: paper). "delta": the frame minus the clip's first frame, so a motion of a few pixels stands out
+#: from who the subject is.
+INPUT_SCALE = {"delta": 64.0, "frames": 255.0}
+INPUTS = tuple(INPUT_SCALE)
+POOLS = ("gap", "flatten")
 
 
-def cnn_input(frames: np.ndarray, mode: str) -> np.ndarray:
-    """A clip's (n, h, w) uint8 region frames as (n, h, w) float16 network input."""
-    if mode == "frames":
-        return (frames.astype(np.float32) / 255.0).astype(np.float16)
+def cnn_input(frames: np.ndarray, mode: str, first: np.ndarray | None = None) -> np.ndarray:
+    """Region frames (n, h, w) uint8 as the region CNN's float32 input (n, h, w, 1).
+
+    ``first``: each frame's clip's first frame (default: ``frames[0]``, one clip).
+    """
+    if mode not in INPUT_SCALE:
+        raise ConfigError(f"invalid --input {mode!r}: allowed values are {', '.join(INPUTS)}")
+    x = frames.astype(np.float32)
     if mode == "delta":
-        return ((frames.astype(np.float32) - frames[:1].astype(np.float32)) / 64.0).astype(np.float16)
-    raise ConfigError(f"invalid --input {mode!r}: allowed values are {', '.join(INPUTS)}")
+        x = x - (frames[:1] if first is None else first).astype(np.float32)
+    return (x / INPUT_SCALE[mode])[..., None]
+
+
 RELABEL_VARIANTS = ("au", "default")
 
 
@@ -74,6 +83,42 @@ def plan_run(store: Store, view: str, protocol: str, folds: int | None, seed: in
     return clips, labels, plan
 
 
+def cnn_plan(clips, plan: list[dict], cnn_scope: str, cnn_folds: int | None, protocol: str, seed: int) -> list[dict]:
+    """The CNN trainings of a run, ``[{"index", "name", "train_clips"}]``; sets each fold's ``embedding_fold``.
+
+    - per fold (the default): fold k's CNNs train on its training subjects, and its head uses them;
+    - ``cnn_folds`` K (cross-fitting, LOSO only): the subjects are split into K groups; CNN k
+      trains on every group but k, and each LOSO fold uses the CNN of the group holding its test
+      subject, which never saw it;
+    - ``global``: one CNN on every clip (leaks test subjects; for comparison only).
+    """
+    everyone = [c.id for c in clips]
+    if cnn_scope == "global":
+        tasks = [{"index": 0, "name": "all", "train_clips": everyone}]
+        for fold in plan:
+            fold["embedding_fold"] = 0
+    elif cnn_folds is None:
+        tasks = [{"index": f["index"], "name": f["name"], "train_clips": f["train_clips"]} for f in plan]
+        for fold in plan:
+            fold["embedding_fold"] = fold["index"]
+    else:
+        if protocol != "loso":
+            raise ConfigError(f"--cnn-folds cross-fits the CNNs of a LOSO run: use --protocol loso, not {protocol}")
+        groups = make_folds(clips, "kfold", cnn_folds, seed)
+        group_of = {s: g["index"] for g in groups for s in g["test_subjects"]}
+        tasks = []
+        for g in groups:
+            held = set(g["test_subjects"])
+            tasks.append({"index": g["index"], "name": f"cnn{g['index']}",
+                          "train_clips": [c.id for c in clips if subject_of(c) not in held]})
+        for fold in plan:
+            fold["embedding_fold"] = group_of[fold["test_subjects"][0]]
+    for fold in plan:
+        fold["cnn_train_clips"] = tasks[fold["embedding_fold"]]["train_clips"]
+        fold.pop("train_clips")
+    return tasks
+
+
 def embed(
     store_path: str,
     run: str,
@@ -87,8 +132,12 @@ def embed(
     cnn_scope: str = "fold",
     cnn_input_mode: str = "delta",
     cnn_dense: int = 1024,
+    cnn_pool: str = "gap",
+    cnn_folds: int | None = None,
+    folds_per_step: int = 1,
     relabel: str = "au",
     permute_labels: int | None = None,
+    preset: str | None = None,
     jobs: int = 1,
     gpu: int | None = None,
     cpu: bool = False,
@@ -98,12 +147,23 @@ def embed(
 ) -> dict:
     """Train region CNNs and write per-frame embeddings under ``runs/<run>``.
 
-    The run is claimed first (one writer per run name), its plan written once, then each fold
-    writes its chunks and models and, last, its fold marker; the run's commit marker is written
-    after every fold. Re-running with the same settings resumes an interrupted or failed run
-    (folds with a marker are kept) and does nothing to a complete one.
-    Fold tasks run here, in ``jobs`` local processes, or on the workers of the dask
-    ``scheduler`` (GPU workers only when ``gpu`` is given); see :mod:`roi_store.parallel`.
+    The run is claimed first (one writer per run name), its plan written once, then each CNN
+    training writes its chunks and models and, last, its fold marker; the run's commit marker is
+    written after every one. Re-running with the same settings resumes an interrupted or failed
+    run (CNN folds with a marker are kept) and does nothing to a complete one.
+    The six region CNNs of a fold train in one compiled step (:mod:`roi_store.engine`), and
+    ``folds_per_step`` folds share that step (worth it on a GPU). Tasks run here, in ``jobs``
+    local processes, or on the workers of the dask ``scheduler`` (GPU workers only when ``gpu``
+    is given); see :mod:`roi_store.parallel`.
+
+    Parameters
+    ----------
+    cnn_pool : {"gap", "flatten"}
+        The paper's global average pool before dense 1024, or a 2x2 pool flattened.
+    cnn_folds : int, optional
+        Cross-fit the CNNs of a LOSO run on this many subject groups (see :func:`cnn_plan`).
+    preset : str, optional
+        Recorded in the settings: the name of the preset (:mod:`roi_store.presets`) the settings came from.
 
     Returns
     -------
@@ -120,12 +180,15 @@ def embed(
     """
     if cnn_scope not in CNN_SCOPES:
         raise ConfigError(f"invalid --cnn-scope {cnn_scope!r}: allowed values are {', '.join(CNN_SCOPES)}")
-    if epochs < 1 or batch_size < 1 or cnn_dense < 1:
-        raise ConfigError("--epochs, --batch-size and --cnn-dense must be positive")
+    if epochs < 1 or batch_size < 1 or cnn_dense < 1 or folds_per_step < 1:
+        raise ConfigError("--epochs, --batch-size, --cnn-dense and --folds-per-step must be positive")
     if cnn_input_mode not in INPUTS:
         raise ConfigError(f"invalid --input {cnn_input_mode!r}: allowed values are {', '.join(INPUTS)}")
-    threads = None if jobs <= 1 else max(1, backend.cores() // jobs)
-    backend.select_device(gpu, cpu, threads)
+    if cnn_pool not in POOLS:
+        raise ConfigError(f"invalid --cnn-pool {cnn_pool!r}: allowed values are {', '.join(POOLS)}")
+    if cnn_folds is not None and (cnn_folds < 2 or cnn_scope == "global"):
+        raise ConfigError(f"invalid --cnn-folds {cnn_folds}: give 2 or more, with --cnn-scope fold")
+    backend.select_device(gpu, cpu, max(1, backend.cores() // max(1, jobs)))
     parallel.check(jobs, scheduler, gpu is not None)
     say = log or (lambda msg: None)
     store = open_store(store_path, mode="r+")
@@ -134,12 +197,11 @@ def embed(
     classes = list(store.views[view]["classes"])
     cnn_classes = [*classes, store.header["relabel"]["not_me"]]
     everyone = [c.id for c in clips]
-    for fold in plan:
-        fold["cnn_train_clips"] = fold.pop("train_clips") if cnn_scope == "fold" else everyone
-    # One CNN training per fold, or one on every clip (index 0) for the global scope.
-    tasks = [(f["index"], f["cnn_train_clips"]) for f in plan] if cnn_scope == "fold" else [(0, everyone)]
+    tasks = cnn_plan(clips, plan, cnn_scope, cnn_folds, protocol, seed)
     settings = {"view": view, "protocol": protocol, "folds": folds, "epochs": epochs, "batch_size": batch_size,
-                "seed": seed, "cnn_scope": cnn_scope, "input": cnn_input_mode, "cnn_dense": cnn_dense, "relabel": relabel, "permute_labels": permute_labels,
+                "seed": seed, "cnn_scope": cnn_scope, "input": cnn_input_mode, "cnn_dense": cnn_dense,
+                "cnn_pool": cnn_pool, "cnn_folds": cnn_folds, "folds_per_step": folds_per_step, "relabel": relabel,
+                "permute_labels": permute_labels, "preset": preset,
                 "gamma": 2.0, "optimizer": "adam", "learning_rate": 1e-3}
     doc = {"kind": "region-cnn+lstm", "settings": settings, "classes": classes, "cnn_classes": cnn_classes,
            "regions": store.regions, "clips": everyone, "labels": labels,
@@ -158,8 +220,10 @@ def embed(
             done = fold_docs(store, run, "embed")
             if done:
                 say(f"resuming run {run}: CNN folds {sorted(done)} are done")
-            backend.map_tasks(cnn_task, [(i, train, work) for i, train in tasks if i not in done], jobs, say,
-                              "cnn fold", scheduler=scheduler, gpu=gpu is not None, shared=(work["store"],))
+            todo = [t for t in tasks if t["index"] not in done]
+            steps = [todo[i:i + folds_per_step] for i in range(0, len(todo), folds_per_step)]
+            backend.map_tasks(cnn_task, [([t["index"] for t in g], [t["train_clips"] for t in g], work) for g in steps],
+                              jobs, say, "cnn fold", scheduler=scheduler, gpu=gpu is not None, shared=(work["store"],))
             records = list(fold_docs(store, run, "embed").values())
             timings = {"embed_seconds": round(time.perf_counter() - started, 2),
                        "cnn_train_frames_per_s": _rate(records, "train_frames", "train_seconds"),
@@ -175,114 +239,86 @@ def embed(
 
 
 def _rate(results, frames_key, seconds_key):
+    """Region frames per second: frames x regions over the seconds of the steps that trained them."""
     frames = sum(r["totals"][frames_key] for r in results)
     seconds = sum(r["totals"][seconds_key] for r in results)
     return round(frames / seconds, 1) if seconds else None
 
 
-def _frame_batches(frames, y, batch_size, seed, n_classes):
-    """Shuffled float16 network inputs -> float32 batches with one-hot targets (a keras PyDataset).
+def cnn_task(indices: list[int], train_lists: list[list[str]], work: dict) -> dict:
+    """Train the six region CNNs of the CNN folds ``indices`` (together) and embed every clip of the run.
 
-    Defined inside a function because Keras may only be imported once the device is chosen.
+    ``train_lists[i]`` holds the clips CNN fold ``indices[i]`` trains on. Writes only these folds'
+    embedding chunks, CNN models and, last, their fold markers. A fold's result depends only on
+    the run's settings, its index and the folds it shares its step with (every seed is derived
+    from them), so a fold redone by a resumed run equals the fold an uninterrupted run makes.
     """
     keras = backend.keras()
-
-    class Batches(keras.utils.PyDataset):
-        def __init__(self):
-            super().__init__()
-            self.rng = np.random.default_rng(seed)
-            self.order = self.rng.permutation(len(frames))
-
-        def __len__(self):
-            return int(np.ceil(len(frames) / batch_size))
-
-        def __getitem__(self, i):
-            idx = np.sort(self.order[i * batch_size:(i + 1) * batch_size])
-            x = frames[idx].astype("float32")[..., None]
-            return x, np.eye(n_classes, dtype="float32")[y[idx]]
-
-        def on_epoch_end(self):
-            self.order = self.rng.permutation(len(frames))
-
-    return Batches()
-
-
-def embed_frames(emb_model, frames: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """(n, h, w) float16 network inputs -> (n, 20) embeddings, in compiled batches."""
-    return np.concatenate([
-        np.asarray(emb_model.predict_on_batch(frames[i:i + batch_size].astype("float32")[..., None]))
-        for i in range(0, len(frames), batch_size)])
-
-
-def cnn_task(index: int, train_ids: list[str], work: dict) -> dict:
-    """Train the six CNNs of one fold on ``train_ids`` and embed every clip of the run.
-
-    Writes only this fold's embedding chunks, CNN model arrays and, last, its fold marker. The
-    result depends only on the run's settings and ``index`` (every seed is derived from the
-    two), so a fold redone by a resumed run equals the fold an uninterrupted run makes.
-    """
-    keras = backend.keras()
-    from roi_store import models
+    from roi_store import engine, models
     from roi_store.runs import run_group
 
     store = open_store(work["store"], mode="r+")
     group = run_group(store, work["run"])
     if work.get("subgroup"):  # the final model's arrays (``roistore fit-lstm --final``)
         group = group[work["subgroup"]]
-    settings = work["settings"]
-    ids = work["clips"]
-    train = set(train_ids)
+    s = work["settings"]
+    ids, regions = work["clips"], work["regions"]
     cnn_classes = work["cnn_classes"]
     cls_index = {c: i for i, c in enumerate(cnn_classes)}
-    record = {"index": index, "cnn": {}, "device": None, "backend": keras.backend.backend(),
-              "totals": {"train_frames": 0, "train_seconds": 0.0, "embed_frames": 0, "embed_seconds": 0.0}}
-    digests = {"embeddings": {}, "models": {}}
-    for r_i, region in enumerate(work["regions"]):
-        clips = [cnn_input(f, settings["input"]) for f in store.clips_frames(ids, region)]
-        lengths = np.array([len(c) for c in clips])
-        train_mask = np.array([cid in train for cid in ids])
-        x_train = np.concatenate([c for c, m in zip(clips, train_mask) if m])
-        y_train = np.concatenate([np.full(len(c), cls_index[work["targets"][i][r_i]])
-                                  for i, (c, m) in enumerate(zip(clips, train_mask)) if m])
-        counts = np.bincount(y_train, minlength=len(cnn_classes))
-        seed = settings["seed"] * 1000003 + index * 101 + r_i
-        backend.seed_everything(seed)
-        h, w = clips[0].shape[1:]
-        cnn = models.region_cnn(h, w, n_classes=len(cnn_classes), dense=settings["cnn_dense"], name=f"cnn_{region}",
-                                 seed=seed)
-        cnn.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]),
-                    loss=models.FocalLoss(models.inverse_frequency_alpha(counts), settings["gamma"]),
-                    metrics=["accuracy"],
-                    run_eagerly=int(np.ceil(len(x_train) / settings["batch_size"])) * settings["epochs"] <= models.EAGER_STEPS)
-        start = time.perf_counter()
-        # The batches shuffle themselves from ``seed``; Keras' own shuffle draws from Python's global random.
-        hist = cnn.fit(_frame_batches(x_train, y_train, settings["batch_size"], seed, len(cnn_classes)),
-                       epochs=settings["epochs"], shuffle=False, verbose=0)
-        record["totals"]["train_seconds"] += time.perf_counter() - start
-        record["totals"]["train_frames"] += len(x_train) * settings["epochs"]
-        emb_model = models.embedding_model(cnn)
-        start = time.perf_counter()
-        every = np.concatenate(clips)
-        feats = embed_frames(emb_model, every)
-        record["totals"]["embed_seconds"] += time.perf_counter() - start
-        record["totals"]["embed_frames"] += len(every)
-        block = np.zeros((len(ids), store.t_max, EMBED_DIM), dtype=np.float16)
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        for i in range(len(ids)):
-            block[i, :lengths[i]] = feats[offsets[i]:offsets[i + 1]]
-        group[f"embeddings/{region}"][index] = block
-        killpoints.reached("embed.chunk")
-        digests["embeddings"][region] = digest(block)
-        digests["models"][region] = put_bytes(group, f"models/cnn/{index}/{region}", backend.model_to_bytes(cnn))
-        killpoints.reached("embed.model")
-        record["cnn"][region] = {"train_frames": int(len(x_train)), "class_counts": counts.tolist(),
-                                 "final_loss": round(float(hist.history["loss"][-1]), 5),
-                                 "final_accuracy": round(float(hist.history["accuracy"][-1]), 4)}
-        keras.backend.clear_session()
-    record["device"] = backend.device_name()
-    record["totals"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in record["totals"].items()}
-    record["finished"] = now()
-    record["digests"] = digests
-    # The fold's marker goes last: a fold without it is redone by a resumed run.
-    write_fold_marker(group, "embed", index, record)
-    return record
+    read_start = time.perf_counter()
+    data = engine.ViewFrames({r: store.clips_frames(ids, r) for r in regions},
+                             [[cls_index[t] for t in per_region] for per_region in work["targets"]])
+    read_seconds = time.perf_counter() - read_start
+    train = np.stack([data.frame_mask(np.isin(ids, list(t))) for t in train_lists], axis=1)
+    base = s["seed"] * 1000003
+    backend.seed_everything(base + indices[0] * 101)
+    res = engine.train_group(
+        data, train, n_classes=len(cnn_classes), dense=s["cnn_dense"], pool=s.get("cnn_pool", "flatten"),
+        mode=s["input"], epochs=s["epochs"], batch_size=s["batch_size"], learning_rate=s["learning_rate"],
+        gamma=s["gamma"], seeds=[[base + k * 101 + r_i for r_i in range(len(regions))] for k in indices],
+        dropout_seed=base + indices[0] * 101 + 97)
+    start = time.perf_counter()
+    embs, probs = engine.embed_all(res["model"], data, s["input"])
+    embed_seconds = time.perf_counter() - start
+    n_f = len(indices)
+    records = []
+    for f, index in enumerate(indices):
+        mine = train[:, f]
+        record = {"index": index, "cnn": {}, "device": None, "backend": keras.backend.backend(),
+                  "trained_with": list(indices),
+                  # A step shared by several folds is timed once: each fold carries its share.
+                  "totals": {"train_frames": int(mine.sum()) * s["epochs"] * len(regions),
+                             "train_seconds": res["train_seconds"] / n_f,
+                             "embed_frames": data.n_frames * len(regions), "embed_seconds": embed_seconds / n_f,
+                             "read_seconds": read_seconds / n_f}}
+        digests = {"embeddings": {}, "models": {}}
+        for r_i, region in enumerate(regions):
+            block = np.zeros((len(ids), store.t_max, EMBED_DIM), dtype=np.float16)
+            for i in range(len(ids)):
+                block[i, :data.lengths[i]] = embs[region][data.offsets[i]:data.offsets[i + 1], f]
+            group[f"embeddings/{region}"][index] = block
+            killpoints.reached("embed.chunk")
+            digests["embeddings"][region] = digest(block)
+            plain = engine.export_fold(res["model"], region, f, res["plain"][region])
+            digests["models"][region] = put_bytes(group, f"models/cnn/{index}/{region}", backend.model_to_bytes(plain))
+            killpoints.reached("embed.model")
+            y = data.targets[mine, r_i]
+            p = probs[region][mine, f]
+            counts = np.bincount(y, minlength=len(cnn_classes))
+            alpha = np.array(models.inverse_frequency_alpha(counts))
+            picked = np.clip(p[np.arange(len(y)), y], 1e-7, 1 - 1e-7)
+            loss = float(np.mean(alpha[y] * (1 - picked) ** s["gamma"] * -np.log(picked))) if len(y) else 0.0
+            # Loss and accuracy on the fold's training frames after training (no dropout).
+            record["cnn"][region] = {"train_frames": int(mine.sum()), "class_counts": counts.tolist(),
+                                     "final_loss": round(loss, 5),
+                                     "final_accuracy": round(float(np.mean(p.argmax(1) == y)) if len(y) else 0.0, 4)}
+        record["device"] = backend.device_name()
+        record["totals"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in record["totals"].items()}
+        record["finished"] = now()
+        record["digests"] = digests
+        # The fold's marker goes last: a fold without it is redone by a resumed run.
+        write_fold_marker(group, "embed", index, record)
+        records.append(record)
+    keras.backend.clear_session()
+    return {"index": indices[0] if n_f == 1 else indices, "records": records, "cnn": records[0]["cnn"],
+            "device": records[0]["device"]}

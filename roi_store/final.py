@@ -90,7 +90,7 @@ def _fit(store, store_path, run, group, epochs, batch_size, seed, masked, cnn_ep
     else:
         say(f"final CNNs: {len(regions)} regions on {len(ids)} clips")
         targets = run_targets(store, clips, s["view"], labels, s["relabel"], s.get("permute_labels") is not None)
-        res = cnn_task(0, ids, {"store": store_path, "run": run, "subgroup": FINAL, "settings": cnn_settings,
+        res = cnn_task([0], [ids], {"store": store_path, "run": run, "subgroup": FINAL, "settings": cnn_settings,
                                 "clips": ids, "targets": targets, "cnn_classes": doc["cnn_classes"], "regions": regions})
         cnn, source, device = res["cnn"], "trained", res["device"]
     say("final head")
@@ -100,7 +100,7 @@ def _fit(store, store_path, run, group, epochs, batch_size, seed, masked, cnn_ep
     head = head_task({"index": 0, "name": FINAL, "test_clips": []},
                      {"store": store_path, "run": run, "subgroup": FINAL, "settings": head_settings,
                       "labels": labels, "ids": ids, "classes": doc["classes"], "regions": regions,
-                      "t_max": store.t_max, "lengths": [c.n_frames for c in clips], "per_fold_cnn": False})
+                      "t_max": store.t_max, "lengths": [c.n_frames for c in clips]})
     out = {"run": run, "trained_on": ids, "subjects": len({subject_of(c) for c in clips}), "cnn_source": source,
            "settings": {"cnn_epochs": cnn_settings["epochs"], "head": head_settings}, "cnn": cnn,
            "head": {"class_counts": head["class_counts"], "final_loss": head["final_loss"]},

@@ -16,8 +16,8 @@ import numpy as np
 from roi_store import backend, killpoints, parallel
 from roi_store.embed import permuted_labels
 from roi_store.errors import ConfigError, RoiStoreError
-from roi_store.runs import (COMPLETE, RunWriter, commit_doc, fold_docs, head_document, not_ready, put_bytes,
-                            run_document, run_group, run_status, write_fold_marker)
+from roi_store.runs import (COMPLETE, RunWriter, commit_doc, embedding_fold, fold_docs, head_document, not_ready,
+                            put_bytes, run_document, run_group, run_status, write_fold_marker)
 from roi_store.store import now, open_store
 
 #: Masked batches are padded to a multiple of this many steps: few distinct shapes to compile.
@@ -92,8 +92,7 @@ def fit_lstm(
     """
     if epochs < 1 or batch_size < 1:
         raise ConfigError("--epochs and --batch-size must be positive")
-    threads = None if jobs <= 1 else max(1, backend.cores() // jobs)
-    backend.select_device(gpu, cpu, threads)
+    backend.select_device(gpu, cpu, max(1, backend.cores() // jobs))
     parallel.check(jobs, scheduler, gpu is not None)
     say = log or (lambda msg: None)
     store = open_store(store_path, mode="r+")
@@ -117,14 +116,14 @@ def fit_lstm(
             return head_document(store, run)
         work = {"store": parallel.store_location(store_path), "run": run, "settings": settings, "labels": labels, "ids": ids,
                 "classes": doc["classes"], "regions": doc["regions"], "t_max": store.t_max,
-                "lengths": [store.clip(i).n_frames for i in ids],
-                "per_fold_cnn": doc["settings"]["cnn_scope"] == "fold"}
+                "lengths": [store.clip(i).n_frames for i in ids]}
         started = time.perf_counter()
         try:
             done = fold_docs(store, run, "head")
             if done:
                 say(f"resuming the head of run {run}: folds {sorted(done)} are done")
-            backend.map_tasks(head_task, [(f, work) for f in doc["folds"] if f["index"] not in done], jobs, say,
+            backend.map_tasks(head_task, [({**f, "embedding_fold": embedding_fold(doc, f)}, work)
+                                          for f in doc["folds"] if f["index"] not in done], jobs, say,
                               "head fold", scheduler=scheduler, gpu=gpu is not None, shared=(work["store"],))
             results = fold_docs(store, run, "head")
             predictions = [p for _, r in sorted(results.items()) for p in r["predictions"]]
@@ -207,7 +206,7 @@ def head_task(fold: dict, work: dict) -> dict:
     s = work["settings"]
     ids, classes, lengths = work["ids"], work["classes"], work["lengths"]
     index = fold["index"]
-    seqs = load_sequences(group, work["regions"], index if work["per_fold_cnn"] else 0, lengths)
+    seqs = load_sequences(group, work["regions"], fold.get("embedding_fold", 0), lengths)
     y = np.array([classes.index(lab) for lab in work["labels"]])
     test_set = set(fold["test_clips"])
     test_idx = np.array([i for i, c in enumerate(ids) if c in test_set], dtype=int)

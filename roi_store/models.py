@@ -11,6 +11,8 @@ import random
 import keras
 from keras import layers, ops
 
+from roi_store.embed import POOLS as _POOLS
+
 EMBED_DIM = 20
 #: Below this many optimisation steps a model trains eagerly: compiling the step function costs
 #: about 4 s per model on a CPU, more than a handful of eager steps.
@@ -52,31 +54,47 @@ def _layer_seeds(seed: int | None):
     return lambda: None if rng is None else rng.randint(1, 10**9)
 
 
+#: How the region CNN pools its 72 channels before the dense layer. "gap": a global average pool,
+#: 72 values into dense 1024 (the paper's network: about 1.09 M parameters with the head);
+#: "flatten": a 2x2 average pool flattened into dense 1024 (tens of millions of parameters).
+POOLS = _POOLS
+#: The four parallel convolutions after the second pool, and the channels before concatenation.
+BRANCH_KERNELS = (1, 3, 5, 7)
+BRANCH_FILTERS, CONV1_FILTERS, CONV2_FILTERS = 16, 4, 8
+
+
 def region_cnn(height: int, width: int, n_classes: int = 4, embed_dim: int = EMBED_DIM,
-               dense: int = 1024, dropout: float = 0.2, name: str = "region_cnn", seed: int | None = None) -> keras.Model:
+               dense: int = 1024, dropout: float = 0.2, name: str = "region_cnn", seed: int | None = None,
+               pool: str = "gap") -> keras.Model:
     """The region CNN: one greyscale frame in, ``n_classes`` softmax out; layer ``embedding`` is the 20-d feature.
 
     conv 4@5x5 -> max-pool -> conv 8@3x3 -> max-pool -> four parallel convs of 16 filters
     (1x1, 3x3, 5x5, 7x7) concatenated with the second conv's output -> average-pool ->
     dense ``dense`` -> dropout -> dense ``embed_dim`` -> dense ``n_classes`` softmax.
+    ``pool`` is ``"gap"`` (global average pool, the paper's) or ``"flatten"`` (see :data:`POOLS`).
     ``seed`` fixes every initial weight and dropout mask.
     """
+    if pool not in POOLS:
+        raise ValueError(f"invalid pool {pool!r}: allowed values are {', '.join(POOLS)}")
     s = _layer_seeds(seed)
 
     def init():
         return keras.initializers.GlorotUniform(seed=s())
 
     inp = keras.Input((height, width, 1), name="frame")
-    x = layers.Conv2D(4, 5, padding="same", activation="relu", kernel_initializer=init(), name="conv1")(inp)
+    x = layers.Conv2D(CONV1_FILTERS, 5, padding="same", activation="relu", kernel_initializer=init(), name="conv1")(inp)
     x = layers.MaxPooling2D(2, name="pool1")(x)
-    x = layers.Conv2D(8, 3, padding="same", activation="relu", kernel_initializer=init(), name="conv2")(x)
+    x = layers.Conv2D(CONV2_FILTERS, 3, padding="same", activation="relu", kernel_initializer=init(), name="conv2")(x)
     c2 = layers.MaxPooling2D(2, name="pool2")(x)
-    branches = [layers.Conv2D(16, k, padding="same", activation="relu", kernel_initializer=init(),
+    branches = [layers.Conv2D(BRANCH_FILTERS, k, padding="same", activation="relu", kernel_initializer=init(),
                               name=f"inception_{k}x{k}")(c2)
-                for k in (1, 3, 5, 7)]
+                for k in BRANCH_KERNELS]
     x = layers.Concatenate(name="inception")([*branches, c2])
-    x = layers.AveragePooling2D(2, name="avgpool")(x)
-    x = layers.Flatten(name="flatten")(x)
+    if pool == "gap":
+        x = layers.GlobalAveragePooling2D(name="avgpool")(x)
+    else:
+        x = layers.AveragePooling2D(2, name="avgpool")(x)
+        x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(dense, activation="relu", kernel_initializer=init(), name="dense")(x)
     x = layers.Dropout(dropout, seed=s(), name="dropout")(x)
     emb = layers.Dense(embed_dim, activation="relu", kernel_initializer=init(), name="embedding")(x)

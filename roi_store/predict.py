@@ -15,7 +15,7 @@ from roi_store.datasets.common import ClipProblem, list_frames
 from roi_store.errors import DatasetError, RoiStoreError
 from roi_store.ids import ClipKey
 from roi_store.ingest import cut_clip
-from roi_store.runs import get_bytes, head_document, run_document, run_group
+from roi_store.runs import embedding_fold, get_bytes, head_document, run_document, run_group
 from roi_store.store import open_store
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -87,7 +87,7 @@ class Predictor:
             blocks, meta = cut_clip(spec, self._work)
         n = meta["n_frames"]
         mode = self.doc["settings"].get("input", "frames")
-        inputs = [cnn_input(block[:n], mode).astype("float32")[..., None] for block in blocks]
+        inputs = [cnn_input(block[:n], mode) for block in blocks]
         masked = self.head["settings"]["masked"]
         probs = []
         for _, cnn_fold, model in self._heads:
@@ -135,11 +135,11 @@ def load_predictor(store_path: str | Path, run: str, *, models: str = "auto", la
         head = {"folds": [{"index": 0}], "settings": final["settings"]["head"], "classes": doc["classes"]}
     else:
         head = head_document(store, run)  # committed heads only
-    per_fold_cnn = doc["settings"]["cnn_scope"] == "fold" and not use_final
+    emb_fold = {f["index"]: embedding_fold(doc, f) for f in doc["folds"]}
     embedders, heads = {}, []
     for fold in head["folds"]:
         k = fold["index"]
-        cnn_fold = k if per_fold_cnn else 0
+        cnn_fold = 0 if use_final else emb_fold[k]
         if cnn_fold not in embedders:
             embedders[cnn_fold] = [
                 nets.embedding_model(backend.model_from_bytes(get_bytes(group, f"models/cnn/{cnn_fold}/{region}")))

@@ -191,6 +191,13 @@ def list_runs(store: Store) -> list[dict]:
     return [run_status(store, n) for n in run_names(store)]
 
 
+def embedding_fold(doc: dict, fold: dict) -> int:
+    """Which CNN fold's embeddings a fold's head uses (runs made before cross-fitting name none)."""
+    if "embedding_fold" in fold:
+        return fold["embedding_fold"]
+    return fold["index"] if doc["settings"]["cnn_scope"] == "fold" else 0
+
+
 def run_document(store: Store, name: str) -> dict:
     """The run's plan with its state, fold records, device and timings (readers' view of a run)."""
     doc = _attrs(store, _run_path(name), "run")
@@ -201,7 +208,7 @@ def run_document(store: Store, name: str) -> dict:
     folds = fold_docs(store, name, "embed")
     commit = commit_doc(store, name, "embed") or {}
     for fold in doc["folds"]:
-        record = folds.get(fold["index"] if doc["settings"]["cnn_scope"] == "fold" else 0)
+        record = folds.get(embedding_fold(doc, fold))
         if record:
             fold["cnn"] = record["cnn"]
     return {**doc, "state": status["state"], "stage": status["stage"], "embedded": commit.get("committed"),
