@@ -19,33 +19,47 @@ def _echo_err(msg: str) -> None:
     click.echo(msg, err=True)
 
 
+preset_option = click.option(
+    "--preset", type=click.Choice(["roistore", "paper"]), default=None,
+    help="Where every setting left unset comes from: roistore's defaults, or every setting the paper states "
+         "(raw frames, CNN batch 64, default relabel table; the head unmasked on 500 zero-padded steps). "
+         "[default: roistore]")
+
+
 @click.command()
 @store_argument
 @run_option
 @gpu_option
 @cpu_option
+@preset_option
 @click.option("--protocol", type=click.Choice(["loso", "hde", "kfold"]), default="loso", show_default=True,
               help="Folds: leave one subject out, leave one dataset out, or K folds of whole subjects.")
 @click.option("--folds", type=int, default=None, help="K for --protocol kfold.")
 @click.option("--view", default="megc2019", show_default=True, help="Class view of the store to use.")
-@click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True, help="CNN training epochs.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
-              help="CNN batch size (the paper: 64; 256 trains about twice as fast on a CPU).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="CNN training epochs. [preset: 100]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="CNN batch size. [preset roistore: 256, paper: 64]")
 @click.option("--cnn-scope", type=click.Choice(["fold", "global"]), default="fold", show_default=True,
               help="fold: CNNs trained per fold on its training subjects; global: one CNN on every clip (LEAKS test subjects, as the paper appears to do).")
-@click.option("--input", "cnn_input_mode", type=click.Choice(["delta", "frames"]), default="delta", show_default=True,
-              help="What each region CNN sees: the frame minus the clip's first frame (delta), or the raw frame (the paper).")
-@click.option("--cnn-dense", type=click.IntRange(min=1), default=1024, show_default=True,
-              help="Units of the CNN's dense layer before the 20-d embedding (the paper: 1024).")
-@click.option("--relabel", type=click.Choice(["au", "default"]), default="au", show_default=True,
-              help="'Not me' relabel table: AU-driven (default table where a clip has no AUs) or the default FACS table.")
+@click.option("--cnn-folds", type=click.IntRange(min=2), default=None, metavar="K",
+              help="With --protocol loso: train the CNNs on K subject groups only (cross-fitting); each fold's head uses the CNNs that never saw its test subject.")
+@click.option("--input", "cnn_input_mode", type=click.Choice(["delta", "frames"]), default=None,
+              help="What each region CNN sees: the frame minus the clip's first frame (delta), or the raw frame (the paper). [preset roistore: delta, paper: frames]")
+@click.option("--cnn-pool", type=click.Choice(["gap", "flatten"]), default=None,
+              help="Global average pool into the dense layer (the paper's network), or a 2x2 pool flattened. [preset: gap]")
+@click.option("--cnn-dense", type=click.IntRange(min=1), default=None,
+              help="Units of the CNN's dense layer before the 20-d embedding. [preset: 1024]")
+@click.option("--folds-per-step", type=click.IntRange(min=1), default=1, show_default=True,
+              help="CNN folds trained together in one step (on a GPU: as many as its memory holds).")
+@click.option("--relabel", type=click.Choice(["au", "default"]), default=None,
+              help="'Not me' relabel table: AU-driven (default table where a clip has no AUs) or the default FACS table. [preset roistore: au, paper: default]")
 @permute_option
 @seed_option
 @jobs_option
 @scheduler_option
 @click.option("--overwrite", is_flag=True, help="Replace an existing run of the same name made with other settings.")
-def embed(store, run, gpu, cpu, protocol, folds, view, epochs, batch_size, cnn_scope, cnn_input_mode, cnn_dense,
-          relabel, permute_labels, seed, jobs, scheduler, overwrite):
+def embed(store, run, gpu, cpu, preset, protocol, folds, view, epochs, batch_size, cnn_scope, cnn_folds, cnn_input_mode,
+          cnn_pool, cnn_dense, folds_per_step, relabel, permute_labels, seed, jobs, scheduler, overwrite):
     """Train the six region CNNs (per fold by default) and store every clip's 20-d per-frame embeddings."""
     from roi_store.embed import embed as run_embed
 
@@ -53,16 +67,18 @@ def embed(store, run, gpu, cpu, protocol, folds, view, epochs, batch_size, cnn_s
         _echo_err("no --gpu given: " + ("each worker uses the device it was started with" if scheduler else "running on the CPU"))
         cpu = True
     doc = run_embed(store, run, view=view, protocol=protocol, folds=folds, epochs=epochs, batch_size=batch_size,
-                    seed=seed, cnn_scope=cnn_scope, cnn_input_mode=cnn_input_mode, cnn_dense=cnn_dense, relabel=relabel, permute_labels=permute_labels, jobs=jobs,
-                    gpu=gpu, cpu=cpu, scheduler=scheduler, overwrite=overwrite, log=_echo_err)
+                    seed=seed, cnn_scope=cnn_scope, cnn_input_mode=cnn_input_mode, cnn_dense=cnn_dense,
+                    cnn_pool=cnn_pool, cnn_folds=cnn_folds, folds_per_step=folds_per_step, relabel=relabel,
+                    permute_labels=permute_labels, preset=preset, jobs=jobs, gpu=gpu, cpu=cpu, scheduler=scheduler,
+                    overwrite=overwrite, log=_echo_err)
     if gpu is not None and not str(doc["device"]).startswith("gpu"):
         _echo_err(f"WARNING: --gpu {gpu} was asked for but no GPU was visible to the framework: the run used the CPU")
     if doc["leakage"]:
         _echo_err("WARNING: --cnn-scope global trains the CNNs on test subjects too; scores of this run are optimistic")
     t = doc["timings"]
-    click.echo(f"run {run}: {len(doc['clips'])} clips, {len(doc['folds'])} folds, {doc['cnn_tasks']} CNN trainings "
-               f"on {doc['device']} in {t['embed_seconds']:.0f} s (train {t['cnn_train_frames_per_s']} frames/s, "
-               f"embed {t['embed_frames_per_s']} frames/s)")
+    click.echo(f"run {run} (preset {doc['settings']['preset']}): {len(doc['clips'])} clips, {len(doc['folds'])} folds, "
+               f"{doc['cnn_tasks']} CNN trainings on {doc['device']} in {t['embed_seconds']:.0f} s "
+               f"(train {t['cnn_train_frames_per_s']} region frames/s, embed {t['embed_frames_per_s']} region frames/s)")
 
 
 @click.command(name="fit-lstm")
@@ -70,10 +86,11 @@ def embed(store, run, gpu, cpu, protocol, folds, view, epochs, batch_size, cnn_s
 @run_option
 @gpu_option
 @cpu_option
-@click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True, help="Fusion head epochs.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=244, show_default=True, help="Fusion head batch size.")
-@click.option("--masked/--unmasked", default=True, show_default=True,
-              help="Mask padded steps (default) or feed the paper's zero padding to t_max as data.")
+@preset_option
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Fusion head epochs. [preset: 60]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Fusion head batch size. [preset: 244]")
+@click.option("--masked/--unmasked", default=None,
+              help="Mask padded steps or feed the paper's zero padding to t_max as data. [preset roistore: masked, paper: unmasked]")
 @permute_option
 @click.option("--final", is_flag=True,
               help="Instead of the folds: fit the run's CNNs and head on ALL subjects, for 'roistore predict' (never scored).")
@@ -83,7 +100,7 @@ def embed(store, run, gpu, cpu, protocol, folds, view, epochs, batch_size, cnn_s
 @jobs_option
 @click.option("--overwrite", is_flag=True, help="Replace a head fitted with other settings.")
 @scheduler_option
-def fit_lstm(store, run, gpu, cpu, epochs, batch_size, masked, permute_labels, final, cnn_epochs, seed, jobs, overwrite,
+def fit_lstm(store, run, gpu, cpu, preset, epochs, batch_size, masked, permute_labels, final, cnn_epochs, seed, jobs, overwrite,
              scheduler):
     """Fit the LSTM fusion head per fold on the run's embeddings and store pooled predictions."""
     from roi_store.fusion import fit_lstm as run_fit
@@ -95,13 +112,16 @@ def fit_lstm(store, run, gpu, cpu, epochs, batch_size, masked, permute_labels, f
 
         if permute_labels is not None:
             raise click.UsageError("--final fits on the run's own labels: drop --permute-labels")
-        doc = fit_final(store, run, epochs=epochs, batch_size=batch_size, seed=seed, masked=masked,
-                        cnn_epochs=cnn_epochs, gpu=gpu, cpu=cpu, log=_echo_err)
+        from roi_store.presets import resolve
+
+        head, _, _ = resolve("head", preset, {"epochs": epochs, "batch_size": batch_size, "masked": masked})
+        doc = fit_final(store, run, epochs=head["epochs"], batch_size=head["batch_size"], seed=seed,
+                        masked=head["masked"], cnn_epochs=cnn_epochs, gpu=gpu, cpu=cpu, log=_echo_err)
         click.echo(f"run {run}: final model fitted on {len(doc['trained_on'])} clips of {doc['subjects']} subjects "
                    f"in {doc['timings']['seconds']:.0f} s (used by 'roistore predict')")
         return
     head = run_fit(store, run, epochs=epochs, batch_size=batch_size, seed=seed, masked=masked,
-                   permute_labels=permute_labels, jobs=jobs, gpu=gpu, cpu=cpu, overwrite=overwrite, scheduler=scheduler,
+                   permute_labels=permute_labels, preset=preset, jobs=jobs, gpu=gpu, cpu=cpu, overwrite=overwrite, scheduler=scheduler,
                    log=_echo_err)
     click.echo(f"run {run}: {len(head['folds'])} folds fitted in {head['timings']['fit_seconds']:.0f} s; "
                f"{len(head['predictions'])} predictions stored (see 'roistore report')")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from roi_store import backend, killpoints, parallel
+from roi_store import backend, killpoints, parallel, presets
 from roi_store.errors import ConfigError
 from roi_store.labels import MEGC2019, relabel_vectors
 from roi_store.protocols import make_folds, subject_of
@@ -126,16 +126,16 @@ def embed(
     view: str = MEGC2019,
     protocol: str = "loso",
     folds: int | None = None,
-    epochs: int = 100,
-    batch_size: int = 256,
+    epochs: int | None = None,
+    batch_size: int | None = None,
     seed: int = 0,
     cnn_scope: str = "fold",
-    cnn_input_mode: str = "delta",
-    cnn_dense: int = 1024,
-    cnn_pool: str = "gap",
+    cnn_input_mode: str | None = None,
+    cnn_dense: int | None = None,
+    cnn_pool: str | None = None,
     cnn_folds: int | None = None,
     folds_per_step: int = 1,
-    relabel: str = "au",
+    relabel: str | None = None,
     permute_labels: int | None = None,
     preset: str | None = None,
     jobs: int = 1,
@@ -163,7 +163,9 @@ def embed(
     cnn_folds : int, optional
         Cross-fit the CNNs of a LOSO run on this many subject groups (see :func:`cnn_plan`).
     preset : str, optional
-        Recorded in the settings: the name of the preset (:mod:`roi_store.presets`) the settings came from.
+        Where ``epochs``, ``batch_size``, ``cnn_input_mode``, ``relabel``, ``cnn_pool`` and
+        ``cnn_dense`` come from when left None: ``"roistore"`` (the default) or ``"paper"``
+        (:mod:`roi_store.presets`). The run records the preset and which settings overrode it.
 
     Returns
     -------
@@ -178,6 +180,11 @@ def embed(
     StoreError
         If the run exists with other settings and ``overwrite`` is false.
     """
+    chosen, preset, overridden = presets.resolve("embed", preset, {
+        "epochs": epochs, "batch_size": batch_size, "input": cnn_input_mode, "relabel": relabel,
+        "cnn_pool": cnn_pool, "cnn_dense": cnn_dense})
+    epochs, batch_size, cnn_input_mode = chosen["epochs"], chosen["batch_size"], chosen["input"]
+    relabel, cnn_pool, cnn_dense = chosen["relabel"], chosen["cnn_pool"], chosen["cnn_dense"]
     if cnn_scope not in CNN_SCOPES:
         raise ConfigError(f"invalid --cnn-scope {cnn_scope!r}: allowed values are {', '.join(CNN_SCOPES)}")
     if epochs < 1 or batch_size < 1 or cnn_dense < 1 or folds_per_step < 1:
@@ -201,7 +208,7 @@ def embed(
     settings = {"view": view, "protocol": protocol, "folds": folds, "epochs": epochs, "batch_size": batch_size,
                 "seed": seed, "cnn_scope": cnn_scope, "input": cnn_input_mode, "cnn_dense": cnn_dense,
                 "cnn_pool": cnn_pool, "cnn_folds": cnn_folds, "folds_per_step": folds_per_step, "relabel": relabel,
-                "permute_labels": permute_labels, "preset": preset,
+                "permute_labels": permute_labels, "preset": preset, "preset_overrides": overridden,
                 "gamma": 2.0, "optimizer": "adam", "learning_rate": 1e-3}
     doc = {"kind": "region-cnn+lstm", "settings": settings, "classes": classes, "cnn_classes": cnn_classes,
            "regions": store.regions, "clips": everyone, "labels": labels,

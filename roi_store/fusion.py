@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from roi_store import backend, killpoints, parallel
+from roi_store import backend, killpoints, parallel, presets
 from roi_store.embed import permuted_labels
 from roi_store.errors import ConfigError, RoiStoreError
 from roi_store.runs import (COMPLETE, RunWriter, commit_doc, embedding_fold, fold_docs, head_document, not_ready,
@@ -56,11 +56,12 @@ def fit_lstm(
     store_path: str,
     run: str,
     *,
-    epochs: int = 60,
-    batch_size: int = 244,
+    epochs: int | None = None,
+    batch_size: int | None = None,
     seed: int = 0,
-    masked: bool = True,
+    masked: bool | None = None,
     permute_labels: int | None = None,
+    preset: str | None = None,
     jobs: int = 1,
     gpu: int | None = None,
     cpu: bool = False,
@@ -75,6 +76,8 @@ def fit_lstm(
     resumes an interrupted fit; other settings replace a head only with ``overwrite``.
     Fold tasks run here, in ``jobs`` local processes, or on the workers of the dask
     ``scheduler`` (GPU workers only when ``gpu`` is given); see :mod:`roi_store.parallel`.
+    ``epochs``, ``batch_size`` and ``masked`` left None come from ``preset`` (default
+    ``"roistore"``; ``"paper"``: unmasked zero padding), see :mod:`roi_store.presets`.
 
     Returns
     -------
@@ -90,6 +93,9 @@ def fit_lstm(
         If the run's embed is not complete, or its head was fitted with other settings and
         ``overwrite`` is false.
     """
+    chosen, preset, overridden = presets.resolve("head", preset, {"epochs": epochs, "batch_size": batch_size,
+                                                                  "masked": masked})
+    epochs, batch_size, masked = chosen["epochs"], chosen["batch_size"], chosen["masked"]
     if epochs < 1 or batch_size < 1:
         raise ConfigError("--epochs and --batch-size must be positive")
     backend.select_device(gpu, cpu, max(1, backend.cores() // jobs))
@@ -104,6 +110,7 @@ def fit_lstm(
             raise not_ready(store, run, before)
         doc = run_document(store, run)
         labels, settings = _head_settings(doc, run, epochs, batch_size, seed, masked, permute_labels)
+        settings |= {"preset": preset, "preset_overrides": overridden}
         ids = doc["clips"]
         for fold in doc["folds"]:
             test = set(fold["test_clips"])

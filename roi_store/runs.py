@@ -405,7 +405,9 @@ def _plan(doc: dict) -> dict:
 def _differences(old: dict, new: dict) -> str:
     """'made with epochs 3, not 1; seed 0, not 2' (the stored value first), for a refusal message."""
     a, b = _jsonable(old.get("settings", {})), _jsonable(new.get("settings", {}))
-    diff = [f"{k} {a.get(k)!r}, not {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    # Which settings overrode a preset follows from the settings themselves: not worth a line.
+    diff = [f"{k} {a.get(k)!r}, not {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and k != "preset_overrides"]
     if diff:
         return f"made with {'; '.join(diff[:4])}"
     return "made from other clips or labels (the store changed since)"

@@ -12,6 +12,12 @@ import numpy as np
 import pytest
 import skimage.data
 
+from roi_store import backend
+
+# Keras' backend reads its device and thread settings once, when a test module first imports it:
+# give it roistore's own (the CPU; one thread per op, so results do not depend on the thread count).
+backend.select_device(cpu=True)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _own_cache(tmp_path_factory):

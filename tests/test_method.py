@@ -126,13 +126,24 @@ def test_kfold_splits_subjects_deterministically():
 def test_folds_run_in_parallel_workers(small_store):
     store, _ = small_store
     doc = embed(str(store), "par", protocol="kfold", folds=2, jobs=2, **FAST)
-    head = fit_lstm(str(store), "par", epochs=1, seed=3, cpu=True, jobs=2)
+    head = fit_lstm(str(store), "par", epochs=2, seed=3, cpu=True, jobs=2)
     s = roi_store.open_store(store)
     assert doc["state"] == "complete" and doc["stage"] == "embed" and [f["index"] for f in doc["folds"]] == [0, 1]
     assert run_document(s, "par")["state"] == "complete" and run_document(s, "par")["stage"] == "head"
     assert sorted(p["id"] for p in head["predictions"]) == sorted(doc["clips"])
     emb = s.zgroup["runs/par/embeddings/R5"][:]
     assert emb.shape[:2] == (2, len(doc["clips"])) and np.abs(emb).sum() > 0
+
+
+def test_same_seed_same_predictions_whatever_the_jobs(fitted, small_store):
+    """Two worker processes of one thread each give what one process on every core gives."""
+    store, _ = small_store
+    if "par" not in roi_store.open_store(store).zgroup["runs"]:
+        test_folds_run_in_parallel_workers(small_store)
+    s = roi_store.open_store(store)
+    for r in s.regions:
+        np.testing.assert_array_equal(s.zgroup[f"runs/par/embeddings/{r}"][:], s.zgroup[f"runs/main/embeddings/{r}"][:])
+    assert head_document(s, "par")["predictions"] == head_document(s, "main")["predictions"]
 
 
 def test_final_model_trains_on_every_clip_and_predicts(fitted, small_store):
@@ -198,3 +209,105 @@ def test_last_step_head_equals_a_masked_lstm():
     np.testing.assert_allclose(np.asarray(picked(x)), np.asarray(reference(x)), rtol=1e-5, atol=1e-6)
     alone = [np.asarray(reference(s[None]))[0] for s in seqs]  # each clip on its own, no padding at all
     np.testing.assert_allclose(np.asarray(picked(x)), np.stack(alone), rtol=1e-5, atol=1e-6)
+
+
+def test_paper_network_has_the_papers_parameter_count():
+    """Six region CNNs (global average pool, dense 1024) and the head: the paper's 1,093,531 within 0.5 %."""
+    from roi_store import models
+
+    sizes = [(80, 100), (80, 100), (80, 120), (60, 60), (60, 60), (60, 160)]
+    cnns = [models.region_cnn(h, w, name=f"cnn{i}") for i, (h, w) in enumerate(sizes)]
+    head = models.fusion_head([f"R{i}" for i in range(6)], masked=False)
+    total = sum(m.count_params() for m in cnns) + head.count_params()
+    assert cnns[0].count_params() == 106_552 and head.count_params() == 6 * 67_680 + 46_144 + 195
+    assert abs(total - 1_093_531) / 1_093_531 < 0.005
+    assert models.region_cnn(80, 100, pool="flatten").count_params() > 40 * cnns[0].count_params() / 6
+
+
+def _view_frames(rng, n_clips=4, frames=5):
+    from roi_store import engine
+
+    shapes = {"R0": (16, 20), "R3": (12, 12)}
+    clips = {r: [rng.integers(0, 255, (frames, *s), dtype=np.uint8) for _ in range(n_clips)] for r, s in shapes.items()}
+    targets = rng.integers(0, 4, (n_clips, len(shapes))).tolist()
+    return engine.ViewFrames(clips, targets)
+
+
+@pytest.mark.parametrize("pool", ["gap", "flatten"])
+def test_stacked_folds_export_the_plain_networks(pool):
+    """Each fold of a step, copied out, is the plain region CNN giving the same embeddings."""
+    from roi_store import engine, models
+    from roi_store.embed import cnn_input
+
+    data = _view_frames(np.random.default_rng(0))
+    train = np.stack([data.frame_mask([1, 1, 0, 1]), data.frame_mask([0, 1, 1, 1])], axis=1)
+    res = engine.train_group(data, train, n_classes=4, dense=8, pool=pool, mode="delta", epochs=2, batch_size=8,
+                             learning_rate=1e-3, gamma=2.0, seeds=[[1, 2], [3, 4]], dropout_seed=5)
+    embs, probs = engine.embed_all(res["model"], data, "delta")
+    for f in range(2):
+        for r in data.names:
+            plain = engine.export_fold(res["model"], r, f, res["plain"][r])
+            x = cnn_input(data.frames[r], "delta", data.frames[r][data.first])
+            np.testing.assert_allclose(np.asarray(models.embedding_model(plain).predict_on_batch(x)), embs[r][:, f],
+                                       rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(np.asarray(plain.predict_on_batch(x)), probs[r][:, f], rtol=1e-4, atol=1e-5)
+
+
+def test_a_folds_held_out_frames_never_shape_its_cnns():
+    """Fold 0 does not train on clip 0: changing that clip's pixels and labels leaves fold 0's weights as they were."""
+    from roi_store import engine
+
+    def fold0_weights(data):
+        train = np.stack([data.frame_mask([0, 1, 1, 1]), data.frame_mask([1, 1, 1, 0])], axis=1)
+        res = engine.train_group(data, train, n_classes=4, dense=8, pool="gap", mode="frames", epochs=3, batch_size=6,
+                                 learning_rate=1e-2, gamma=2.0, seeds=[[1, 2], [3, 4]], dropout_seed=5)
+        return [engine.export_fold(res["model"], r, 0, res["plain"][r]).get_weights() for r in data.names], \
+            [engine.export_fold(res["model"], r, 1, res["plain"][r]).get_weights() for r in data.names]
+
+    a = _view_frames(np.random.default_rng(1))
+    b = _view_frames(np.random.default_rng(1))
+    for r in b.names:
+        b.frames[r][:5] = 255 - b.frames[r][:5]  # clip 0 is frames 0..4
+    b.targets[:5] = (b.targets[:5] + 1) % 4
+    (a0, a1), (b0, b1) = fold0_weights(a), fold0_weights(b)
+    for wa, wb in zip(a0, b0):
+        for x, y in zip(wa, wb):
+            np.testing.assert_array_equal(x, y)
+    assert any(not np.array_equal(x, y) for wa, wb in zip(a1, b1) for x, y in zip(wa, wb))  # fold 1 trains on it
+
+
+def test_cross_fitted_cnns_never_saw_the_test_subject(small_store):
+    store, _ = small_store
+    doc = embed(str(store), "xfit", protocol="loso", cnn_folds=2, **FAST)
+    s = roi_store.open_store(store)
+    assert doc["embedding_folds"] == 2 and len(doc["folds"]) == 3 and doc["leakage"] is False
+    assert s.zgroup["runs/xfit/embeddings/R0"].shape[0] == 2
+    for fold in doc["folds"]:
+        assert fold["embedding_fold"] in (0, 1)
+        assert not set(fold["test_clips"]) & set(fold["cnn_train_clips"]) and fold["cnn_train_clips"]
+    head = fit_lstm(str(store), "xfit", epochs=1, seed=3, cpu=True)
+    assert sorted(p["id"] for p in head["predictions"]) == sorted(doc["clips"])
+    result = CliRunner().invoke(cli, ["embed", str(store), "--run", "xfit2", "--cpu", "--protocol", "kfold",
+                                      "--folds", "2", "--cnn-folds", "2"])
+    assert result.exit_code == 1 and "--cnn-folds cross-fits the CNNs of a LOSO run" in result.output
+
+
+def test_paper_preset_end_to_end(small_store):
+    store, _ = small_store
+    runner = CliRunner()
+    out = runner.invoke(cli, ["embed", str(store), "--run", "paper", "--cpu", "--preset", "paper", "--protocol", "kfold",
+                              "--folds", "2", "--epochs", "1", "--cnn-dense", "32", "--seed", "3"])
+    assert out.exit_code == 0, out.output
+    out = runner.invoke(cli, ["fit-lstm", str(store), "--run", "paper", "--preset", "paper", "--epochs", "1"])
+    assert out.exit_code == 0, out.output
+    s = roi_store.open_store(store)
+    doc, head = run_document(s, "paper"), head_document(s, "paper")
+    e = doc["settings"]
+    assert (e["preset"], e["input"], e["batch_size"], e["relabel"], e["cnn_pool"]) == ("paper", "frames", 64, "default", "gap")
+    assert e["preset_overrides"] == ["cnn_dense", "epochs"]
+    assert head["settings"]["preset"] == "paper" and head["settings"]["masked"] is False
+    assert head["settings"]["batch_size"] == 244 and head["settings"]["preset_overrides"] == ["epochs"]
+    text = runner.invoke(cli, ["report", str(store), "--run", "paper"]).output
+    assert "preset paper" in text
+    default = embed(str(store), "defaults", protocol="kfold", folds=2, **FAST)["settings"]
+    assert (default["preset"], default["input"], default["cnn_pool"], default["batch_size"]) == ("roistore", "delta", "gap", 32)
