@@ -20,7 +20,7 @@ from benchmarks import data as bd
 from benchmarks.harness import gpu_names, machine
 from benchmarks.report import FORMAT, markdown, validate
 
-STAGES = ("ingest", "detect", "scaling", "store", "datapath", "cnn", "fit-lstm", "predict", "loso")
+STAGES = ("ingest", "detect", "scaling", "store", "datapath", "cnn", "fit-lstm", "engine", "predict", "loso")
 #: Stages that need no deep-learning framework (what ``--stages fast`` selects).
 FAST_STAGES = ("ingest", "detect", "scaling", "store", "datapath")
 
@@ -152,7 +152,7 @@ def main(argv=None) -> dict:
 
 
 def _run(name, args, cfg, data, store, prepared, results) -> dict:
-    from benchmarks import ingest_bench, method_bench, store_bench
+    from benchmarks import engine_bench, ingest_bench, method_bench, store_bench
 
     out, repeats = args.out, args.repeats
     if name == "ingest":
@@ -167,6 +167,8 @@ def _run(name, args, cfg, data, store, prepared, results) -> dict:
         return store_bench.bench_data_path(store, data, cfg["datapath_clips"], repeats, args.seed)
     if name == "cnn":
         return method_bench.bench_cnn(store, cfg, repeats, gpu_names())
+    if name == "engine":
+        return engine_bench.bench_engine(store, out, results, repeats, args.quick, args.seed)
     if not method_bench.has_run(store):
         method_bench.embed_once(store, method_bench.RUN, cfg, None)  # what the later stages need
     if name == "fit-lstm":

@@ -115,28 +115,29 @@ class FoldDense(layers.Layer):
 class FoldFocalLoss(keras.losses.Loss):
     """The focal loss of :class:`roi_store.models.FocalLoss` for each fold of a stacked output.
 
-    ``y_true`` is (batch, folds, classes): one-hot where the fold trains on the frame, all zeros
-    where it must not (so the frame adds nothing to that fold's loss or gradients). Each fold's
-    loss is the mean over its own frames of the batch, and the folds' losses are summed: one fold
-    alone gets exactly the usual mean focal loss.
+    ``y_true`` is (batch, folds, classes): the one-hot target scaled by the fold's ``alpha`` of
+    that class where the fold trains on the frame, all zeros where it must not (so the frame adds
+    nothing to that fold's loss or gradients). Each fold's loss is the mean over its own frames
+    of the batch, and the folds' losses are summed: one fold alone gets exactly the usual mean
+    focal loss. Carrying ``alpha`` in the targets keeps the compiled step free of fold constants,
+    so one compiled step serves every fold of a process.
     """
 
-    def __init__(self, alpha, gamma: float = 2.0, name: str = "fold_focal_loss", **kwargs):
+    def __init__(self, gamma: float = 2.0, name: str = "fold_focal_loss", **kwargs):
         super().__init__(name=name, **kwargs)
-        self.alpha = [[float(a) for a in row] for row in alpha]  # (folds, classes)
         self.gamma = float(gamma)
 
     def call(self, y_true, y_pred):
         y_pred = ops.clip(y_pred, 1e-7, 1.0 - 1e-7)
         y_true = ops.cast(y_true, y_pred.dtype)
-        alpha = ops.expand_dims(ops.convert_to_tensor(self.alpha, dtype=y_pred.dtype), 0)
-        per = ops.sum(alpha * ops.power(1.0 - y_pred, self.gamma) * (-y_true * ops.log(y_pred)), axis=-1)  # (b, f)
-        counts = ops.maximum(ops.sum(ops.sum(y_true, axis=-1), axis=0), 1.0)  # (f,)
+        per = ops.sum(y_true * ops.power(1.0 - y_pred, self.gamma) * -ops.log(y_pred), axis=-1)  # (b, f)
+        valid = ops.cast(ops.sum(y_true, axis=-1) > 0, per.dtype)
+        counts = ops.maximum(ops.sum(valid, axis=0), 1.0)  # (f,)
         batch = ops.cast(ops.shape(per)[0], per.dtype)
         return ops.sum(per * batch / counts, axis=-1)  # mean over the batch = sum over folds of each fold's mean
 
     def get_config(self):
-        return {**super().get_config(), "alpha": self.alpha, "gamma": self.gamma}
+        return {**super().get_config(), "gamma": self.gamma}
 
 
 def _fold_channels(x, folds: int):
@@ -247,14 +248,16 @@ class Batches(keras.utils.PyDataset):
     """Shuffled batches of frame indices from ``pool``, as model inputs and per-region fold targets.
 
     ``train`` is (frames, folds) bool: which folds train on each frame; a frame a fold must not
-    see gets an all-zero target row for that fold.
+    see gets an all-zero target row for that fold. ``alpha`` (regions, folds, classes) scales each
+    one-hot target (see :class:`FoldFocalLoss`).
     """
 
-    def __init__(self, data: ViewFrames, pool: np.ndarray, train: np.ndarray, mode: str, n_classes: int,
+    def __init__(self, data: ViewFrames, pool: np.ndarray, train: np.ndarray, mode: str, alpha: np.ndarray,
                  batch_size: int, seed: int):
         super().__init__()
         self.data, self.pool, self.train, self.mode = data, pool, train, mode
-        self.eye = np.eye(n_classes, dtype=np.float32)
+        self.alpha = np.asarray(alpha, dtype=np.float32)  # (regions, folds, classes)
+        self.eye = np.eye(self.alpha.shape[-1], dtype=np.float32)
         self.batch_size = batch_size
         self.rng = np.random.default_rng(seed)
         self.order = self.rng.permutation(self.pool)
@@ -265,43 +268,75 @@ class Batches(keras.utils.PyDataset):
     def __getitem__(self, i):
         idx = np.sort(self.order[i * self.batch_size:(i + 1) * self.batch_size])
         mask = self.train[idx].astype(np.float32)[:, :, None]  # (b, F, 1)
-        ys = [self.eye[self.data.targets[idx, r]][:, None, :] * mask for r in range(len(self.data.names))]
+        ys = [self.eye[self.data.targets[idx, r]][:, None, :] * mask * self.alpha[r][None]
+              for r in range(len(self.data.names))]
         return tuple(self.data.inputs(idx, self.mode)), tuple(ys)
 
     def on_epoch_end(self):
         self.order = self.rng.permutation(self.pool)
 
 
+_CUTS: dict = {}
+#: Compiled stacked models of this process, by structure: the folds of a run (and of later runs
+#: alike) reuse one compiled step, their weights, optimiser state and dropout seeds reset per use.
+_COMPILED: dict = {}
+
+
+def _compiled(shapes: dict, folds: int, n_classes: int, dense: int, pool: str, mode: str, learning_rate: float,
+              gamma: float, eager: bool) -> keras.Model:
+    key = (tuple(shapes.items()), folds, n_classes, dense, pool, mode, learning_rate, gamma, eager)
+    if key not in _COMPILED:
+        model = stacked_cnns(shapes, folds, n_classes, dense, pool, mode)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=[FoldFocalLoss(gamma)] * len(shapes),
+                      run_eagerly=eager)
+        _COMPILED[key] = model
+    return _COMPILED[key]
+
+
+def _reset(model: keras.Model, learning_rate: float, dropout_seed: int) -> None:
+    """A fresh start for a reused model: optimiser state zeroed (its learning rate, one of its
+    variables, set again), each dropout layer's seed set anew."""
+    for v in model.optimizer.variables:
+        v.assign(np.zeros(v.shape, dtype=v.dtype))
+    model.optimizer.learning_rate = learning_rate
+    i = 0
+    for layer in model.layers:
+        if isinstance(layer, layers.Dropout):
+            state = layer.seed_generator.state
+            state.assign(np.array([dropout_seed * 31 + i, 0], dtype=state.dtype))
+            i += 1
+
+
 def train_group(data: ViewFrames, train: np.ndarray, *, n_classes: int, dense: int, pool: str, mode: str,
                 epochs: int, batch_size: int, learning_rate: float, gamma: float, seeds: list[list[int]],
-                dropout_seed: int, eager_steps: int = models.EAGER_STEPS) -> dict:
+                dropout_seed: int, eager_steps: int = 6) -> dict:
     """Train the region CNNs of F folds together; ``train`` (frames, F) says which frames each fold trains on.
 
     ``seeds[f][r]`` seeds fold f's initial weights of region r (the same plain network whatever
-    F is). Returns ``{"model", "plain", "train_seconds", "train_frames"}``: the stacked model, a
-    plain network per region to export into, and the frames seen (frames x epochs, summed over folds).
+    F is); ``dropout_seed`` the dropout masks. Below ``eager_steps`` optimisation steps (one fold)
+    the step runs eagerly: compiling the six towers costs about 10 s on a CPU. Returns
+    ``{"model", "plain", "train_seconds", "train_frames"}``: the stacked model, a plain network per
+    region to export into, and the frames seen (frames x epochs, summed over folds).
     """
     folds = train.shape[1]
     shapes = {r: data.shape(r) for r in data.names}
-    model = stacked_cnns(shapes, folds, n_classes, dense, pool, mode, seed=dropout_seed)
+    pool_idx = np.flatnonzero(train.any(axis=1))
+    steps = int(np.ceil(len(pool_idx) / batch_size)) * epochs
+    # Eager grouped convolutions compile on every call: several folds always run compiled.
+    model = _compiled(shapes, folds, n_classes, dense, pool, mode, learning_rate, gamma,
+                      eager=folds == 1 and steps <= eager_steps)
     plain = {}
+    alpha = np.zeros((len(data.names), folds, n_classes), dtype=np.float32)
     for r_i, r in enumerate(data.names):
         for f in range(folds):
             net = models.region_cnn(*shapes[r], n_classes=n_classes, dense=dense, pool=pool, seed=seeds[f][r_i],
                                     name=f"cnn_{r}")
             init_from(model, r, f, net)
+            alpha[r_i, f] = models.inverse_frequency_alpha(np.bincount(data.targets[train[:, f], r_i],
+                                                                       minlength=n_classes))
         plain[r] = net
-    losses = []
-    for r_i in range(len(data.names)):
-        alpha = []
-        for f in range(folds):
-            counts = np.bincount(data.targets[train[:, f], r_i], minlength=n_classes)
-            alpha.append(models.inverse_frequency_alpha(counts))
-        losses.append(FoldFocalLoss(alpha, gamma))
-    pool_idx = np.flatnonzero(train.any(axis=1))
-    batches = Batches(data, pool_idx, train, mode, n_classes, batch_size, dropout_seed)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses,
-                  run_eagerly=len(batches) * epochs <= eager_steps)
+    _reset(model, learning_rate, dropout_seed)
+    batches = Batches(data, pool_idx, train, mode, alpha, batch_size, dropout_seed)
     start = time.perf_counter()
     model.fit(batches, epochs=epochs, shuffle=False, verbose=0)
     return {"model": model, "plain": plain, "train_seconds": time.perf_counter() - start,
@@ -313,7 +348,9 @@ def embed_all(model: keras.Model, data: ViewFrames, mode: str, batch_size: int =
 
     Returns ``(embeddings, probs)``: per region (frames, F, 20) float32 and (frames, F, n) float32.
     """
-    cut = embedding_outputs(model, data.names)
+    if id(model) not in _CUTS:  # compiled once per model, like the model itself
+        _CUTS[id(model)] = embedding_outputs(model, data.names)
+    cut = _CUTS[id(model)]
     n_r = len(data.names)
     embs = {r: [] for r in data.names}
     probs = {r: [] for r in data.names}

@@ -49,3 +49,7 @@ class ConfigError(RoiStoreError, ValueError):
 
 class ClusterError(RoiStoreError):
     """A dask scheduler cannot be reached, or its workers cannot run the tasks as asked."""
+
+
+class RunMismatchError(RoiStoreError, ValueError):
+    """Two runs cannot be compared: they score different clips, views or classes."""
