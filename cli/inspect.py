@@ -1,4 +1,4 @@
-"""``roistore info``, ``validate`` and ``preview``: look into a store."""
+"""``roistore info``, ``validate``, ``preview`` and ``audit``: look into a store."""
 
 from __future__ import annotations
 
@@ -83,4 +83,28 @@ def preview(store, clip_id, out, root):
     click.echo(f"wrote {printable(str(write_preview(open_store(store), clip_id, out, root)))}")
 
 
-COMMANDS = [info, validate, preview]
+@click.command()
+@store_argument
+@json_option
+def audit(store, as_json):
+    """List exact duplicate clips across STORE (identical region frames, by sha256), so no fold tests on a clip it trained on."""
+    from roi_store.audit import audit_store
+    from roi_store.store import open_store
+
+    report = audit_store(open_store(store))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        for group in report["duplicates"]:
+            where = "same subject" if group["same_subject"] else f"subjects {', '.join(group['subjects'])}"
+            views = "; ".join(f"{len(m)} in view {v}" for v, m in group["views"].items()) or "in no view"
+            click.echo(f"duplicate: {' = '.join(printable(c) for c in group['clips'])} ({where}; {views})")
+        n = len(report["duplicates"])
+        click.echo(f"{report['clips']} clips hashed: " + (f"{n} group{'s' if n != 1 else ''} of identical clips ({report['duplicate_clips']} "
+                   "clips): drop a copy, or list their subjects as one person with 'roistore embed --same-person FILE'"
+                   if n else "no duplicates"))
+    if report["duplicates"]:
+        raise SystemExit(1)
+
+
+COMMANDS = [info, validate, preview, audit]

@@ -12,7 +12,22 @@ gpu_option = click.option("--gpu", type=int, default=None,
                           help="Use only this GPU (index), made visible before the framework starts; with --scheduler: run on workers started with --resources GPU=1.")
 cpu_option = click.option("--cpu", is_flag=True, help="Run on the CPU even if a GPU is present.")
 permute_option = click.option("--permute-labels", type=int, default=None, metavar="SEED",
-                              help="Permutation control: train and score on labels shuffled across clips with SEED.")
+                              help="Permutation control: train and score on labels shuffled with SEED (see --permute-within).")
+within_option = click.option(
+    "--permute-within", type=click.Choice(["dataset", "subject", "all"]), default=None,
+    help="With --permute-labels: shuffle labels inside each dataset (each keeps its class counts), inside each "
+         "subject, or across every clip. [default: dataset; fit-lstm on a permuted run: the run's]")
+seeds_option = click.option(
+    "--seeds", default=None, metavar="S1,S2,...",
+    help="Repeat over seeds: run the command once per seed, as runs NAME-s1, NAME-s2, ... (excludes --seed); "
+         "complete runs are left as they are.")
+
+
+def _seed(ctx: click.Context, seeds, seed):
+    """--seed as given, or None when left at its default beside --seeds (the library refuses both)."""
+    from click.core import ParameterSource
+
+    return None if seeds is not None and ctx.get_parameter_source("seed") == ParameterSource.DEFAULT else seed
 
 
 def _echo_err(msg: str) -> None:
@@ -54,31 +69,45 @@ preset_option = click.option(
 @click.option("--relabel", type=click.Choice(["au", "default"]), default=None,
               help="'Not me' relabel table: AU-driven (default table where a clip has no AUs) or the default FACS table. [preset roistore: au, paper: default]")
 @permute_option
+@within_option
+@click.option("--same-person", type=click.Path(exists=True, dir_okay=False, path_type=str), default=None, metavar="FILE",
+              help="CSV with the header dataset,subject,person: the subjects of one person (e.g. in two datasets) "
+                   "are tested in one fold and never trained on for each other.")
 @seed_option
+@seeds_option
 @jobs_option
 @scheduler_option
 @click.option("--overwrite", is_flag=True, help="Replace an existing run of the same name made with other settings.")
-def embed(store, run, gpu, cpu, preset, protocol, folds, view, epochs, batch_size, cnn_scope, cnn_folds, cnn_input_mode,
-          cnn_pool, cnn_dense, folds_per_step, relabel, permute_labels, seed, jobs, scheduler, overwrite):
+@click.pass_context
+def embed(ctx, store, run, gpu, cpu, preset, protocol, folds, view, epochs, batch_size, cnn_scope, cnn_folds,
+          cnn_input_mode, cnn_pool, cnn_dense, folds_per_step, relabel, permute_labels, permute_within, same_person, seed,
+          seeds, jobs, scheduler, overwrite):
     """Train the six region CNNs (per fold by default) and store every clip's 20-d per-frame embeddings."""
     from roi_store.embed import embed as run_embed
+    from roi_store.repeats import embed_seeds
 
     if gpu is None and not cpu:
         _echo_err("no --gpu given: " + ("each worker uses the device it was started with" if scheduler else "running on the CPU"))
         cpu = True
-    doc = run_embed(store, run, view=view, protocol=protocol, folds=folds, epochs=epochs, batch_size=batch_size,
-                    seed=seed, cnn_scope=cnn_scope, cnn_input_mode=cnn_input_mode, cnn_dense=cnn_dense,
-                    cnn_pool=cnn_pool, cnn_folds=cnn_folds, folds_per_step=folds_per_step, relabel=relabel,
-                    permute_labels=permute_labels, preset=preset, jobs=jobs, gpu=gpu, cpu=cpu, scheduler=scheduler,
-                    overwrite=overwrite, log=_echo_err)
-    if gpu is not None and not str(doc["device"]).startswith("gpu"):
-        _echo_err(f"WARNING: --gpu {gpu} was asked for but no GPU was visible to the framework: the run used the CPU")
-    if doc["leakage"]:
-        _echo_err("WARNING: --cnn-scope global trains the CNNs on test subjects too; scores of this run are optimistic")
-    t = doc["timings"]
-    click.echo(f"run {run} (preset {doc['settings']['preset']}): {len(doc['clips'])} clips, {len(doc['folds'])} folds, "
-               f"{doc['cnn_tasks']} CNN trainings on {doc['device']} in {t['embed_seconds']:.0f} s "
-               f"(train {t['cnn_train_frames_per_s']} region frames/s, embed {t['embed_frames_per_s']} region frames/s)")
+    options = dict(view=view, protocol=protocol, folds=folds, epochs=epochs, batch_size=batch_size,
+                   cnn_scope=cnn_scope, cnn_input_mode=cnn_input_mode, cnn_dense=cnn_dense, cnn_pool=cnn_pool,
+                   cnn_folds=cnn_folds, folds_per_step=folds_per_step, relabel=relabel, permute_labels=permute_labels,
+                   permute_within=permute_within, same_person=same_person, preset=preset, jobs=jobs, gpu=gpu, cpu=cpu,
+                   scheduler=scheduler, overwrite=overwrite)
+    if seeds is not None:
+        docs = embed_seeds(store, run, seeds, seed=_seed(ctx, seeds, seed), log=_echo_err, **options)
+    else:
+        docs = [run_embed(store, run, seed=seed, log=_echo_err, **options)]
+    for doc in docs:
+        if gpu is not None and not str(doc["device"]).startswith("gpu"):
+            _echo_err(f"WARNING: --gpu {gpu} was asked for but no GPU was visible to the framework: the run used the CPU")
+        if doc["leakage"]:
+            _echo_err("WARNING: --cnn-scope global trains the CNNs on test subjects too; scores of this run are optimistic")
+        t = doc["timings"]
+        click.echo(f"run {doc['name']} (preset {doc['settings']['preset']}, seed {doc['settings']['seed']}): "
+                   f"{len(doc['clips'])} clips, {len(doc['folds'])} folds, "
+                   f"{doc['cnn_tasks']} CNN trainings on {doc['device']} in {t['embed_seconds']:.0f} s "
+                   f"(train {t['cnn_train_frames_per_s']} region frames/s, embed {t['embed_frames_per_s']} region frames/s)")
 
 
 @click.command(name="fit-lstm")
@@ -92,21 +121,31 @@ def embed(store, run, gpu, cpu, preset, protocol, folds, view, epochs, batch_siz
 @click.option("--masked/--unmasked", default=None,
               help="Mask padded steps or feed the paper's zero padding to t_max as data. [preset roistore: masked, paper: unmasked]")
 @permute_option
+@within_option
+@click.option("--control-run", default=None, metavar="NAME",
+              help="With --permute-labels on a run embedded with true labels: the run the head-only control is written "
+                   "as. [default: NAME-perm<SEED>h, plus -subject or -all for those --permute-within]")
 @click.option("--final", is_flag=True,
               help="Instead of the folds: fit the run's CNNs and head on ALL subjects, for 'roistore predict' (never scored).")
 @click.option("--cnn-epochs", type=click.IntRange(min=1), default=None,
               help="With --final: CNN epochs (default: the run's).")
 @seed_option
+@seeds_option
 @jobs_option
 @click.option("--overwrite", is_flag=True, help="Replace a head fitted with other settings.")
 @scheduler_option
-def fit_lstm(store, run, gpu, cpu, preset, epochs, batch_size, masked, permute_labels, final, cnn_epochs, seed, jobs, overwrite,
-             scheduler):
+@click.pass_context
+def fit_lstm(ctx, store, run, gpu, cpu, preset, epochs, batch_size, masked, permute_labels, permute_within, control_run,
+             final, cnn_epochs, seed, seeds, jobs, overwrite, scheduler):
     """Fit the LSTM fusion head per fold on the run's embeddings and store pooled predictions."""
+    from roi_store.errors import ConfigError
     from roi_store.fusion import fit_lstm as run_fit
+    from roi_store.repeats import fit_lstm_seeds
 
     if gpu is None and not cpu:
         cpu = True
+    if final and seeds is not None:
+        raise ConfigError("--final fits the final model of one run: drop --seeds (run it once per NAME-s<seed>)")
     if final:
         from roi_store.final import fit_final
 
@@ -120,11 +159,17 @@ def fit_lstm(store, run, gpu, cpu, preset, epochs, batch_size, masked, permute_l
         click.echo(f"run {run}: final model fitted on {len(doc['trained_on'])} clips of {doc['subjects']} subjects "
                    f"in {doc['timings']['seconds']:.0f} s (used by 'roistore predict')")
         return
-    head = run_fit(store, run, epochs=epochs, batch_size=batch_size, seed=seed, masked=masked,
-                   permute_labels=permute_labels, preset=preset, jobs=jobs, gpu=gpu, cpu=cpu, overwrite=overwrite, scheduler=scheduler,
-                   log=_echo_err)
-    click.echo(f"run {run}: {len(head['folds'])} folds fitted in {head['timings']['fit_seconds']:.0f} s; "
-               f"{len(head['predictions'])} predictions stored (see 'roistore report')")
+    options = dict(epochs=epochs, batch_size=batch_size, masked=masked, permute_labels=permute_labels,
+                   permute_within=permute_within, control_run=control_run, preset=preset, jobs=jobs, gpu=gpu, cpu=cpu,
+                   overwrite=overwrite, scheduler=scheduler)
+    if seeds is not None:
+        heads = fit_lstm_seeds(store, run, seeds, seed=_seed(ctx, seeds, seed), log=_echo_err, **options)
+    else:
+        heads = [run_fit(store, run, seed=seed, log=_echo_err, **options)]
+    for head in heads:
+        what = f" (head-only control on run {head['embeddings_from']}'s embeddings)" if head["embeddings_from"] else ""
+        click.echo(f"run {head['run']}{what}: {len(head['folds'])} folds fitted in {head['timings']['fit_seconds']:.0f} s; "
+                   f"{len(head['predictions'])} predictions stored (see 'roistore report')")
 
 
 COMMANDS = [embed, fit_lstm]

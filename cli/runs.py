@@ -16,9 +16,13 @@ def _settings(s: dict | None, head: dict | None) -> str:
     text = (f"{s['protocol']}{folds}, seed {s['seed']}, epochs {s['epochs']}, cnn {s['cnn_scope']}, "
             f"input {s['input']}")
     if s.get("permute_labels") is not None:
-        text += f", permuted {s['permute_labels']}"
+        text += f", permuted {s['permute_labels']} within {s.get('permute_within') or 'all'}"
+    if s.get("same_person"):
+        text += f", {len(s['same_person'])} persons merged"
     if head:
         text += f"; head epochs {head['epochs']}, seed {head['seed']}, {'masked' if head['masked'] else 'unmasked'}"
+        if head.get("head_only_permutation") is not None:
+            text += f", head-only permuted {head['head_only_permutation']} within {head.get('permute_within') or 'all'}"
     return text
 
 
@@ -46,7 +50,8 @@ def runs(store, as_json):
         by = f"{r['user'] or '?'}@{r['host'] or '?'}"
         click.echo(f"{r['name']:<{width}}  {r['state']:<10} {r['stage']:<5} {f'{done}/{total}':>5}  {uf1:>6} {uar:>6}  "
                    f"{by:<24} {r['created'] or '-':<25} {_settings(r['settings'], r['head_settings'])}"
-                   + ("  [LEAKAGE: global CNN]" if r["leakage"] else ""))
+                   + ("  [LEAKAGE: global CNN]" if r["leakage"] else "")
+                   + (f"  [embeddings of run {r['embeddings_from']}]" if r.get("embeddings_from") else ""))
         if r["reason"]:
             click.echo(f"{'':<{width}}  failed: {r['reason']}")
         if r["writer"]:

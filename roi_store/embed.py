@@ -17,7 +17,7 @@ import numpy as np
 from roi_store import backend, killpoints, parallel, presets
 from roi_store.errors import ConfigError
 from roi_store.labels import MEGC2019, relabel_vectors
-from roi_store.protocols import make_folds, subject_of
+from roi_store.protocols import make_folds, read_same_person, subject_of
 from roi_store.runs import COMPLETE, RunWriter, digest, fold_docs, put_bytes, run_document, write_fold_marker
 from roi_store.store import Store, now, open_store
 
@@ -47,10 +47,49 @@ def cnn_input(frames: np.ndarray, mode: str, first: np.ndarray | None = None) ->
 RELABEL_VARIANTS = ("au", "default")
 
 
-def permuted_labels(labels: list[str], seed: int) -> list[str]:
-    """Labels shuffled across clips (the permutation control): clip i gets clip perm[i]'s label."""
-    perm = np.random.default_rng(seed).permutation(len(labels))
-    return [labels[j] for j in perm]
+#: Where a permutation control shuffles labels: inside each dataset (each keeps its class counts),
+#: inside each subject (each keeps its own), or across every clip.
+PERMUTE_WITHIN = ("dataset", "subject", "all")
+
+
+def permutation_groups(clips, within: str) -> list[str] | None:
+    """Each clip's group for :func:`permuted_labels` (``clips``: records or ``dataset/subject/clip`` ids)."""
+    if within not in PERMUTE_WITHIN:
+        raise ConfigError(f"invalid --permute-within {within!r}: allowed values are {', '.join(PERMUTE_WITHIN)}")
+    if within == "all":
+        return None
+    keys = [c.split("/") if isinstance(c, str) else (c.dataset, c.subject) for c in clips]
+    return [k[0] if within == "dataset" else f"{k[0]}/{k[1]}" for k in keys]
+
+
+def permuted_labels(labels: list[str], seed: int, groups: list[str] | None = None) -> list[str]:
+    """Labels shuffled (the permutation control): clip i gets clip perm[i]'s label.
+
+    Parameters
+    ----------
+    labels : list of str
+        Each clip's label.
+    seed : int
+        The permutation's seed.
+    groups : list of str, optional
+        Each clip's group (:func:`permutation_groups`): labels move only inside a group, so each
+        group keeps its class counts. None: across every clip.
+
+    Returns
+    -------
+    list of str
+        The shuffled labels, clip by clip.
+    """
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        perm = rng.permutation(len(labels))
+        return [labels[j] for j in perm]
+    out = list(labels)
+    for g in sorted(set(groups)):
+        members = [i for i, x in enumerate(groups) if x == g]
+        for i, j in zip(members, rng.permutation(members)):
+            out[i] = labels[j]
+    return out
 
 
 def run_targets(store: Store, clips, view: str, labels: list[str], variant: str, permuted: bool) -> list[list[str]]:
@@ -68,14 +107,23 @@ def run_targets(store: Store, clips, view: str, labels: list[str], variant: str,
 
 
 def plan_run(store: Store, view: str, protocol: str, folds: int | None, seed: int,
-             permute_labels: int | None) -> tuple[list, list[str], list[dict]]:
-    """The view's clips, the labels in use (shuffled for a control) and the folds with their clip lists."""
+             permute_labels: int | None, permute_within: str | None = None,
+             same_person: dict[str, list[str]] | None = None) -> tuple[list, list[str], list[dict]]:
+    """The view's clips, the labels in use (shuffled for a control) and the folds with their clip lists.
+
+    ``permute_within`` (default ``"dataset"``) is where a control's labels are shuffled
+    (:data:`PERMUTE_WITHIN`); ``same_person`` merges subjects into one unit of the folds
+    (:func:`roi_store.protocols.make_folds`).
+    """
     clips = store.view_clips(view)
     if not clips:
         raise ConfigError(f"view {view!r} of {store.where} has no clips: ingest datasets first")
     true = [c.labels[view] for c in clips]
-    labels = permuted_labels(true, permute_labels) if permute_labels is not None else true
-    plan = make_folds(clips, protocol, folds, seed)
+    if permute_labels is not None:
+        labels = permuted_labels(true, permute_labels, permutation_groups(clips, permute_within or "dataset"))
+    else:
+        labels = true
+    plan = make_folds(clips, protocol, folds, seed, same_person)
     for fold in plan:
         test = set(fold["test_subjects"])
         fold["test_clips"] = [c.id for c in clips if subject_of(c) in test]
@@ -83,7 +131,8 @@ def plan_run(store: Store, view: str, protocol: str, folds: int | None, seed: in
     return clips, labels, plan
 
 
-def cnn_plan(clips, plan: list[dict], cnn_scope: str, cnn_folds: int | None, protocol: str, seed: int) -> list[dict]:
+def cnn_plan(clips, plan: list[dict], cnn_scope: str, cnn_folds: int | None, protocol: str, seed: int,
+             same_person: dict[str, list[str]] | None = None) -> list[dict]:
     """The CNN trainings of a run, ``[{"index", "name", "train_clips"}]``; sets each fold's ``embedding_fold``.
 
     - per fold (the default): fold k's CNNs train on its training subjects, and its head uses them;
@@ -104,7 +153,7 @@ def cnn_plan(clips, plan: list[dict], cnn_scope: str, cnn_folds: int | None, pro
     else:
         if protocol != "loso":
             raise ConfigError(f"--cnn-folds cross-fits the CNNs of a LOSO run: use --protocol loso, not {protocol}")
-        groups = make_folds(clips, "kfold", cnn_folds, seed)
+        groups = make_folds(clips, "kfold", cnn_folds, seed, same_person)
         group_of = {s: g["index"] for g in groups for s in g["test_subjects"]}
         tasks = []
         for g in groups:
@@ -137,6 +186,8 @@ def embed(
     folds_per_step: int = 1,
     relabel: str | None = None,
     permute_labels: int | None = None,
+    permute_within: str | None = None,
+    same_person: str | dict | None = None,
     preset: str | None = None,
     jobs: int = 1,
     gpu: int | None = None,
@@ -162,6 +213,16 @@ def embed(
         The paper's global average pool before dense 1024, or a 2x2 pool flattened.
     cnn_folds : int, optional
         Cross-fit the CNNs of a LOSO run on this many subject groups (see :func:`cnn_plan`).
+    permute_labels : int, optional
+        Make a permutation control: train and score on labels shuffled with this seed.
+    permute_within : {"dataset", "subject", "all"}, optional
+        Where a control's labels are shuffled (default ``"dataset"``: each dataset keeps its
+        class counts); only with ``permute_labels``. Recorded as ``permute_within`` (None when
+        not permuting).
+    same_person : str or dict, optional
+        A same-person CSV (``dataset, subject, person``; :func:`roi_store.protocols.read_same_person`)
+        or its person -> subjects dict: each person's subjects are tested together and never
+        trained on for each other. The run records the merged groups as ``same_person``.
     preset : str, optional
         Where ``epochs``, ``batch_size``, ``cnn_input_mode``, ``relabel``, ``cnn_pool`` and
         ``cnn_dense`` come from when left None: ``"roistore"`` (the default) or ``"paper"``
@@ -195,20 +256,32 @@ def embed(
         raise ConfigError(f"invalid --cnn-pool {cnn_pool!r}: allowed values are {', '.join(POOLS)}")
     if cnn_folds is not None and (cnn_folds < 2 or cnn_scope == "global"):
         raise ConfigError(f"invalid --cnn-folds {cnn_folds}: give 2 or more, with --cnn-scope fold")
+    if permute_within is not None and permute_labels is None:
+        raise ConfigError(f"--permute-within {permute_within} shapes a permutation control: give --permute-labels SEED too")
+    if permute_labels is not None:
+        permute_within = permute_within or "dataset"
+        if permute_within not in PERMUTE_WITHIN:
+            raise ConfigError(f"invalid --permute-within {permute_within!r}: allowed values are {', '.join(PERMUTE_WITHIN)}")
     backend.select_device(gpu, cpu, max(1, backend.cores() // max(1, jobs)))
     parallel.check(jobs, scheduler, gpu is not None)
     say = log or (lambda msg: None)
     store = open_store(store_path, mode="r+")
-    clips, labels, plan = plan_run(store, view, protocol, folds, seed, permute_labels)
+    if same_person is not None and not isinstance(same_person, dict):
+        same_person = read_same_person(same_person, {subject_of(c) for c in store.clips})
+    view_subjects = {subject_of(c) for c in store.view_clips(view)}
+    same_person = {p: [s for s in m if s in view_subjects] for p, m in (same_person or {}).items()}
+    same_person = {p: m for p, m in same_person.items() if len(m) > 1} or None  # only merges that matter here
+    clips, labels, plan = plan_run(store, view, protocol, folds, seed, permute_labels, permute_within, same_person)
     targets = run_targets(store, clips, view, labels, relabel, permute_labels is not None)
     classes = list(store.views[view]["classes"])
     cnn_classes = [*classes, store.header["relabel"]["not_me"]]
     everyone = [c.id for c in clips]
-    tasks = cnn_plan(clips, plan, cnn_scope, cnn_folds, protocol, seed)
+    tasks = cnn_plan(clips, plan, cnn_scope, cnn_folds, protocol, seed, same_person)
     settings = {"view": view, "protocol": protocol, "folds": folds, "epochs": epochs, "batch_size": batch_size,
                 "seed": seed, "cnn_scope": cnn_scope, "input": cnn_input_mode, "cnn_dense": cnn_dense,
                 "cnn_pool": cnn_pool, "cnn_folds": cnn_folds, "folds_per_step": folds_per_step, "relabel": relabel,
-                "permute_labels": permute_labels, "preset": preset, "preset_overrides": overridden,
+                "permute_labels": permute_labels, "permute_within": permute_within, "same_person": same_person,
+                "preset": preset, "preset_overrides": overridden,
                 "gamma": 2.0, "optimizer": "adam", "learning_rate": 1e-3}
     doc = {"kind": "region-cnn+lstm", "settings": settings, "classes": classes, "cnn_classes": cnn_classes,
            "regions": store.regions, "clips": everyone, "labels": labels,
@@ -326,6 +399,5 @@ def cnn_task(indices: list[int], train_lists: list[list[str]], work: dict) -> di
         # The fold's marker goes last: a fold without it is redone by a resumed run.
         write_fold_marker(group, "embed", index, record)
         records.append(record)
-    keras.backend.clear_session()
     return {"index": indices[0] if n_f == 1 else indices, "records": records, "cnn": records[0]["cnn"],
             "device": records[0]["device"]}

@@ -19,7 +19,8 @@ import numpy as np
 from roi_store._version import __version__
 from roi_store.errors import ConfigError, RoiStoreError
 from roi_store.ids import ClipKey
-from roi_store.runs import commit_doc, head_document, not_ready, run_document, run_group, run_status
+from roi_store.runs import (commit_doc, embeddings_source, head_document, not_ready, run_document, run_group,
+                            run_status)
 from roi_store.share import atomic_file, check_output
 from roi_store.store import Store
 
@@ -73,8 +74,8 @@ def export_run(store: Store, run: str, out: str | Path, fmt: str = "hdf5", *, ov
 
 def _collect(store: Store, run: str):
     """The export's arrays (small ones), its metadata and a reader of each region's embeddings."""
-    group = run_group(store, run)
-    if commit_doc(store, run, "embed") is None:
+    group = run_group(store, embeddings_source(store, run))  # a head-only control: its source's embeddings
+    if commit_doc(store, embeddings_source(store, run), "embed") is None:
         raise not_ready(store, run, run_status(store, run))
     doc = run_document(store, run)
     head = head_document(store, run) if commit_doc(store, run, "head") is not None else None
@@ -108,8 +109,10 @@ def _collect(store: Store, run: str):
         "classes": _text(classes),
         "labels": _text(doc["true_labels"]),
         "label_index": np.array([classes.index(v) for v in doc["true_labels"]], dtype=np.int64),
-        "train_labels": _text(doc["labels"]),
-        "train_label_index": np.array([classes.index(v) for v in doc["labels"]], dtype=np.int64),
+        # The head's labels: a head-only control shuffles them after the embed.
+        "train_labels": _text(head["labels_used"] if head else doc["labels"]),
+        "train_label_index": np.array([classes.index(v) for v in (head["labels_used"] if head else doc["labels"])],
+                                      dtype=np.int64),
         "n_frames": lengths,
         "offsets": offsets,
         "fold_names": _text([f["name"] for f in folds]),
@@ -136,7 +139,7 @@ def _collect(store: Store, run: str):
         "store": store.where, "store_format_version": store.header["format_version"], "run": run,
         "state": doc.get("state"), "view": doc["settings"]["view"], "protocol": doc["settings"]["protocol"],
         "cnn_scope": doc["settings"]["cnn_scope"], "leakage": bool(doc.get("leakage")),
-        "permuted": doc["settings"].get("permute_labels") is not None,
+        "permuted": (head["settings"] if head else doc["settings"]).get("permute_labels") is not None,
         "regions": regions, "embedding_dim": int(dim), "embedding_folds": int(n_emb),
         "settings": {"embed": doc["settings"], "head": head["settings"] if head else None},
         "fitted": head is not None,

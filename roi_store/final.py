@@ -18,11 +18,11 @@ from collections.abc import Callable
 from roi_store import backend
 from roi_store import format as fmt
 from roi_store.embed import EMBED_DIM, cnn_task, run_targets
-from roi_store.errors import RoiStoreError
+from roi_store.errors import ConfigError, RoiStoreError
 from roi_store.fusion import head_task
 from roi_store.protocols import subject_of
-from roi_store.runs import (RunWriter, commit_doc, create_embedding_arrays, get_bytes, not_ready, put_bytes,
-                            run_document, run_group, run_status)
+from roi_store.runs import (RunWriter, commit_doc, create_embedding_arrays, embeddings_source, get_bytes, not_ready,
+                            put_bytes, run_document, run_group, run_status)
 from roi_store.store import now, open_store
 
 FINAL = "final"
@@ -58,6 +58,9 @@ def fit_final(
     say = log or (lambda msg: None)
     store = open_store(store_path, mode="r+")
     group = run_group(store, run)  # a missing run: one line, before anything is claimed
+    if embeddings_source(store, run) != run:
+        raise ConfigError(f"run {run!r} is a head-only permutation control: it has no final model; fit one for "
+                          f"run {embeddings_source(store, run)!r}")
     before = run_status(store, run)
     writer = RunWriter.claim(store, run, "fit-lstm --final")  # one writer per run
     try:
@@ -95,7 +98,8 @@ def _fit(store, store_path, run, group, epochs, batch_size, seed, masked, cnn_ep
         cnn, source, device = res["cnn"], "trained", res["device"]
     say("final head")
     head_settings = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "masked": masked,
-                     "permute_labels": s.get("permute_labels"), "head_only_permutation": None,
+                     "permute_labels": s.get("permute_labels"), "permute_within": s.get("permute_within"),
+                     "head_only_permutation": None,
                      "optimizer": "adam", "learning_rate": 1e-3, "gamma": 2.0}
     head = head_task({"index": 0, "name": FINAL, "test_clips": []},
                      {"store": store_path, "run": run, "subgroup": FINAL, "settings": head_settings,

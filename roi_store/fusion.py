@@ -4,6 +4,11 @@ Nothing of a fold's test subjects is used to fit its head: no early stopping, no
 selection, no normalisation statistics; the focal loss's class weights come from the fold's
 training clips. Padded time steps are masked by default (``masked=False`` feeds the paper's
 zero padding to 500 frames as data).
+
+A head-only permutation control (``permute_labels`` on a run embedded with true labels) is
+written as a run of its own (:func:`control_name`, or ``control_run``) whose plan is the
+source run's plus ``embeddings_from``; its head is fitted on the source run's embeddings, and
+the source run's own head is never touched.
 """
 
 from __future__ import annotations
@@ -14,10 +19,11 @@ from collections.abc import Callable
 import numpy as np
 
 from roi_store import backend, killpoints, parallel, presets
-from roi_store.embed import permuted_labels
+from roi_store.embed import PERMUTE_WITHIN, permutation_groups, permuted_labels
 from roi_store.errors import ConfigError, RoiStoreError
-from roi_store.runs import (COMPLETE, RunWriter, commit_doc, embedding_fold, fold_docs, head_document, not_ready,
-                            put_bytes, run_document, run_group, run_status, write_fold_marker)
+from roi_store.runs import (COMPLETE, PLAN_KEYS, RunWriter, check_run_name, commit_doc, embedding_fold,
+                            embeddings_source, fold_docs, head_document, not_ready, put_bytes, run_document,
+                            run_group, run_status, write_fold_marker)
 from roi_store.store import now, open_store
 
 #: Masked batches are padded to a multiple of this many steps: few distinct shapes to compile.
@@ -61,6 +67,8 @@ def fit_lstm(
     seed: int = 0,
     masked: bool | None = None,
     permute_labels: int | None = None,
+    permute_within: str | None = None,
+    control_run: str | None = None,
     preset: str | None = None,
     jobs: int = 1,
     gpu: int | None = None,
@@ -79,11 +87,25 @@ def fit_lstm(
     ``epochs``, ``batch_size`` and ``masked`` left None come from ``preset`` (default
     ``"roistore"``; ``"paper"``: unmasked zero padding), see :mod:`roi_store.presets`.
 
+    Parameters
+    ----------
+    permute_labels : int, optional
+        On a run embedded with ``permute_labels``: that seed (its own labels). On a run embedded
+        with true labels: a head-only control, fitted on labels shuffled with this seed and
+        written as the run ``control_run`` (default :func:`control_name`), never in place of
+        ``run``'s head.
+    permute_within : {"dataset", "subject", "all"}, optional
+        Where a head-only control shuffles (default ``"dataset"``); for a run embedded with
+        ``permute_labels`` it must be the run's own (the default).
+    control_run : str, optional
+        The head-only control's run name.
+
     Returns
     -------
     dict
         The head document (:func:`roi_store.runs.head_document`): settings, per-fold clip lists
-        and timings, pooled predictions.
+        and timings, pooled predictions; ``run`` names the run written (the control's, for a
+        head-only control).
 
     Raises
     ------
@@ -102,14 +124,32 @@ def fit_lstm(
     parallel.check(jobs, scheduler, gpu is not None)
     say = log or (lambda msg: None)
     store = open_store(store_path, mode="r+")
-    run_group(store, run)  # a missing run: one line, before anything is claimed
-    before = run_status(store, run)
+    source = run
+    planned = dict(run_group(store, run).attrs.get("run") or {})  # a missing run: one line, before anything is claimed
+    if planned.get("embeddings_from"):
+        raise ConfigError(f"run {run!r} is a head-only control of run {embeddings_source(store, run)!r}: refit it with "
+                          f"'roistore fit-lstm {store.where} --run {embeddings_source(store, run)} --permute-labels SEED "
+                          f"--control-run {run} --overwrite'")
+    head_only = permute_labels is not None and bool(planned) and planned["settings"].get("permute_labels") is None
+    if control_run is not None and not head_only:
+        raise ConfigError("--control-run names a head-only permutation control: give --permute-labels SEED, on a run "
+                          "embedded with true labels")
+    if head_only:
+        run = check_run_name(control_run or control_name(source, permute_labels, permute_within))
+        if run == source:
+            raise ConfigError(f"--control-run {run} is the run whose embeddings it reuses: choose another name")
+    before = run_status(store, source)
     writer = RunWriter.claim(store, run, "fit-lstm")
     try:
-        if commit_doc(store, run, "embed") is None:
-            raise not_ready(store, run, before)
-        doc = run_document(store, run)
-        labels, settings = _head_settings(doc, run, epochs, batch_size, seed, masked, permute_labels)
+        if commit_doc(store, source, "embed") is None:
+            raise not_ready(store, source, before)
+        doc = run_document(store, source)
+        if head_only:  # the control's plan: the source run's, and where its embeddings are
+            plan_doc = {k: v for k, v in planned.items() if k in PLAN_KEYS}
+            plan_doc["embeddings_from"] = {"run": source, "checksum": commit_doc(store, source, "embed")["checksum"]}
+            writer.plan_embed(plan_doc, overwrite)
+        labels, settings = _head_settings(doc, source, epochs, batch_size, seed, masked, permute_labels,
+                                          permute_within)
         settings |= {"preset": preset, "preset_overrides": overridden}
         ids = doc["clips"]
         for fold in doc["folds"]:
@@ -120,8 +160,9 @@ def fit_lstm(
         plan = {"settings": settings, "classes": doc["classes"], "labels_used": labels}
         if writer.plan_head(plan, overwrite) == COMPLETE:
             say(f"run {run}: its head is already fitted with these settings: nothing to do")
-            return head_document(store, run)
-        work = {"store": parallel.store_location(store_path), "run": run, "settings": settings, "labels": labels, "ids": ids,
+            return {**head_document(store, run), "run": run, "embeddings_from": source if source != run else None}
+        work = {"store": parallel.store_location(store_path), "run": run, "embeddings": source, "settings": settings,
+                "labels": labels, "ids": ids,
                 "classes": doc["classes"], "regions": doc["regions"], "t_max": store.t_max,
                 "lengths": [store.clip(i).n_frames for i in ids]}
         started = time.perf_counter()
@@ -144,22 +185,43 @@ def fit_lstm(
             raise
     finally:
         writer.release()
-    return head_document(store, run)
+    return {**head_document(store, run), "run": run, "embeddings_from": source if source != run else None}
 
 
-def _head_settings(doc: dict, run: str, epochs, batch_size, seed, masked, permute_labels) -> tuple[list, dict]:
+def control_name(run: str, permute_labels: int, permute_within: str | None = None) -> str:
+    """The default run name of a head-only control of ``run``: ``R-perm7h``, ``R-perm7h-subject``."""
+    within = permute_within or "dataset"
+    return f"{run}-perm{permute_labels}h" + ("" if within == "dataset" else f"-{within}")
+
+
+def _head_settings(doc: dict, run: str, epochs, batch_size, seed, masked, permute_labels,
+                   permute_within=None) -> tuple[list, dict]:
     """The labels the head is fitted on and its settings (a head-only permutation control shuffles them)."""
     labels = list(doc["labels"])
     run_perm = doc["settings"].get("permute_labels")
+    # Controls embedded before --permute-within existed shuffled across every clip.
+    run_within = doc["settings"].get("permute_within", "all") if run_perm is not None else None
+    if permute_within is not None and permute_within not in PERMUTE_WITHIN:
+        raise ConfigError(f"invalid --permute-within {permute_within!r}: allowed values are {', '.join(PERMUTE_WITHIN)}")
     head_perm = None
     if permute_labels is not None and permute_labels != run_perm:
         if run_perm is not None:
             raise ConfigError(f"run {run!r} was embedded with --permute-labels {run_perm}; fit its head with the same seed")
-        labels = permuted_labels(labels, permute_labels)  # a head-only control on true-label features
+        within = permute_within or "dataset"  # a head-only control on true-label features
+        labels = permuted_labels(labels, permute_labels, permutation_groups(doc["clips"], within))
         head_perm = permute_labels
+    elif run_perm is not None:
+        if permute_within not in (None, run_within):
+            raise ConfigError(f"run {run!r} was embedded with --permute-within {run_within}; fit its head with the same")
+        within = run_within
+    else:
+        if permute_within is not None:
+            raise ConfigError(f"--permute-within {permute_within} shapes a permutation control: give --permute-labels SEED too")
+        within = None
     settings = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "masked": masked,
                 "permute_labels": permute_labels if permute_labels is not None else run_perm,
-                "head_only_permutation": head_perm, "optimizer": "adam", "learning_rate": 1e-3, "gamma": 2.0}
+                "permute_within": within, "head_only_permutation": head_perm, "optimizer": "adam",
+                "learning_rate": 1e-3, "gamma": 2.0}
     return labels, settings
 
 
@@ -208,12 +270,14 @@ def head_task(fold: dict, work: dict) -> dict:
     keras = backend.keras()
     store = open_store(work["store"], mode="r+")
     group = run_group(store, work["run"])
+    # A head-only control reads the embeddings of the run it controls, and writes only its own group.
+    source = run_group(store, work["embeddings"]) if work.get("embeddings", work["run"]) != work["run"] else group
     if work.get("subgroup"):  # the final model's arrays (``roistore fit-lstm --final``)
-        group = group[work["subgroup"]]
+        group = source = group[work["subgroup"]]
     s = work["settings"]
     ids, classes, lengths = work["ids"], work["classes"], work["lengths"]
     index = fold["index"]
-    seqs = load_sequences(group, work["regions"], fold.get("embedding_fold", 0), lengths)
+    seqs = load_sequences(source, work["regions"], fold.get("embedding_fold", 0), lengths)
     y = np.array([classes.index(lab) for lab in work["labels"]])
     test_set = set(fold["test_clips"])
     test_idx = np.array([i for i, c in enumerate(ids) if c in test_set], dtype=int)

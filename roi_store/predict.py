@@ -15,7 +15,7 @@ from roi_store.datasets.common import ClipProblem, list_frames
 from roi_store.errors import DatasetError, RoiStoreError
 from roi_store.ids import ClipKey
 from roi_store.ingest import cut_clip
-from roi_store.runs import embedding_fold, get_bytes, head_document, run_document, run_group
+from roi_store.runs import embedding_fold, embeddings_source, get_bytes, head_document, run_document, run_group
 from roi_store.store import open_store
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -135,6 +135,8 @@ def load_predictor(store_path: str | Path, run: str, *, models: str = "auto", la
         head = {"folds": [{"index": 0}], "settings": final["settings"]["head"], "classes": doc["classes"]}
     else:
         head = head_document(store, run)  # committed heads only
+    # A head-only control's CNNs are those of the run whose embeddings it reuses.
+    cnn_group = group if use_final else run_group(store, embeddings_source(store, run))
     emb_fold = {f["index"]: embedding_fold(doc, f) for f in doc["folds"]}
     embedders, heads = {}, []
     for fold in head["folds"]:
@@ -142,7 +144,7 @@ def load_predictor(store_path: str | Path, run: str, *, models: str = "auto", la
         cnn_fold = 0 if use_final else emb_fold[k]
         if cnn_fold not in embedders:
             embedders[cnn_fold] = [
-                nets.embedding_model(backend.model_from_bytes(get_bytes(group, f"models/cnn/{cnn_fold}/{region}")))
+                nets.embedding_model(backend.model_from_bytes(get_bytes(cnn_group, f"models/cnn/{cnn_fold}/{region}")))
                 for region in doc["regions"]]
         heads.append((k, cnn_fold, backend.model_from_bytes(get_bytes(group, f"models/head/{k}"))))
     return Predictor(store, run, doc, head, embedders, heads, landmarks_model, "final" if use_final else "folds")

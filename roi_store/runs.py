@@ -14,6 +14,9 @@ Layout (see ``schemas/FORMAT.rst``)::
     runs/<name>/head/commit          attrs["commit"]: the head is complete, pooled predictions (last)
     runs/<name>/failed               attrs["failure"]: why the last attempt failed
 
+A head-only control (``fit-lstm --run R --permute-labels S``) is a run whose plan is R's plus ``embeddings_from``
+(R and its embed checksum); it has no embeddings, CNN models or embed commit: it reads R's.
+
 Every document is written once by one process and never updated in place: several people can
 write different runs of one store at once, and a run is complete only when its commit exists.
 Only the process holding a run's lock writes its plan, commit and failure; fold workers write
@@ -50,7 +53,7 @@ FOLDS, COMMIT, HEAD, FAILED = "folds", "commit", "head", "failed"
 COMPLETE, RUNNING, INCOMPLETE, FAILED_STATE = "complete", "running", "incomplete", "failed"
 #: The parts of a run's plan that must match for a re-run to resume it.
 PLAN_KEYS = ("kind", "settings", "classes", "cnn_classes", "regions", "clips", "labels", "true_labels", "folds",
-             "leakage", "embedding_folds")
+             "leakage", "embedding_folds", "embeddings_from")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 
@@ -143,6 +146,11 @@ def lock_owner(store: Store, name: str) -> dict | None:
     return locks.read_owner(Path(root) / _run_path(name) / locks.LOCK) if root is not None else None
 
 
+def embeddings_source(store: Store, name: str) -> str:
+    """The run whose embeddings and CNN models ``name`` uses: itself, or the run a head-only control reuses."""
+    return ((_attrs(store, _run_path(name), "run") or {}).get("embeddings_from") or {}).get("run") or name
+
+
 def run_status(store: Store, name: str) -> dict:
     """A run's state, who and when, settings, fold progress and scores (what ``roistore runs`` lists).
 
@@ -155,8 +163,9 @@ def run_status(store: Store, name: str) -> dict:
     head = _attrs(store, f"{path}/{HEAD}", "head")
     failure = _attrs(store, f"{path}/{FAILED}", "failure")
     owner = lock_owner(store, name)
-    embedded, fitted = commit_doc(store, name, "embed"), commit_doc(store, name, "head")
-    stage = "head" if head is not None or (owner or {}).get("command") == "fit-lstm" else "embed"
+    source = embeddings_source(store, name)
+    embedded, fitted = commit_doc(store, source, "embed"), commit_doc(store, name, "head")
+    stage = "head" if head is not None or source != name or (owner or {}).get("command") == "fit-lstm" else "embed"
     committed = fitted if stage == "head" else embedded
     alive = locks.owner_alive(owner) if owner else False
     if committed is not None:
@@ -175,7 +184,8 @@ def run_status(store: Store, name: str) -> dict:
            "writer": owner if state == RUNNING else None,
            "settings": doc.get("settings"), "head_settings": (head or {}).get("settings"),
            "leakage": bool(doc.get("leakage")), "clips": len(doc.get("clips", [])),
-           "folds": {"embed": [len(fold_docs(store, name, "embed")), n_emb],
+           "embeddings_from": source if source != name else None,
+           "folds": {"embed": [len(fold_docs(store, source, "embed")), n_emb],
                      "head": [len(fold_docs(store, name, "head")), len(doc.get("folds", []))] if head else None},
            "scores": None}
     if fitted is not None:
@@ -205,8 +215,9 @@ def run_document(store: Store, name: str) -> dict:
         run_group(store, name)  # no such run: one-line error
         raise StoreError(f"run {name!r} in {store.where} was claimed but never planned: re-run its embed command")
     status = run_status(store, name)
-    folds = fold_docs(store, name, "embed")
-    commit = commit_doc(store, name, "embed") or {}
+    source = embeddings_source(store, name)
+    folds = fold_docs(store, source, "embed")
+    commit = commit_doc(store, source, "embed") or {}
     for fold in doc["folds"]:
         record = folds.get(embedding_fold(doc, fold))
         if record:
@@ -230,9 +241,10 @@ def head_document(store: Store, name: str) -> dict:
 
 def not_ready(store: Store, name: str, status: dict) -> RoiStoreError:
     """The one-line error for a run whose embed, or head, is not committed (``status``: :func:`run_status`)."""
-    if commit_doc(store, name, "embed") is None:
-        return RoiStoreError(f"run {name!r} has no complete embed ({status['state']}): re-run the same "
-                             f"'roistore embed {store.where} --run {name}' command to resume it")
+    source = embeddings_source(store, name)
+    if commit_doc(store, source, "embed") is None:
+        return RoiStoreError(f"run {source!r} has no complete embed ({status['state']}): re-run the same "
+                             f"'roistore embed {store.where} --run {source}' command to resume it")
     return RoiStoreError(f"run {name!r} has no fitted head ({status['stage']} {status['state']}): run "
                          f"'roistore fit-lstm {store.where} --run {name}' (the same command resumes an interrupted fit)")
 
@@ -304,6 +316,11 @@ class RunWriter:
         if old is not None and _plan(old) == _plan(doc) and not overwrite:
             self._delete(FAILED)
             return COMPLETE if commit_doc(self.store, self.name, "embed") else "resume"
+        kinds = [f"a head-only control of run {d['embeddings_from']['run']!r}" if d.get("embeddings_from")
+                 else "a run with its own embeddings" for d in (old or {}, doc)]
+        if old is not None and not overwrite and kinds[0] != kinds[1]:
+            raise StoreError(f"run {self.name!r} of {self.store.where} is {kinds[0]}, not {kinds[1]}: "
+                             "choose another run name, or pass --overwrite to replace it")
         if old is not None and not overwrite:
             raise StoreError(f"run {self.name!r} already exists in {self.store.where}, {_differences(old, doc)}: "
                              "re-run with the same settings to resume it, choose another --run name, or pass --overwrite")
@@ -410,6 +427,8 @@ def _differences(old: dict, new: dict) -> str:
             if a.get(k) != b.get(k) and k != "preset_overrides"]
     if diff:
         return f"made with {'; '.join(diff[:4])}"
+    if _jsonable(old.get("embeddings_from")) != _jsonable(new.get("embeddings_from")):
+        return "fitted on embeddings of its source run that have changed since (it was embedded again)"
     return "made from other clips or labels (the store changed since)"
 
 

@@ -10,7 +10,8 @@ from zarr.core.sync import sync
 
 from roi_store import format as fmt
 from roi_store.errors import RoiStoreError
-from roi_store.runs import FAILED, HEAD, RUNS, commit_doc, digest, fold_checksum, fold_docs, run_names, run_status
+from roi_store.runs import (FAILED, HEAD, RUNS, commit_doc, digest, embeddings_source, fold_checksum, fold_docs,
+                            run_names, run_status)
 from roi_store.store import COMPLETE, REGIONS, SKIPPED, Store, chunk_keys
 
 
@@ -121,8 +122,15 @@ def _check_run(store: Store, name: str) -> tuple[list[str], int]:
             except RoiStoreError as exc:
                 problems.append(str(exc))
     group = store.zgroup[path] if path in store.zgroup else None
-    if commit_doc(store, name, "head") is not None and commit_doc(store, name, "embed") is None:
-        problems.append(f"{where}: its head is committed but its embed is not")
+    source = embeddings_source(store, name)
+    if commit_doc(store, name, "head") is not None and commit_doc(store, source, "embed") is None:
+        problems.append(f"{where}: its head is committed but its embed is not"
+                        + (f" (it reuses run {source}'s embeddings)" if source != name else ""))
+    elif source != name and commit_doc(store, name, "head") is not None \
+            and commit_doc(store, source, "embed")["checksum"] != doc["embeddings_from"].get("checksum"):
+        problems.append(f"{where}: its head was fitted on run {source}'s embeddings, which changed since (embedded "
+                        f"again): refit it with 'roistore fit-lstm --run {source} --permute-labels SEED "
+                        f"--control-run {name} --overwrite'")
     for stage in ("embed", "head"):
         commit = commit_doc(store, name, stage)
         if commit is None:
