@@ -20,9 +20,10 @@ from benchmarks import data as bd
 from benchmarks.harness import gpu_names, machine
 from benchmarks.report import FORMAT, markdown, validate
 
-STAGES = ("ingest", "detect", "scaling", "store", "datapath", "cnn", "fit-lstm", "engine", "predict", "loso")
+STAGES = ("ingest", "detect", "scaling", "store", "datapath", "evaluation", "cnn", "fit-lstm", "engine", "predict",
+          "loso")
 #: Stages that need no deep-learning framework (what ``--stages fast`` selects).
-FAST_STAGES = ("ingest", "detect", "scaling", "store", "datapath")
+FAST_STAGES = ("ingest", "detect", "scaling", "store", "datapath", "evaluation")
 
 #: The smallest share of the preset the ingest stage measures (unless --quick): its ratios compare
 #: whole ingests, and at smaller scales the fixed second of loading the landmark model and
@@ -131,7 +132,7 @@ def main(argv=None) -> dict:
         say(f"stage {name} ...")
         start = time.perf_counter()
         try:
-            if name not in ("ingest", "detect", "scaling") and store is None:
+            if name not in ("ingest", "detect", "scaling", "evaluation") and store is None:
                 store, prepared = bd.prepared_store(out, data)
             stage = _run(name, args, cfg, data, store, prepared, results)
             stage["measured"] = _now()
@@ -152,7 +153,7 @@ def main(argv=None) -> dict:
 
 
 def _run(name, args, cfg, data, store, prepared, results) -> dict:
-    from benchmarks import engine_bench, ingest_bench, method_bench, store_bench
+    from benchmarks import engine_bench, evaluation_bench, ingest_bench, method_bench, store_bench
 
     out, repeats = args.out, args.repeats
     if name == "ingest":
@@ -165,6 +166,8 @@ def _run(name, args, cfg, data, store, prepared, results) -> dict:
         return store_bench.bench_store(store, data, cfg["verify_clips"], args.seed)
     if name == "datapath":
         return store_bench.bench_data_path(store, data, cfg["datapath_clips"], repeats, args.seed)
+    if name == "evaluation":
+        return evaluation_bench.bench_evaluation(repeats, args.seed)
     if name == "cnn":
         return method_bench.bench_cnn(store, cfg, repeats, gpu_names())
     if name == "engine":

@@ -1,13 +1,18 @@
-"""CNN and fusion-head throughput of one machine, on an existing store, with any Keras backend.
+"""A measured slice of the full per-fold LOSO on one device, and its projection to all 68 folds.
 
-Runs ``embed`` (per-fold CNNs, K folds) and ``fit-lstm`` masked and padded to t_max, and prints
-one JSON object: the device in words, the Keras backend, training and embedding frames/s per
-region and seconds per head fold. Use it to measure a GPU (``--gpu 0``) or the CPU (``--cpu``)::
+No store and no dataset is needed: the six region clips of the megc2019 composite are made on
+the device's host at their real sizes and planned clip lengths (``roi_store.synth.plan``; the
+pixels are random, which does not change the arithmetic), the composite's subjects are split
+into LOSO folds, and the first ``--folds-per-step`` folds train together in the engine's one
+compiled step (``roi_store.engine``), every fold's loss masking its own test subject::
 
-    python -m benchmarks.model_throughput STORE --gpu 0 --folds 2 --epochs 5 --out gpu.json
+    python -m benchmarks.model_throughput --gpu 0 --folds-per-step 8 --epochs 3 --out slice.json
+    python -m benchmarks.model_throughput --cpu --scale 0.05 --folds-per-step 2 --epochs 1   # a smoke run
 
-Each stage is timed twice in the same process (a warm-up run, whose compilation is reported
-separately, then a measured run), so compile time does not hide the steady-state rate.
+It prints what is installed first, then one JSON object: the device in words, the Keras backend,
+the compile (first epoch) and steady-state epoch times, training and embedding region frames/s,
+one full-size head fold (masked and, with ``--padded-head``, the paper's 500 padded steps), and
+the projected wall time of the 68 folds with the paper's settings (100 CNN epochs, head 60).
 """
 
 from __future__ import annotations
@@ -15,93 +20,122 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
+REGION_SIZES = {"R0": (80, 100), "R1": (80, 100), "R2": (80, 120), "R3": (60, 60), "R4": (60, 60), "R5": (60, 160)}
 
-def steady_state(store: str, frames: int = 8192, epochs: int = 3, batch_size: int = 256, cnn_dense: int = 1024) -> dict:
-    """Frames/s of one compiled region CNN per region: training epochs and embedding, compile excluded.
 
-    Uses the store's real region frames (every view clip, repeated up to ``frames``).
-    """
-    import numpy as np
-
-    import roi_store
-    from roi_store import backend, models
-    from roi_store.embed import _frame_batches, cnn_input, embed_frames
-
-    keras = backend.keras()
-    s = roi_store.open_store(store)
-    out = {}
-    for region in s.regions:
-        x = np.concatenate([cnn_input(s.frames(c.id, region), "delta") for c in s.view_clips()])
-        x = np.resize(x, (frames, *x.shape[1:]))
-        y = np.random.default_rng(0).integers(0, 4, len(x))
-        cnn = models.region_cnn(*x.shape[1:], n_classes=4, dense=cnn_dense, name=f"cnn_{region}")
-        cnn.compile(optimizer=keras.optimizers.Adam(1e-3),
-                    loss=models.FocalLoss(models.inverse_frequency_alpha(np.bincount(y, minlength=4)), 2.0))
-        cnn.fit(_frame_batches(x[:batch_size * 2], y[:batch_size * 2], batch_size, 0, 4), epochs=1, verbose=0)
-        t = time.perf_counter()
-        cnn.fit(_frame_batches(x, y, batch_size, 0, 4), epochs=epochs, verbose=0)
-        train = len(x) * epochs / (time.perf_counter() - t)
-        emb = models.embedding_model(cnn)
-        embed_frames(emb, x[:1024])
-        t = time.perf_counter()
-        embed_frames(emb, x)
-        out[region] = {"size": list(x.shape[1:]), "train_frames_per_s": round(train, 1),
-                       "embed_frames_per_s": round(len(x) / (time.perf_counter() - t), 1)}
-        keras.backend.clear_session()
+def installed() -> dict:
+    """Versions of what the measurement depends on (printed before anything is imported)."""
+    out = {"python": platform.python_version()}
+    for dist in ("keras", "jax", "jaxlib", "tensorflow", "tensorflow-cpu", "torch", "numpy", "roistore"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
     return out
 
 
-def measure(store: str, gpu: int | None, folds: int, epochs: int, head_epochs: int, cnn_dense: int,
-            batch_size: int) -> dict:
+def composite(scale: float, seed: int = 0) -> tuple[list[dict], list[str]]:
+    """The composite's planned clips (scaled) and their subjects, ``dataset/subject``."""
+    from roi_store.synth import plan
+
+    clips = [c for c in plan("megc2019", seed, scale=scale) if c["label"] is not None]
+    return clips, [f"{c['dataset']}/{c['subject']}" for c in clips]
+
+
+def measure(scale: float, folds_per_step: int, epochs: int, batch: int, mode: str, gpu: int | None,
+            head_epochs: int, padded_head: bool, seed: int = 0) -> dict:
     from roi_store import backend
 
     backend.select_device(gpu, gpu is None)
-    from roi_store.embed import embed
-    from roi_store.fusion import fit_lstm
-    from roi_store.report import run_report
-    import roi_store
+    import numpy as np
 
-    out = {"steady_state": steady_state(store, cnn_dense=cnn_dense, batch_size=batch_size)}
-    out |= {"store": store, "folds": folds, "cnn_epochs": epochs, "head_epochs": head_epochs, "cnn_dense": cnn_dense,
-           "batch_size": batch_size, "python": platform.python_version(), "embed": [], "fit_lstm": []}
-    for attempt in ("warm-up", "measured"):
-        t = time.perf_counter()
-        doc = embed(store, f"bench-{attempt}", protocol="kfold", folds=folds, epochs=epochs, seed=1, gpu=gpu,
-                    cpu=gpu is None, cnn_dense=cnn_dense, batch_size=batch_size, overwrite=True)
-        out["embed"].append({"run": attempt, "seconds": round(time.perf_counter() - t, 2), **doc["timings"]})
-        out["device"], out["backend"] = doc["device"], doc.get("backend")
-    run = "bench-measured"
-    for masked in (True, False, True, False):
-        head = fit_lstm(store, run, epochs=head_epochs, seed=1, masked=masked, gpu=gpu, cpu=gpu is None)
-        rep = run_report(roi_store.open_store(store), run)
-        out["fit_lstm"].append({"masked": masked, "seconds_per_fold": head["timings"]["seconds_per_fold"],
-                                "UF1": rep["scores"]["FULL"]["UF1"], "UAR": rep["scores"]["FULL"]["UAR"]})
+    from roi_store import engine
+
+    rng = np.random.default_rng(seed)
+    clips, subjects = composite(scale, seed)
+    lengths = [c["n_frames"] for c in clips]
+    frames = {r: [rng.integers(0, 256, (n, h, w), dtype=np.uint8) for n in lengths] for r, (h, w) in REGION_SIZES.items()}
+    targets = rng.integers(0, 4, (len(clips), len(REGION_SIZES))).tolist()
+    data = engine.ViewFrames(frames, targets)
+    people = sorted(set(subjects))
+    f = min(folds_per_step, len(people))
+    test = np.array([[s == people[k] for s in subjects] for k in range(f)]).T  # (clips, F)
+    train = np.stack([data.frame_mask(~test[:, k]) for k in range(f)], axis=1)
+    seeds = [[k * 101 + r for r in range(len(REGION_SIZES))] for k in range(f)]
+    start = time.perf_counter()
+    res = engine.train_group(data, train, n_classes=4, dense=1024, pool="gap", mode=mode, epochs=1, batch_size=batch,
+                             learning_rate=1e-3, gamma=2.0, seeds=seeds, dropout_seed=1, eager_steps=0)
+    first_epoch = time.perf_counter() - start
+    pool = np.flatnonzero(train.any(axis=1))
+    alpha = np.full((len(REGION_SIZES), f, 4), 0.25, dtype=np.float32)
+    batches = engine.Batches(data, pool, train, mode, alpha, batch, 2)
+    start = time.perf_counter()
+    res["model"].fit(batches, epochs=epochs, verbose=0)
+    epoch_s = (time.perf_counter() - start) / epochs
+    start = time.perf_counter()
+    engine.embed_all(res["model"], data, mode)
+    embed_s = time.perf_counter() - start
+    fold_frames = int(train[:, 0].sum())
+    out = {"device": backend.device_name(), "backend": backend.keras().backend.backend(), "scale": scale,
+           "clips": len(clips), "subjects": len(people), "frames": data.n_frames, "folds_per_step": f,
+           "batch": batch, "input": mode, "epochs_timed": epochs, "first_epoch_s": first_epoch, "epoch_s": epoch_s,
+           "train_region_frames_per_s": fold_frames * f * len(REGION_SIZES) / epoch_s,
+           "embed_s": embed_s, "embed_region_frames_per_s": data.n_frames * f * len(REGION_SIZES) / embed_s}
+    out["head"] = head_fold(data, lengths, subjects, people[0], head_epochs, padded_head, seed)
+    groups = -(-len(people) // f)  # ceil: fold groups of F for every subject
+    scale_up = 1.0 / scale
+    cnn_s = groups * (first_epoch + 99 * epoch_s) * scale_up + groups * embed_s * scale_up
+    head_key = "padded_s_per_epoch" if padded_head else "masked_s_per_epoch"
+    head_s = len(people) * 60 * out["head"][head_key] * scale_up
+    out["projection"] = {"folds": len(people), "cnn_epochs": 100, "head_epochs": 60, "cnn_s": cnn_s, "head_s": head_s,
+                         "total_s": cnn_s + head_s, "head": head_key,
+                         "note": "scaled linearly from the measured share of the composite; 68 folds at scale 1"}
+    return out
+
+
+def head_fold(data, lengths, subjects, test_subject, epochs: int, padded: bool, seed: int) -> dict:
+    """Seconds per epoch of one LOSO fold's fusion head on random 20-d sequences of the composite's lengths."""
+    import numpy as np
+
+    from roi_store.fusion import train_head
+
+    rng = np.random.default_rng(seed)
+    seqs = [[rng.random((n, 20)).astype("float32") for n in lengths] for _ in REGION_SIZES]
+    y = rng.integers(0, 3, len(lengths))
+    idx = np.array([i for i, s in enumerate(subjects) if s != test_subject])
+    out = {"train_clips": int(len(idx)), "epochs": epochs}
+    for name, masked in (("masked", True), ("padded", False)):
+        if name == "padded" and not padded:
+            continue
+        settings = {"epochs": epochs, "batch_size": 244, "masked": masked, "learning_rate": 1e-3, "gamma": 2.0}
+        start = time.perf_counter()
+        train_head(seqs, y, idx, lengths, list(REGION_SIZES), 3, settings, 500, seed)
+        out[f"{name}_s_per_epoch"] = (time.perf_counter() - start) / epochs
     return out
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("store")
-    p.add_argument("--gpu", type=int, default=None, help="GPU index (default: the CPU)")
-    p.add_argument("--folds", type=int, default=2)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--head-epochs", type=int, default=20)
-    p.add_argument("--cnn-dense", type=int, default=1024)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--copy", action="store_true", help="work on a copy of the store (left beside it)")
+    p.add_argument("--gpu", type=int, default=None, help="GPU index")
+    p.add_argument("--cpu", action="store_true", help="run on the CPU")
+    p.add_argument("--scale", type=float, default=1.0, help="share of the composite (1: 442 clips, 68 subjects)")
+    p.add_argument("--folds-per-step", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=2, help="steady-state epochs timed after the first")
+    p.add_argument("--batch", type=int, default=64, help="the paper's 64 by default")
+    p.add_argument("--input", default="frames", choices=["frames", "delta"])
+    p.add_argument("--head-epochs", type=int, default=2)
+    p.add_argument("--padded-head", action="store_true", help="also time the paper's unmasked head (500 steps)")
     p.add_argument("--out", default=None, help="also write the JSON here")
     a = p.parse_args(argv)
-    store = a.store
-    if a.copy:
-        store = str(Path(a.store).with_suffix(".bench.zarr"))
-        shutil.rmtree(store, ignore_errors=True)
-        shutil.copytree(a.store, store)
-    res = measure(store, a.gpu, a.folds, a.epochs, a.head_epochs, a.cnn_dense, a.batch_size)
+    print(json.dumps({"installed": installed()}), flush=True)
+    res = measure(a.scale, a.folds_per_step, a.epochs, a.batch, a.input, None if a.cpu else a.gpu, a.head_epochs,
+                  a.padded_head)
+    res["installed"] = installed()
     text = json.dumps(res, indent=1)
     if a.out:
         Path(a.out).write_text(text)
