@@ -25,6 +25,7 @@ from keras import layers, ops
 from roi_store import models
 from roi_store.embed import INPUT_SCALE
 
+
 class ViewFrames:
     """Every frame of a view's clips, per region, as uint8 in memory, with its clip's first frame.
 
@@ -276,6 +277,7 @@ class Batches(keras.utils.PyDataset):
         self.order = self.rng.permutation(self.pool)
 
 
+#: The embedding cut of each compiled model, by the model's id (models live as long as the process).
 _CUTS: dict = {}
 #: Compiled stacked models of this process, by structure: the folds of a run (and of later runs
 #: alike) reuse one compiled step, their weights, optimiser state and dropout seeds reset per use.

@@ -18,6 +18,8 @@ LEAKAGE_WARNING = ("LEAKAGE: the region CNNs were trained on every clip, test su
 CONVENTION = ("a class absent from a column's truth is left out of its UF1 and UAR (roistore's convention); "
               "the challenge's scoring counts such a class with F1 0 in UF1 when it is predicted")
 #: Settings in which a null (permutation-control) run may differ from the run it controls.
+#: Subjects of each dataset in the MEGC 2019 composite: its LOSO protocol has one fold per subject.
+CHALLENGE_SUBJECTS = {"smic": 16, "casme2": 24, "samm": 28}
 PERMUTATION_KEYS = ("permute_labels", "permute_within", "head_only_permutation")
 
 
@@ -55,7 +57,9 @@ def scores(predictions: list[dict], classes: list[str]) -> dict:
 
 
 def _without_permutation(settings: dict | None) -> dict:
-    return {k: v for k, v in (settings or {}).items() if k not in PERMUTATION_KEYS}
+    """Settings to match null runs on: a setting left unset (None) equals one that a run made
+    before that setting existed does not carry."""
+    return {k: v for k, v in (settings or {}).items() if k not in PERMUTATION_KEYS and v is not None}
 
 
 def null_runs(store: Store, run: str, embed_settings: dict, head_settings: dict) -> list[dict]:
@@ -134,6 +138,8 @@ def run_report(store: Store, run: str, *, resamples: int = 2000, seed: int = 0, 
     }
     if out["leakage"]:
         out["warning"] = LEAKAGE_WARNING
+    if e["protocol"] == "loso" and e["view"] == "megc2019":
+        out["megc2019_folds"] = challenge_folds(doc["folds"])
     if not out["permuted"]:
         out["controls"] = null_runs(store, run, e, h)
         full = out["scores"]["FULL"]
@@ -142,6 +148,17 @@ def run_report(store: Store, run: str, *, resamples: int = 2000, seed: int = 0, 
                        "p": {m: null_p_value(full[m], [c["scores"]["FULL"][m] for c in out["controls"]])
                              for m in METRICS} if out["controls"] else None}
     return out
+
+
+def challenge_folds(folds: list[dict]) -> dict:
+    """Whether a LOSO run of the megc2019 view has the challenge's 68 folds (16 SMIC, 24 CASME II, 28 SAMM)."""
+    subjects: dict[str, int] = {}
+    for fold in folds:
+        tested = fold.get("test_subjects") or sorted({c.rsplit("/", 1)[0] for c in fold.get("test_clips", [])})
+        for s in tested:
+            subjects[s.split("/")[0]] = subjects.get(s.split("/")[0], 0) + 1
+    return {"folds": len(folds), "subjects": subjects, "challenge": dict(CHALLENGE_SUBJECTS),
+            "conformant": len(folds) == sum(CHALLENGE_SUBJECTS.values()) and subjects == CHALLENGE_SUBJECTS}
 
 
 def _cell(v: float | None, width: int = 8) -> str:
@@ -213,6 +230,11 @@ def format_report(rep: dict) -> str:
             folds = ",".join(str(f) for f in s["folds"])
             lines.append(f"{s['subject']:<16}{folds:>8}{s['clips']:>7}{s['correct']:>9}{s['accuracy']:>10.3f}"
                          f"{s['recall']:>8.3f}")
+    folds = rep.get("megc2019_folds")
+    if folds and not folds["conformant"]:
+        have = ", ".join(f"{d} {folds['subjects'].get(d, 0)}" for d in CHALLENGE_SUBJECTS)
+        lines += ["", f"note: LOSO on the megc2019 view with {folds['folds']} folds ({have} subjects), not the "
+                      f"challenge's 68 (smic 16, casme2 24, samm 28): not comparable with MEGC 2019 results"]
     if rep.get("megc_log"):
         log = rep["megc_log"]
         lines.append("")

@@ -447,3 +447,14 @@ def test_report_log_group_and_compare_on_real_runs(two_runs, tmp_path):
     assert out.exit_code == 0 and "2 runs (settings that differ: " in out.output and "embed.protocol" in out.output
     cmp = json.loads(runner.invoke(cli, ["compare", str(two_runs), "rep1", "rep2", "--json"]).output)
     assert cmp["clips"] == 9 and cmp["scores"]["FULL"]["exact_permutation"] and cmp["scores"]["FULL"]["permutations"] == 8
+
+
+def test_challenge_folds_of_a_megc2019_loso():
+    """68 folds of one subject each (16 SMIC, 24 CASME II, 28 SAMM) conform; a merged person or a missing subject does not."""
+    folds = ([{"test_subjects": [f"smic/s{i}"]} for i in range(1, 17)]
+             + [{"test_subjects": [f"casme2/sub{i:02d}"]} for i in range(1, 25)]
+             + [{"test_subjects": [f"samm/{i:03d}"]} for i in range(6, 34)])
+    assert rp.challenge_folds(folds)["conformant"] and rp.challenge_folds(folds)["folds"] == 68
+    merged = folds[1:16] + [{"test_subjects": ["smic/s1", "casme2/sub01"]}] + folds[17:]
+    assert not rp.challenge_folds(merged)["conformant"]
+    assert rp.challenge_folds(folds[:-1])["subjects"] == {"smic": 16, "casme2": 24, "samm": 27}

@@ -17,7 +17,7 @@ from roi_store.embed import embed  # noqa: E402
 from roi_store.fusion import fit_lstm  # noqa: E402
 from roi_store.protocols import make_folds  # noqa: E402
 from roi_store.report import run_report  # noqa: E402
-from roi_store.runs import head_document, run_document  # noqa: E402
+from roi_store.runs import fold_docs, head_document, run_document  # noqa: E402
 
 # One epoch, a narrow dense layer: the chain end to end in seconds (the real width is tested by the demo).
 FAST = {"epochs": 1, "batch_size": 32, "seed": 3, "cpu": True, "cnn_dense": 32}
@@ -277,16 +277,24 @@ def test_a_folds_held_out_frames_never_shape_its_cnns():
 
 
 def test_cross_fitted_cnns_never_saw_the_test_subject(small_store):
+    """Two cross-fitted CNN groups, trained together in one step, each fold's head on the group that held it out."""
     store, _ = small_store
-    doc = embed(str(store), "xfit", protocol="loso", cnn_folds=2, **FAST)
+    doc = embed(str(store), "xfit", protocol="loso", cnn_folds=2, folds_per_step=2, **FAST)
     s = roi_store.open_store(store)
     assert doc["embedding_folds"] == 2 and len(doc["folds"]) == 3 and doc["leakage"] is False
+    markers = fold_docs(s, "xfit", "embed")
+    assert sorted(markers) == [0, 1] and all(m["trained_with"] == [0, 1] for m in markers.values())
     assert s.zgroup["runs/xfit/embeddings/R0"].shape[0] == 2
     for fold in doc["folds"]:
         assert fold["embedding_fold"] in (0, 1)
         assert not set(fold["test_clips"]) & set(fold["cnn_train_clips"]) and fold["cnn_train_clips"]
     head = fit_lstm(str(store), "xfit", epochs=1, seed=3, cpu=True)
     assert sorted(p["id"] for p in head["predictions"]) == sorted(doc["clips"])
+    folds = run_report(s, "xfit")["megc2019_folds"]  # a LOSO of the megc2019 view: checked against the challenge's
+    assert folds == {"folds": 3, "subjects": {"casme2": 3}, "challenge": {"smic": 16, "casme2": 24, "samm": 28},
+                     "conformant": False}
+    text = CliRunner().invoke(cli, ["report", str(store), "--run", "xfit"]).output
+    assert "LOSO on the megc2019 view with 3 folds (smic 0, casme2 3, samm 0 subjects), not the challenge's 68" in text
     result = CliRunner().invoke(cli, ["embed", str(store), "--run", "xfit2", "--cpu", "--protocol", "kfold",
                                       "--folds", "2", "--cnn-folds", "2"])
     assert result.exit_code == 1 and "--cnn-folds cross-fits the CNNs of a LOSO run" in result.output
