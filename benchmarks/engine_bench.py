@@ -33,7 +33,7 @@ DAY = 86_400.0
 
 
 # --- measured in a fresh interpreter ---------------------------------------------------------
-def _fold_data(store: str, seed: int = 1):
+def _view_data(store: str, seed: int = 1):
     """The view's clips, per-region CNN targets and which clips train: every clip of the view (enough
     batches per epoch at small scales that a step's cost, not an epoch's start, is measured)."""
     import numpy as np
@@ -62,7 +62,7 @@ def engine_throughput(store: str, epochs: int, batch: int, mode: str, pool: str 
 
     from roi_store import engine
 
-    frames, y, train, n_classes = _fold_data(store)
+    frames, y, train, n_classes = _view_data(store)
     data = engine.ViewFrames(frames, y)
     mask = data.frame_mask(train)[:, None]
     res = engine.train_group(data, mask, n_classes=n_classes, dense=1024, pool=pool, mode=mode, epochs=1,
@@ -89,7 +89,7 @@ def main_engine(store: str, epochs: int, batch: int) -> dict:
 
     from roi_store import models
 
-    frames, y, train, n_classes = _fold_data(store)
+    frames, y, train, n_classes = _view_data(store)
     total, n = 0.0, 0
     for r_i, (region, clips) in enumerate(frames.items()):
         x = np.concatenate([((c.astype(np.float32) - c[:1].astype(np.float32)) / 64.0).astype(np.float16)

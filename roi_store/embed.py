@@ -385,9 +385,10 @@ def cnn_task(indices: list[int], train_lists: list[list[str]], work: dict) -> di
             y = data.targets[mine, r_i]
             p = probs[region][mine, f]
             counts = np.bincount(y, minlength=len(cnn_classes))
-            alpha = np.array(models.inverse_frequency_alpha(counts))
-            picked = np.clip(p[np.arange(len(y)), y], 1e-7, 1 - 1e-7)
-            loss = float(np.mean(alpha[y] * (1 - picked) ** s["gamma"] * -np.log(picked))) if len(y) else 0.0
+            alpha = np.array(models.inverse_frequency_alpha(counts), dtype=np.float32)
+            # The training loss itself, on the fold's frames: alpha-scaled one-hot targets, one fold.
+            targets = (np.eye(len(cnn_classes), dtype=np.float32)[y] * alpha)[:, None, :]
+            loss = float(engine.FoldFocalLoss(s["gamma"])(targets, p[:, None, :])) if len(y) else 0.0
             # Loss and accuracy on the fold's training frames after training (no dropout).
             record["cnn"][region] = {"train_frames": int(mine.sum()), "class_counts": counts.tolist(),
                                      "final_loss": round(loss, 5),
