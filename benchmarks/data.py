@@ -46,8 +46,8 @@ def summary(data: Path) -> dict:
 
 def specs(data: Path) -> list:
     """Every clip the readers find in ``data`` (ClipSpec objects, in reader order)."""
-    from roi_store.datasets import get_reader
-    from roi_store.datasets.base import ClipSpec
+    from roi_store.ingest.datasets import get_reader
+    from roi_store.ingest.datasets.base import ClipSpec
 
     return [s for name, rel in datasets(data) for s in get_reader(name).scan(Path(data) / rel)
             if isinstance(s, ClipSpec)]
@@ -55,7 +55,7 @@ def specs(data: Path) -> list:
 
 def prepared_store(out: Path, data: Path) -> tuple[Path, float | None]:
     """The store of the whole synthetic folder (ingested with 2 jobs once); its ingest seconds or None if reused."""
-    from roi_store.ingest import ingest
+    from roi_store.ingest.pipeline import ingest
 
     store = Path(out) / "store.zarr"
     stamp = Path(out) / "store.json"

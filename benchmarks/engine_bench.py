@@ -38,9 +38,9 @@ def _view_data(store: str, seed: int = 1):
     batches per epoch at small scales that a step's cost, not an epoch's start, is measured)."""
     import numpy as np
 
-    from roi_store.embed import plan_run, run_targets
-    from roi_store.labels import MEGC2019
-    from roi_store.store import open_store
+    from roi_store.method.embed import plan_run, run_targets
+    from roi_store.store.labels import MEGC2019
+    from roi_store.store.store import open_store
 
     s = open_store(store)
     clips, labels, _ = plan_run(s, MEGC2019, "kfold", 2, seed, None)
@@ -55,12 +55,12 @@ def _view_data(store: str, seed: int = 1):
 
 def engine_throughput(store: str, epochs: int, batch: int, mode: str, pool: str = "gap") -> dict:
     """Region frames/s of the engine training one fold's six region CNNs in one step."""
-    from roi_store import backend
+    from roi_store.method import backend
 
     backend.select_device(cpu=True)
     import numpy as np
 
-    from roi_store import engine
+    from roi_store.method import engine
 
     frames, y, train, n_classes = _view_data(store)
     data = engine.ViewFrames(frames, y)
@@ -87,7 +87,7 @@ def main_engine(store: str, epochs: int, batch: int) -> dict:
     import keras
     import numpy as np
 
-    from roi_store import models
+    from roi_store.method import models
 
     frames, y, train, n_classes = _view_data(store)
     total, n = 0.0, 0
@@ -136,7 +136,7 @@ class _MainBatches:
 
 def whole_embed(store: str, run: str) -> dict:
     """A whole ``embed`` with :data:`EMBED_FLAGS` on the CPU, through whichever ``roi_store`` is first on the path."""
-    from roi_store.embed import embed
+    from roi_store.method.embed import embed
 
     start = time.perf_counter()
     doc = embed(store, run, cpu=True, overwrite=True, **EMBED_FLAGS)

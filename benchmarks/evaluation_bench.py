@@ -30,7 +30,7 @@ def composite_predictions(accuracy: float, seed: int = 0) -> list[dict]:
 
 def bench_evaluation(repeats: int, seed: int = 0) -> dict:
     """Seconds of a 2,000-resample bootstrap and of a 10,000-permutation paired test."""
-    from roi_store import evaluation as ev
+    from roi_store.evaluation import stats as ev
 
     a, b = composite_predictions(0.7, seed), composite_predictions(0.5, seed + 1)
     times = {"counts": [], "bootstrap": [], "permutation": []}

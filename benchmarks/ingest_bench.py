@@ -1,7 +1,7 @@
 """Ingest stages: throughput against decoding alone and against per-frame face finding; growth.
 
 Every contender runs in a fresh interpreter (``harness.run_python``) through the public
-``roi_store.ingest.ingest``, so its time and peak memory are its own, and contenders alternate
+``roi_store.ingest.pipeline.ingest``, so its time and peak memory are its own, and contenders alternate
 within each repeat.
 """
 
@@ -47,7 +47,7 @@ if __name__ == "__main__":
 _INGEST = """
 import json, time
 from pathlib import Path
-from roi_store.ingest import ingest
+from roi_store.ingest.pipeline import ingest
 jobs = {jobs}
 start = time.perf_counter()
 frames = 0
@@ -59,9 +59,9 @@ print(json.dumps({{"seconds": time.perf_counter() - start, "frames": frames}}))
 _PER_FRAME = """
 import json, time
 from pathlib import Path
-from roi_store import regions as rg
-from roi_store.decode import read_grey
-from roi_store.faces import find_face
+from roi_store.ingest import regions as rg
+from roi_store.ingest.decode import read_grey
+from roi_store.ingest.faces import find_face
 frames = [Path(f) for f in {frames!r}]
 layout = rg.default_layout()
 start = time.perf_counter()
@@ -103,7 +103,7 @@ def bench_ingest(data: Path, work: Path, repeats: int, scale: float) -> dict:
 
     ``data`` is the preset at ``scale``.
     """
-    from roi_store.faces import frontal_face_detector
+    from roi_store.ingest.faces import frontal_face_detector
 
     calls = _native_calls(data)
     imread(data)  # warm the page cache so that no contender pays for the first read,

@@ -1,8 +1,8 @@
 """Method stages: region CNN throughput, fit-lstm masked vs the paper's padding, predict latency,
 and the whole LOSO's wall time per stage with its projection to the full 68-fold composite.
 
-Each model step runs in a fresh interpreter through the library (``roi_store.embed.embed``,
-``roi_store.fusion.fit_lstm``, ``roi_store.predict.load_predictor``), on run ``bench`` of the
+Each model step runs in a fresh interpreter through the library (``roi_store.method.embed.embed``,
+``roi_store.method.head.fit_lstm``, ``roi_store.method.predict.load_predictor``), on run ``bench`` of the
 benchmark store.
 """
 
@@ -18,7 +18,7 @@ RUN = "bench"
 
 _EMBED = """
 import json, time
-from roi_store.embed import embed
+from roi_store.method.embed import embed
 t = time.perf_counter()
 doc = embed({store!r}, {run!r}, protocol="kfold", folds={folds}, epochs={epochs}, cnn_dense={dense},
             batch_size={batch}, seed=1, gpu={gpu!r}, cpu={cpu!r}, overwrite=True)
@@ -65,8 +65,8 @@ def bench_cnn(store: Path, cfg: dict, repeats: int, gpus: list[str]) -> dict:
 _FIT = """
 import json, time
 import roi_store
-from roi_store.fusion import fit_lstm
-from roi_store.report import run_report
+from roi_store.method.head import fit_lstm
+from roi_store.evaluation.report import run_report
 rows = []
 for masked in {order!r}:
     t = time.perf_counter()
@@ -84,8 +84,8 @@ _FULL_FOLD = """
 import json
 import numpy as np
 import roi_store
-from roi_store.fusion import load_sequences, train_head
-from roi_store.runs import run_document, run_group
+from roi_store.method.head import load_sequences, train_head
+from roi_store.store.runs import run_document, run_group
 from roi_store.synth import plan
 store = roi_store.open_store({store!r})
 doc = run_document(store, {run!r})
@@ -162,11 +162,11 @@ def bench_fit_lstm(store: Path, cfg: dict, repeats: int, seed: int = 0) -> dict:
 _PREDICT = """
 import json, time
 import roi_store
-from roi_store.fusion import fit_lstm
+from roi_store.method.head import fit_lstm
 store = roi_store.open_store({store!r})
 if not store.zgroup["runs/{run}/head"].attrs["head"]["settings"]["masked"]:
     fit_lstm({store!r}, {run!r}, epochs={epochs}, seed=1, masked=True, cpu=True, overwrite=True)  # the default head
-from roi_store.predict import load_predictor
+from roi_store.method.predict import load_predictor
 t = time.perf_counter()
 predictor = load_predictor({store!r}, {run!r}, cpu=True)
 load = time.perf_counter() - t
@@ -214,12 +214,12 @@ def bench_predict(store: Path, data: Path, work: Path, cfg: dict, repeats: int) 
 _REPORT = """
 import json, time
 import roi_store
-from roi_store.report import run_report
+from roi_store.evaluation.report import run_report
 t = time.perf_counter()
 rep = run_report(roi_store.open_store({store!r}), {run!r})
 seconds = time.perf_counter() - t
 s = roi_store.open_store({store!r})
-from roi_store.runs import head_document, run_document
+from roi_store.store.runs import head_document, run_document
 doc = run_document(s, {run!r})
 head = head_document(s, {run!r})
 print(json.dumps({{"report_seconds": seconds, "timings": doc["timings"], "device": doc["device"],
@@ -320,7 +320,7 @@ def has_run(store: Path) -> bool:
     """True if the benchmark run has its embeddings."""
     import roi_store
 
-    from roi_store.runs import commit_doc
+    from roi_store.store.runs import commit_doc
 
     s = roi_store.open_store(store)
     return f"runs/{RUN}" in s.zgroup and commit_doc(s, RUN, "embed") is not None
@@ -330,6 +330,6 @@ def has_head(store: Path) -> bool:
     """True if the benchmark run has a fitted head."""
     import roi_store
 
-    from roi_store.runs import commit_doc
+    from roi_store.store.runs import commit_doc
 
     return has_run(store) and commit_doc(roi_store.open_store(store), RUN, "head") is not None

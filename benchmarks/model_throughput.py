@@ -4,7 +4,7 @@ No store and no dataset is needed: the six region clips of the megc2019 composit
 the device's host at their real sizes and planned clip lengths (``roi_store.synth.plan``; the
 pixels are random, which does not change the arithmetic), the composite's subjects are split
 into LOSO folds, and the first ``--folds-per-step`` folds train together in the engine's one
-compiled step (``roi_store.engine``), every fold's loss masking its own test subject::
+compiled step (``roi_store.method.engine``), every fold's loss masking its own test subject::
 
     python -m benchmarks.model_throughput --gpu 0 --folds-per-step 8 --epochs 3 --out slice.json
     python -m benchmarks.model_throughput --cpu --scale 0.05 --folds-per-step 2 --epochs 1   # a smoke run
@@ -49,12 +49,12 @@ def composite(scale: float, seed: int = 0) -> tuple[list[dict], list[str]]:
 
 def measure(scale: float, folds_per_step: int, epochs: int, batch: int, mode: str, gpu: int | None,
             head_epochs: int, padded_head: bool, seed: int = 0) -> dict:
-    from roi_store import backend
+    from roi_store.method import backend
 
     backend.select_device(gpu, gpu is None)
     import numpy as np
 
-    from roi_store import engine
+    from roi_store.method import engine
 
     rng = np.random.default_rng(seed)
     clips, subjects = composite(scale, seed)
@@ -102,7 +102,7 @@ def head_fold(data, lengths, subjects, test_subject, epochs: int, padded: bool, 
     """Seconds per epoch of one LOSO fold's fusion head on random 20-d sequences of the composite's lengths."""
     import numpy as np
 
-    from roi_store.fusion import train_head
+    from roi_store.method.head import train_head
 
     rng = np.random.default_rng(seed)
     seqs = [[rng.random((n, 20)).astype("float32") for n in lengths] for _ in REGION_SIZES]

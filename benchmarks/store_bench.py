@@ -19,12 +19,12 @@ def _source_specs(store, data: Path) -> dict:
 def bench_store(store_path: Path, data: Path, verify: int, seed: int = 0) -> dict:
     """Store bytes vs the source frames' bytes; region crops read back == crops cut from the source."""
     import roi_store
-    from roi_store.ingest import cut_clip
+    from roi_store.ingest.cut import cut_clip
 
     store = roi_store.open_store(store_path)
     specs = _source_specs(store, data)
     source = sum(f.stat().st_size for s in specs.values() for f in s.frames)
-    from roi_store.runs import RUNS
+    from roi_store.store.runs import RUNS
 
     # The ingested store alone: the bench's later stages add a run (models, embeddings) to it.
     total = tree_bytes(store_path) - tree_bytes(Path(store_path) / RUNS)
@@ -56,8 +56,8 @@ import json, time
 from pathlib import Path
 import roi_store
 from benchmarks.data import specs
-from roi_store import chunkio
-from roi_store.ingest import cut_clip
+from roi_store.store import chunkio
+from roi_store.ingest.cut import cut_clip
 store = roi_store.open_store({store!r})
 ids = {ids!r}
 by_id = {{s.id: s for s in specs(Path({data!r})) if s.id in set(ids)}}

@@ -28,10 +28,10 @@ resamples_option = click.option("--resamples", type=click.IntRange(min=1), defau
 def report(store, run, prefix, names, as_json, plot, megc_log, resamples, seed):
     """Print the MEGC 2019 table of a run (UF1/UAR pooled over folds, FULL and per dataset) with
     subject-bootstrap intervals, null runs and a per-subject table; or a group of repeats."""
-    from roi_store.evaluation import format_repeats, group_names, repeats
-    from roi_store.megc import write_megc_log
-    from roi_store.report import format_report, run_report, write_plots
-    from roi_store.store import open_store
+    from roi_store.evaluation.stats import format_repeats, group_names, repeats
+    from roi_store.evaluation.megc import write_megc_log
+    from roi_store.evaluation.report import format_report, run_report, write_plots
+    from roi_store.store.store import open_store
 
     if run is None and prefix is None and names is None:
         raise click.UsageError("give --run NAME, --run-group PREFIX or --runs A,B,C")
@@ -83,8 +83,8 @@ def report(store, run, prefix, names, as_json, plot, megc_log, resamples, seed):
 @seed_option
 def compare(store, run_a, run_b, as_json, resamples, permutations, seed):
     """Compare two runs over the same clips: UF1/UAR difference, paired subject-bootstrap interval, permutation p."""
-    from roi_store.evaluation import compare_runs, format_comparison
-    from roi_store.store import open_store
+    from roi_store.evaluation.stats import compare_runs, format_comparison
+    from roi_store.store.store import open_store
 
     cmp = compare_runs(open_store(store), run_a, run_b, resamples=resamples, permutations=permutations, seed=seed)
     click.echo(json.dumps(cmp, indent=2) if as_json else format_comparison(cmp))
@@ -99,8 +99,8 @@ def check_view(store, view_file, as_json):
     """Check a MEGC 2019 clip list against the built-in megc2019 rules applied to STORE's clips, clip by clip.
 
     Exits 1 when they differ (the known 441-clip variant of the official list excepted)."""
-    from roi_store.megc import check_view_file, format_view_check
-    from roi_store.store import open_store
+    from roi_store.evaluation.megc import check_view_file, format_view_check
+    from roi_store.store.store import open_store
 
     check = check_view_file(open_store(store), view_file)
     click.echo(json.dumps(check, indent=2) if as_json else format_view_check(check, store))

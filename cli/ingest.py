@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from roi_store.cli.options import jobs_option, scheduler_option, store_argument
-from roi_store.datasets import READERS
+from roi_store.ingest.datasets import READERS
 
 
 @click.command()
@@ -27,7 +27,7 @@ from roi_store.datasets import READERS
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar on stderr.")
 def ingest(store, dataset, root, annotations, jobs, scheduler, t_max, scheme, landmarks_model, view_file, progress):
     """Append a dataset's clips to STORE (created if needed). Safe to re-run: done clips are kept."""
-    from roi_store.ingest import ingest as run
+    from roi_store.ingest.pipeline import ingest as run
 
     report = run(store, dataset, root, annotations, jobs=jobs, scheduler=scheduler, t_max=t_max, scheme=scheme,
                  landmarks_model=landmarks_model, view_file=view_file, progress=progress)

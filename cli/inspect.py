@@ -7,7 +7,7 @@ import json
 import click
 
 from roi_store.cli.options import json_option, store_argument
-from roi_store.format import printable
+from roi_store.store.format import printable
 
 
 @click.command()
@@ -15,7 +15,7 @@ from roi_store.format import printable
 @json_option
 def info(store, as_json):
     """Print what STORE holds: clips and subjects per dataset, class counts per view, skipped clips."""
-    from roi_store.store import open_store
+    from roi_store.store.store import open_store
 
     summary = open_store(store).summary()
     if as_json:
@@ -47,8 +47,8 @@ def info(store, as_json):
 @json_option
 def validate(store, as_json):
     """Check STORE against its JSON Schemas and every chunk against its crc32c checksum."""
-    from roi_store.store import open_store
-    from roi_store.validate import validate_store
+    from roi_store.store.store import open_store
+    from roi_store.store.validate import validate_store
 
     report = validate_store(open_store(store))
     if as_json:
@@ -77,8 +77,8 @@ def validate(store, as_json):
               help="Dataset root, if it moved since ingest.")
 def preview(store, clip_id, out, root):
     """Draw CLIP_ID's face frame with its 68 landmarks and six boxes, and the region crops."""
-    from roi_store.preview import write_preview
-    from roi_store.store import open_store
+    from roi_store.ingest.preview import write_preview
+    from roi_store.store.store import open_store
 
     click.echo(f"wrote {printable(str(write_preview(open_store(store), clip_id, out, root)))}")
 
@@ -88,8 +88,8 @@ def preview(store, clip_id, out, root):
 @json_option
 def audit(store, as_json):
     """List exact duplicate clips across STORE (identical region frames, by sha256), so no fold tests on a clip it trained on."""
-    from roi_store.audit import audit_store
-    from roi_store.store import open_store
+    from roi_store.evaluation.audit import audit_store
+    from roi_store.store.store import open_store
 
     report = audit_store(open_store(store))
     if as_json:

@@ -83,8 +83,8 @@ def embed(ctx, store, run, gpu, cpu, preset, protocol, folds, view, epochs, batc
           cnn_input_mode, cnn_pool, cnn_dense, folds_per_step, relabel, permute_labels, permute_within, same_person, seed,
           seeds, jobs, scheduler, overwrite):
     """Train the six region CNNs (per fold by default) and store every clip's 20-d per-frame embeddings."""
-    from roi_store.embed import embed as run_embed
-    from roi_store.repeats import embed_seeds
+    from roi_store.method.embed import embed as run_embed
+    from roi_store.method.repeats import embed_seeds
 
     if gpu is None and not cpu:
         _echo_err("no --gpu given: " + ("each worker uses the device it was started with" if scheduler else "running on the CPU"))
@@ -139,19 +139,19 @@ def fit_lstm(ctx, store, run, gpu, cpu, preset, epochs, batch_size, masked, perm
              final, cnn_epochs, seed, seeds, jobs, overwrite, scheduler):
     """Fit the LSTM fusion head per fold on the run's embeddings and store pooled predictions."""
     from roi_store.errors import ConfigError
-    from roi_store.fusion import fit_lstm as run_fit
-    from roi_store.repeats import fit_lstm_seeds
+    from roi_store.method.head import fit_lstm as run_fit
+    from roi_store.method.repeats import fit_lstm_seeds
 
     if gpu is None and not cpu:
         cpu = True
     if final and seeds is not None:
         raise ConfigError("--final fits the final model of one run: drop --seeds (run it once per NAME-s<seed>)")
     if final:
-        from roi_store.final import fit_final
+        from roi_store.method.final import fit_final
 
         if permute_labels is not None:
             raise click.UsageError("--final fits on the run's own labels: drop --permute-labels")
-        from roi_store.presets import resolve
+        from roi_store.method.presets import resolve
 
         head, _, _ = resolve("head", preset, {"epochs": epochs, "batch_size": batch_size, "masked": masked})
         doc = fit_final(store, run, epochs=head["epochs"], batch_size=head["batch_size"], seed=seed,
@@ -189,7 +189,7 @@ COMMANDS = [embed, fit_lstm]
 @json_option
 def predict(store, run, source, landmarks_model, which, gpu, cpu, as_json):
     """Run face, regions, CNN embeddings and LSTM of a run on a new clip (frame folder or video); print class probabilities."""
-    from roi_store.predict import predict_clip
+    from roi_store.method.predict import predict_clip
 
     out = predict_clip(store, run, source, models=which, landmarks_model=landmarks_model, gpu=gpu, cpu=cpu or gpu is None)
     if as_json:

@@ -31,8 +31,8 @@ def _settings(s: dict | None, head: dict | None) -> str:
 @json_option
 def runs(store, as_json):
     """List STORE's model runs: state (complete, running, incomplete, failed), who, when, settings, UF1/UAR."""
-    from roi_store.runs import list_runs
-    from roi_store.store import open_store
+    from roi_store.store.runs import list_runs
+    from roi_store.store.store import open_store
 
     items = list_runs(open_store(store))
     if as_json:

@@ -16,7 +16,7 @@ overwrite_option = click.option("--overwrite", is_flag=True, help="Replace OUT i
 @overwrite_option
 def pack(store, out, force, overwrite):
     """Pack the store folder STORE into one zip file OUT, which opens read-only as a store."""
-    from roi_store.share import pack_store
+    from roi_store.store.share import pack_store
 
     rep = pack_store(store, out, force=force, overwrite=overwrite)
     for item in rep.forced:
@@ -34,8 +34,8 @@ def pack(store, out, force, overwrite):
 @overwrite_option
 def export(store, run, fmt, out, overwrite):
     """Write a run's embeddings, labels, folds and predictions to OUT (layout in README.rst)."""
-    from roi_store.export import export_run
-    from roi_store.store import open_store
+    from roi_store.store.export import export_run
+    from roi_store.store.store import open_store
 
     rep = export_run(open_store(store), run, out, fmt, overwrite=overwrite)
     click.echo(f"wrote {rep['out']} ({rep['format']}): {rep['clips']} clips, {rep['frames']} frames, "

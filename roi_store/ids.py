@@ -20,7 +20,7 @@ import dataclasses
 import re
 
 from roi_store.errors import AnnotationError
-from roi_store.format import printable
+from roi_store.store.format import printable
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
 _INT = re.compile(r"^\d+(?:\.0+)?$")

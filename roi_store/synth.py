@@ -36,9 +36,9 @@ import numpy as np
 
 from roi_store._version import __version__
 from roi_store.errors import ConfigError, FaceError
-from roi_store.faces import default_predictor_path, find_face
+from roi_store.ingest.faces import default_predictor_path, find_face
 from roi_store.ids import ClipKey, normalise_subject
-from roi_store.labels import MEGC2019, default_views, view_label
+from roi_store.store.labels import MEGC2019, default_views, view_label
 
 __all__ = ["ALL_DATASETS", "PRESETS", "generate", "plan"]
 

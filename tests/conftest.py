@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from roi_store import backend
+from roi_store.method import backend
 
 # Keras' backend reads its device and thread settings once, when a test module first imports it:
 # give it roistore's own (the CPU; one thread per op, so results do not depend on the thread count).
@@ -52,7 +52,7 @@ def write_clip(folder: Path, frame: np.ndarray, numbers, *, pattern="img{n}.jpg"
 
 def make_small_store(tmp: Path) -> Path:
     """CASME II layout, 3 subjects x 1 clip per class, 6 frames: 9 composite clips, in ``tmp/s.zarr``."""
-    from roi_store.ingest import ingest
+    from roi_store.ingest.pipeline import ingest
     from roi_store.synth import generate
 
     generate(tmp / "data", preset="tiny", seed=2, datasets=("casme2",), subjects=3, clips_per_class=1, frames=6)
@@ -101,7 +101,7 @@ TINY_HEAD = {"epochs": 1, "seed": 3, "cpu": True}
 
 def method_script(store, run: str, stages=("embed", "fit-lstm")) -> str:
     """Python source that runs the tiny embed and/or fit-lstm of ``run`` on ``store`` (for subprocesses)."""
-    lines = ["from roi_store.embed import embed", "from roi_store.fusion import fit_lstm"]
+    lines = ["from roi_store.method.embed import embed", "from roi_store.method.head import fit_lstm"]
     if "embed" in stages:
         lines.append(f"embed({str(store)!r}, {run!r}, **{TINY_RUN!r})")
     if "fit-lstm" in stages:
@@ -120,7 +120,7 @@ def method_runs(tmp_path_factory):
     import sys
     import time
 
-    from roi_store.ingest import ingest
+    from roi_store.ingest.pipeline import ingest
     from roi_store.synth import generate
 
     tmp = tmp_path_factory.mktemp("runs")

@@ -36,7 +36,7 @@ from click.testing import CliRunner, Result
 import roi_store
 from roi_store.cli.main import cli
 from roi_store.errors import StoreError
-from roi_store.ingest import ingest
+from roi_store.ingest.pipeline import ingest
 
 from conftest import write_clip, write_manifest
 

@@ -9,8 +9,8 @@ import pytest
 import zarr
 import zarr.codecs
 
-from roi_store import chunkio
-from roi_store.store import compressors
+from roi_store.store import chunkio
+from roi_store.store.store import compressors
 
 LENGTHS = [1, 63, 64, 65, 130, 200]  # within one chunk, on a boundary, across two and more
 
@@ -126,7 +126,7 @@ def test_written_chunks_are_what_zarr_writes_and_reads(tmp_path, region):
 
 
 def test_a_chunk_left_half_written_is_not_packed(tmp_path):
-    from roi_store.share import _store_files
+    from roi_store.store.share import _store_files
 
     root = tmp_path / "s"
     (root / "regions" / "R0" / "c" / "0" / "0" / "0").mkdir(parents=True)

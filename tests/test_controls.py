@@ -12,10 +12,10 @@ from click.testing import CliRunner
 
 from conftest import make_small_store, write_clip, write_manifest
 from roi_store.cli.main import cli
-from roi_store.embed import permutation_groups, permuted_labels
+from roi_store.method.embed import permutation_groups, permuted_labels
 from roi_store.errors import ConfigError, RoiStoreError
-from roi_store.protocols import make_folds, read_same_person
-from roi_store.store import open_store
+from roi_store.method.protocols import make_folds, read_same_person
+from roi_store.store.store import open_store
 
 # One epoch, a narrow dense layer (as tests/test_method.py).
 FAST = {"epochs": 1, "batch_size": 32, "cpu": True, "cnn_dense": 32}
@@ -70,8 +70,8 @@ def test_same_person_subjects_share_a_fold_in_every_protocol(tmp_path):
 
 
 def test_audit_finds_a_clip_ingested_twice(tmp_path, face_frame):
-    from roi_store.audit import audit_store
-    from roi_store.ingest import ingest
+    from roi_store.evaluation.audit import audit_store
+    from roi_store.ingest.pipeline import ingest
 
     root = tmp_path / "lab"
     write_clip(root / "x" / "a", face_frame, range(1, 7))
@@ -95,8 +95,8 @@ def test_audit_finds_a_clip_ingested_twice(tmp_path, face_frame):
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory):
     """Runs R-s1 and R-s2 (LOSO, sub01 and sub02 one person) embedded and fitted, and a head-only control of R-s1."""
-    from roi_store.fusion import fit_lstm
-    from roi_store.repeats import embed_seeds, fit_lstm_seeds
+    from roi_store.method.head import fit_lstm
+    from roi_store.method.repeats import embed_seeds, fit_lstm_seeds
 
     tmp = tmp_path_factory.mktemp("controls")
     store = str(make_small_store(tmp))
@@ -112,8 +112,8 @@ def seeded(tmp_path_factory):
 
 
 def test_seeds_make_one_run_per_seed_and_skip_complete_ones(seeded):
-    from roi_store.repeats import embed_seeds
-    from roi_store.runs import head_document, run_document
+    from roi_store.method.repeats import embed_seeds
+    from roi_store.store.runs import head_document, run_document
 
     store, s = seeded["store"], seeded["s"]
     for seed in (1, 2):
@@ -139,9 +139,9 @@ def test_same_person_run_tests_them_together(seeded):
 
 
 def test_head_only_control_is_a_run_of_its_own(seeded):
-    from roi_store.report import run_report
-    from roi_store.runs import head_document, list_runs, run_document
-    from roi_store.validate import validate_store
+    from roi_store.evaluation.report import run_report
+    from roi_store.store.runs import head_document, list_runs, run_document
+    from roi_store.store.validate import validate_store
 
     s, control, head_dir = seeded["s"], seeded["control"], seeded["head_dir"]
     assert control["run"] == "R-s1-perm7h" and control["embeddings_from"] == "R-s1"
@@ -165,8 +165,8 @@ def test_head_only_control_is_a_run_of_its_own(seeded):
     listing = runner.invoke(cli, ["runs", seeded["store"]]).output
     assert "[embeddings of run R-s1]" in listing and "head-only permuted 7 within dataset" in listing
     assert runner.invoke(cli, ["validate", seeded["store"]]).exit_code == 0
-    from roi_store.embed import embed
-    from roi_store.fusion import fit_lstm
+    from roi_store.method.embed import embed
+    from roi_store.method.head import fit_lstm
 
     with pytest.raises(RoiStoreError, match="is a head-only control of run 'R-s1', not a run with its own embeddings"):
         embed(seeded["store"], "R-s1-perm7h", protocol="loso", seed=1, **FAST)

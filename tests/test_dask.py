@@ -13,7 +13,7 @@ import roi_store
 from roi_store import parallel
 from roi_store.cli.main import cli
 from roi_store.errors import ClusterError, ConfigError
-from roi_store.ingest import ingest
+from roi_store.ingest.pipeline import ingest
 from conftest import make_small_store
 
 # One epoch, a narrow dense layer (as tests/test_method.py): the method end to end in seconds.
@@ -56,9 +56,9 @@ def small_store(tmp_path_factory):
 
 def test_folds_on_the_cluster_equal_the_local_folds(small_store, scheduler):
     pytest.importorskip("keras")
-    from roi_store.embed import embed
-    from roi_store.fusion import fit_lstm
-    from roi_store.runs import head_document, run_status
+    from roi_store.method.embed import embed
+    from roi_store.method.head import fit_lstm
+    from roi_store.store.runs import head_document, run_status
 
     for run, where in (("here", None), ("there", scheduler)):
         embed(str(small_store), run, protocol="kfold", folds=2, scheduler=where, **FAST)

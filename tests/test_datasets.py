@@ -11,8 +11,8 @@ import numpy as np
 import openpyxl
 import pytest
 
-from roi_store.datasets import READERS, ClipSpec, Skip, get_reader
-from roi_store.datasets.common import format_ranges, parse_aus
+from roi_store.ingest.datasets import READERS, ClipSpec, Skip, get_reader
+from roi_store.ingest.datasets.common import format_ranges, parse_aus
 from roi_store.errors import AnnotationError, ConfigError, DatasetError
 
 _PIXELS = np.zeros((8, 8, 3), np.uint8)

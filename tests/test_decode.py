@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from roi_store import faces
-from roi_store import regions as rg
-from roi_store.decode import read_grey, read_grey_window
+from roi_store.ingest import faces
+from roi_store.ingest import regions as rg
+from roi_store.ingest.decode import read_grey, read_grey_window
 from roi_store.errors import FrameError
 
 
@@ -96,7 +96,7 @@ def test_cuts_from_a_window_equal_cuts_from_the_frame():
 
 def test_a_clip_of_bmp_frames_is_cut_as_from_whole_frames(tmp_path, face_frame):
     from roi_store import open_store
-    from roi_store.ingest import ingest
+    from roi_store.ingest.pipeline import ingest
 
     from conftest import write_clip
 

@@ -1,6 +1,6 @@
 """Evaluation: intervals, p-values, the MEGC 2019 log, view conformance, repeats, comparisons.
 
-Expected numbers are worked out apart from roi_store.metrics: by hand in the docstrings, or by the
+Expected numbers are worked out apart from roi_store.evaluation.metrics: by hand in the docstrings, or by the
 scorer below (the challenge's definition) over an exact enumeration of resamples or swap patterns.
 """
 
@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import roi_store.evaluation as ev
-import roi_store.report as rp
+import roi_store.evaluation.stats as ev
+import roi_store.evaluation.report as rp
 from roi_store.cli.main import cli
-from roi_store.megc import compare_view, megc_log, score_log
-from roi_store.metrics import uf1_uar
+from roi_store.evaluation.megc import compare_view, megc_log, score_log
+from roi_store.evaluation.metrics import uf1_uar
 
 CLASSES = ["negative", "positive", "surprise"]
 CODE = {c: i for i, c in enumerate(CLASSES)}
@@ -222,7 +222,7 @@ def test_megc_log_spelling_order_and_scores(tmp_path):
 # --- view conformance ---------------------------------------------------------------------------------
 def composite_records():
     """442 clip records with the published counts (SAMM 032_3_1 among them) and a few excluded clips."""
-    from roi_store.megc import PUBLISHED
+    from roi_store.evaluation.megc import PUBLISHED
 
     emotion = {"casme2": {"negative": "disgust", "positive": "happiness", "surprise": "surprise"},
                "samm": {"negative": "Anger", "positive": "Happiness", "surprise": "Surprise"},
@@ -256,7 +256,7 @@ def write_view(path, records, drop=(), relabel=None):
 
 
 def test_view_file_conforms_variant_and_differences(tmp_path, monkeypatch):
-    from roi_store.labels import read_view_file
+    from roi_store.store.labels import read_view_file
 
     recs = composite_records()
     listed = read_view_file(write_view(tmp_path / "gt.csv", recs), CLASSES)["entries"]
@@ -283,7 +283,7 @@ def test_view_file_conforms_variant_and_differences(tmp_path, monkeypatch):
     assert not check["conforms"] and check["variant"] is None
 
     fake = types.SimpleNamespace(records=lambda strict=True: {r.id: r for r in recs})
-    monkeypatch.setattr("roi_store.store.open_store", lambda where, mode="r": fake)
+    monkeypatch.setattr("roi_store.store.store.open_store", lambda where, mode="r": fake)
     bad = write_view(tmp_path / "b.csv", recs, drop={"smic/s1/s1_ne_000"})
     runner = CliRunner()
     out = runner.invoke(cli, ["check-view", "S", "--view-file", str(tmp_path / "gt.csv")])
@@ -319,7 +319,7 @@ def fake_runs(monkeypatch):
     monkeypatch.setattr(rp, "list_runs", lambda store: [status(store, n) for n in sorted(runs)])
     monkeypatch.setattr(ev, "run_status", status)
     monkeypatch.setattr(ev, "run_names", lambda store: sorted(runs))
-    monkeypatch.setattr("roi_store.store.open_store", lambda where, mode="r": object())
+    monkeypatch.setattr("roi_store.store.store.open_store", lambda where, mode="r": object())
     return runs
 
 
@@ -422,8 +422,8 @@ def test_compare_command_and_its_refusals(fake_runs):
 def two_runs(tmp_path_factory):
     pytest.importorskip("keras")
     from conftest import make_small_store
-    from roi_store.embed import embed
-    from roi_store.fusion import fit_lstm
+    from roi_store.method.embed import embed
+    from roi_store.method.head import fit_lstm
 
     store = make_small_store(tmp_path_factory.mktemp("evaluation"))
     for name, seed, protocol in (("rep1", 3, {"protocol": "loso"}), ("rep2", 4, {"protocol": "kfold", "folds": 2})):

@@ -10,11 +10,11 @@ import pytest
 import zarr
 
 import roi_store
-from roi_store import format as fmt
+from roi_store.store import format as fmt
 from roi_store.errors import ConfigError, FormatVersionError, StoreError
-from roi_store.ingest import ingest
-from roi_store.store import PENDING
-from roi_store.validate import validate_store
+from roi_store.ingest.pipeline import ingest
+from roi_store.store.store import PENDING
+from roi_store.store.validate import validate_store
 
 from conftest import write_clip, write_manifest
 
@@ -205,7 +205,7 @@ def test_sigkilled_ingest_resumes_to_the_same_arrays(tmp_path, manifest_dataset)
     _ingest(tmp_path, root, manifest)
     reference = _arrays(tmp_path / "s.zarr")
     killed = tmp_path / "k.zarr"
-    code = ("import sys; from roi_store.ingest import ingest; "
+    code = ("import sys; from roi_store.ingest.pipeline import ingest; "
             f"ingest({str(killed)!r}, 'manifest', {str(root)!r}, {str(manifest)!r})")
     proc = subprocess.Popen([sys.executable, "-c", code])
     # Kill once some clip record exists (pending or complete), i.e. mid-run.
@@ -227,8 +227,8 @@ def _scans_in(monkeypatch, log):
     where the face models are not loaded yet."""
     import os
 
-    from roi_store import faces
-    from roi_store.datasets import get_reader
+    from roi_store.ingest import faces
+    from roi_store.ingest.datasets import get_reader
 
     monkeypatch.setattr(faces, "_MODELS", {})
     cls = type(get_reader("manifest"))
@@ -262,8 +262,8 @@ def test_parallel_ingest_reads_the_dataset_while_the_models_load(tmp_path, manif
 
 
 def test_parallel_ingest_reports_dataset_errors_as_one_job_does(tmp_path, manifest_dataset, monkeypatch):
-    from roi_store import faces
-    from roi_store.datasets import get_reader
+    from roi_store.ingest import faces
+    from roi_store.ingest.datasets import get_reader
     from roi_store.errors import AnnotationError
 
     root, manifest = manifest_dataset
@@ -288,7 +288,7 @@ def test_parallel_ingest_reports_dataset_errors_as_one_job_does(tmp_path, manife
 
 
 def test_a_failing_model_load_does_not_wait_for_the_dataset_reader(tmp_path, manifest_dataset, monkeypatch):
-    from roi_store import faces
+    from roi_store.ingest import faces
 
     root, manifest = manifest_dataset
     _scans_in(monkeypatch, tmp_path / "scans.txt")

@@ -20,11 +20,11 @@ import pytest
 
 import roi_store
 from roi_store import killpoints
-from roi_store.embed import embed
-from roi_store.fusion import fit_lstm
-from roi_store.ingest import ingest
-from roi_store.runs import head_document, run_status
-from roi_store.validate import validate_store
+from roi_store.method.embed import embed
+from roi_store.method.head import fit_lstm
+from roi_store.ingest.pipeline import ingest
+from roi_store.store.runs import head_document, run_status
+from roi_store.store.validate import validate_store
 
 from conftest import TINY_HEAD, TINY_RUN, method_script
 
@@ -87,7 +87,7 @@ def test_the_hook_does_nothing_unless_asked(monkeypatch):
 
 def test_ingest_killed_at_eight_points_resumes_to_the_same_arrays(method_runs, tmp_path):
     path = tmp_path / "k.zarr"
-    code = f"from roi_store.ingest import ingest; ingest({str(path)!r}, 'casme2', {str(method_runs['root'])!r})"
+    code = f"from roi_store.ingest.pipeline import ingest; ingest({str(path)!r}, 'casme2', {str(method_runs['root'])!r})"
     for point in INGEST_STEPS:
         _killed(code, point)
         if point == "store.create:1":

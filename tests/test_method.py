@@ -13,11 +13,11 @@ pytest.importorskip("keras")
 import roi_store  # noqa: E402
 from conftest import make_small_store  # noqa: E402
 from roi_store.cli.main import cli  # noqa: E402
-from roi_store.embed import embed  # noqa: E402
-from roi_store.fusion import fit_lstm  # noqa: E402
-from roi_store.protocols import make_folds  # noqa: E402
-from roi_store.report import run_report  # noqa: E402
-from roi_store.runs import fold_docs, head_document, run_document  # noqa: E402
+from roi_store.method.embed import embed  # noqa: E402
+from roi_store.method.head import fit_lstm  # noqa: E402
+from roi_store.method.protocols import make_folds  # noqa: E402
+from roi_store.evaluation.report import run_report  # noqa: E402
+from roi_store.store.runs import fold_docs, head_document, run_document  # noqa: E402
 
 # One epoch, a narrow dense layer: the chain end to end in seconds (the real width is tested by the demo).
 FAST = {"epochs": 1, "batch_size": 32, "seed": 3, "cpu": True, "cnn_dense": 32}
@@ -181,7 +181,7 @@ def test_final_model_is_asked_for_before_it_exists(small_store):
 
 
 def test_loaded_predictor_matches_one_shot_predict(fitted, small_store):
-    from roi_store.predict import load_predictor, predict_clip
+    from roi_store.method.predict import load_predictor, predict_clip
 
     _, tmp = small_store
     clips = sorted((tmp / "data" / "CASME2" / "CASME2_RAW_selected").glob("sub0*/*"))[:2]
@@ -194,8 +194,8 @@ def test_last_step_head_equals_a_masked_lstm():
     """The masked head picks each clip's last real LSTM step: the same numbers as Keras masking."""
     import keras
 
-    from roi_store import models
-    from roi_store.fusion import pad_batch
+    from roi_store.method import models
+    from roi_store.method.head import pad_batch
 
     rng = np.random.default_rng(0)
     seqs = [rng.random((n, models.EMBED_DIM)).astype("float32") for n in (3, 11, 7)]
@@ -213,7 +213,7 @@ def test_last_step_head_equals_a_masked_lstm():
 
 def test_paper_network_has_the_papers_parameter_count():
     """Six region CNNs (global average pool, dense 1024) and the head: the paper's 1,093,531 within 0.5 %."""
-    from roi_store import models
+    from roi_store.method import models
 
     sizes = [(80, 100), (80, 100), (80, 120), (60, 60), (60, 60), (60, 160)]
     cnns = [models.region_cnn(h, w, name=f"cnn{i}") for i, (h, w) in enumerate(sizes)]
@@ -225,7 +225,7 @@ def test_paper_network_has_the_papers_parameter_count():
 
 
 def _view_frames(rng, n_clips=4, frames=5):
-    from roi_store import engine
+    from roi_store.method import engine
 
     shapes = {"R0": (16, 20), "R3": (12, 12)}
     clips = {r: [rng.integers(0, 255, (frames, *s), dtype=np.uint8) for _ in range(n_clips)] for r, s in shapes.items()}
@@ -236,8 +236,9 @@ def _view_frames(rng, n_clips=4, frames=5):
 @pytest.mark.parametrize("pool", ["gap", "flatten"])
 def test_stacked_folds_export_the_plain_networks(pool):
     """Each fold of a step, copied out, is the plain region CNN giving the same embeddings."""
-    from roi_store import engine, models
-    from roi_store.embed import cnn_input
+    from roi_store.method import engine
+    from roi_store.method import models
+    from roi_store.method.embed import cnn_input
 
     data = _view_frames(np.random.default_rng(0))
     train = np.stack([data.frame_mask([1, 1, 0, 1]), data.frame_mask([0, 1, 1, 1])], axis=1)
@@ -255,7 +256,7 @@ def test_stacked_folds_export_the_plain_networks(pool):
 
 def test_a_folds_held_out_frames_never_shape_its_cnns():
     """Fold 0 does not train on clip 0: changing that clip's pixels and labels leaves fold 0's weights as they were."""
-    from roi_store import engine
+    from roi_store.method import engine
 
     def fold0_weights(data):
         train = np.stack([data.frame_mask([0, 1, 1, 1]), data.frame_mask([1, 1, 1, 0])], axis=1)
@@ -316,7 +317,7 @@ def test_paper_preset_end_to_end(small_store):
     assert e["preset_overrides"] == ["cnn_dense", "epochs"]
     assert head["settings"]["preset"] == "paper" and head["settings"]["masked"] is True
     assert head["settings"]["batch_size"] == 244 and head["settings"]["preset_overrides"] == ["epochs", "masked"]
-    from roi_store.presets import resolve
+    from roi_store.method.presets import resolve
 
     assert resolve("head", "paper", {"epochs": None, "masked": None}) == (
         {"epochs": 60, "batch_size": 244, "masked": False}, "paper", [])

@@ -18,12 +18,12 @@ import zarr.storage
 from zarr.core.buffer import cpu
 
 import roi_store
-from roi_store import chunkio
-from roi_store import format as fmt
+from roi_store.store import chunkio
+from roi_store.store import format as fmt
 from roi_store.errors import StoreError, ValidationError
-from roi_store.ingest import settings_for
-from roi_store.share import _store_files, pack_store
-from roi_store.store import ClipRecord, Store, create_store
+from roi_store.ingest.pipeline import settings_for
+from roi_store.store.share import _store_files, pack_store
+from roi_store.store.store import ClipRecord, Store, create_store
 
 
 def record(clip="EP02_01f", subject="sub01", n=500, row=0, **changes) -> dict:

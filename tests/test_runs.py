@@ -17,13 +17,13 @@ from click.testing import CliRunner
 
 import roi_store
 from roi_store.cli.main import cli
-from roi_store.embed import embed
+from roi_store.method.embed import embed
 from roi_store.errors import RoiStoreError, RunBusyError, StoreError
-from roi_store.fusion import fit_lstm
-from roi_store.lock import LOCK, process_start
-from roi_store.report import run_report
-from roi_store.runs import RunWriter, head_document, list_runs, run_status
-from roi_store.validate import validate_store
+from roi_store.method.head import fit_lstm
+from roi_store.store.lock import LOCK, process_start
+from roi_store.evaluation.report import run_report
+from roi_store.store.runs import RunWriter, head_document, list_runs, run_status
+from roi_store.store.validate import validate_store
 
 from conftest import TINY_HEAD, TINY_RUN
 
@@ -91,7 +91,7 @@ _CLAIM = """
 import pathlib, sys, time
 import roi_store
 from roi_store.errors import RunBusyError
-from roi_store.runs import RunWriter
+from roi_store.store.runs import RunWriter
 d = pathlib.Path(sys.argv[2])
 store = roi_store.open_store(sys.argv[1], mode="r+")
 (d / f"ready{sys.argv[3]}").touch()
@@ -144,7 +144,7 @@ def _boom(*args):
 
 def test_runs_lists_states_who_settings_and_scores(method_runs, tmp_path, monkeypatch):
     path = _copy(method_runs, tmp_path)
-    monkeypatch.setattr("roi_store.embed.cnn_task", _boom)
+    monkeypatch.setattr("roi_store.method.embed.cnn_task", _boom)
     with pytest.raises(RuntimeError):
         embed(str(path), "broken", **TINY_RUN)
     _write_lock(path, "half", pid=_dead_pid())

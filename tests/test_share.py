@@ -17,17 +17,17 @@ from click.testing import CliRunner
 pytest.importorskip("keras")
 
 import roi_store  # noqa: E402
-from roi_store import format as fmt  # noqa: E402
+from roi_store.store import format as fmt  # noqa: E402
 from roi_store.cli.main import cli  # noqa: E402
-from roi_store.embed import embed  # noqa: E402
+from roi_store.method.embed import embed  # noqa: E402
 from roi_store.errors import FormatVersionError, StoreError  # noqa: E402
-from roi_store.fusion import fit_lstm  # noqa: E402
-from roi_store.ingest import ingest  # noqa: E402
-from roi_store.report import run_report  # noqa: E402
-from roi_store.runs import COMMIT, RunWriter, head_document  # noqa: E402
-from roi_store.share import pack_store  # noqa: E402
+from roi_store.method.head import fit_lstm  # noqa: E402
+from roi_store.ingest.pipeline import ingest  # noqa: E402
+from roi_store.evaluation.report import run_report  # noqa: E402
+from roi_store.store.runs import COMMIT, RunWriter, head_document  # noqa: E402
+from roi_store.store.share import pack_store  # noqa: E402
 from roi_store.synth import generate  # noqa: E402
-from roi_store.validate import validate_store  # noqa: E402
+from roi_store.store.validate import validate_store  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 FAST = {"epochs": 1, "batch_size": 32, "seed": 3, "cpu": True, "cnn_dense": 32}
@@ -224,7 +224,7 @@ def test_pack_refuses_unfinished_stores_unless_forced(plain, tmp_path):
 
 
 def test_pack_is_atomic(plain, tmp_path, monkeypatch):
-    import roi_store.share as share
+    import roi_store.store.share as share
 
     out = tmp_path / "out.zip"
     out.write_bytes(b"the previous file")

@@ -15,7 +15,7 @@ import pytest
 
 from roi_store import synth
 from roi_store.errors import ConfigError
-from roi_store.faces import find_face
+from roi_store.ingest.faces import find_face
 
 SMALL = {"subjects": 2, "clips_per_class": 1, "frames": 8}
 FRAME_NAME = {

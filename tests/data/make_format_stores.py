@@ -21,10 +21,10 @@ import cv2
 import numpy as np
 import skimage.data
 
-from roi_store import format as fmt
-from roi_store.ingest import ingest
-from roi_store.share import pack_store
-from roi_store.store import open_store
+from roi_store.store import format as fmt
+from roi_store.ingest.pipeline import ingest
+from roi_store.store.share import pack_store
+from roi_store.store.store import open_store
 
 HERE = Path(__file__).resolve().parent
 #: Three clips of two subjects, two frames each (one crosses 99 -> 100): the packed store is ~160 KB.

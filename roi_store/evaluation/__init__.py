@@ -1,0 +1,1 @@
+"""Evaluation: MEGC 2019 scores, intervals and tests, the report, the challenge's log, audits."""

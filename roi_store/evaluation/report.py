@@ -1,0 +1,350 @@
+"""``report``: MEGC 2019 tables from a run's pooled predictions (METHOD.md §7)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from roi_store.evaluation.stats import METRICS, groups_of, intervals, null_p_value, subject_table
+from roi_store.evaluation.metrics import confusion, per_class_recall, scores_from_confusion
+from roi_store.store.runs import head_document, list_runs, run_document
+from roi_store.store.store import Store
+
+LEAKAGE_WARNING = ("LEAKAGE: the region CNNs were trained on every clip, test subjects included "
+                   "(--cnn-scope global); these scores are optimistic")
+
+
+CONVENTION = ("a class absent from a column's truth is left out of its UF1 and UAR (roistore's convention); "
+              "the challenge's scoring counts such a class with F1 0 in UF1 when it is predicted")
+#: Settings in which a null (permutation-control) run may differ from the run it controls.
+#: Subjects of each dataset in the MEGC 2019 composite: its LOSO protocol has one fold per subject.
+CHALLENGE_SUBJECTS = {"smic": 16, "casme2": 24, "samm": 28}
+PERMUTATION_KEYS = ("permute_labels", "permute_within", "head_only_permutation")
+
+
+def scores(predictions: list[dict], classes: list[str]) -> dict:
+    """UF1/UAR for FULL and per dataset, each computed once on the pooled predictions.
+
+    Parameters
+    ----------
+    predictions : list of dict
+        ``{"id", "true", "pred", ...}`` with class names.
+    classes : list of str
+        The run's classes.
+
+    Returns
+    -------
+    dict
+        Group (``FULL``, then each dataset) -> ``{"UF1", "UAR", "clips", "recall": {class:
+        recall or None}, "absent": [classes absent from the truth], "challenge": {"UF1",
+        "UAR"}}``, at full precision; ``challenge`` is scored with the challenge's convention
+        (:mod:`roi_store.evaluation.metrics`), equal to UF1/UAR when no class is absent.
+    """
+    index = {c: i for i, c in enumerate(classes)}
+    out = {}
+    for name, preds in groups_of(predictions).items():
+        t = [index[p["true"]] for p in preds]
+        y = [index[p["pred"]] for p in preds]
+        m = confusion(t, y, len(classes))
+        uf1, uar = scores_from_confusion(m)
+        cf1, car = scores_from_confusion(m, "challenge")
+        out[name] = {"UF1": float(uf1), "UAR": float(uar), "clips": len(preds),
+                     "recall": dict(zip(classes, per_class_recall(t, y, len(classes)))),
+                     "absent": [c for c, n in zip(classes, m.sum(axis=1)) if n == 0],
+                     "challenge": {"UF1": float(cf1), "UAR": float(car)}}
+    return out
+
+
+def _without_permutation(settings: dict | None) -> dict:
+    """Settings to match null runs on: a setting left unset (None) equals one that a run made
+    before that setting existed does not carry."""
+    return {k: v for k, v in (settings or {}).items() if k not in PERMUTATION_KEYS and v is not None}
+
+
+def null_runs(store: Store, run: str, embed_settings: dict, head_settings: dict) -> list[dict]:
+    """The fitted permutation controls of ``run``: every embed and head setting equal but the permutation's.
+
+    Returns
+    -------
+    list of dict
+        ``{"run", "permute_labels", "permute_within", "scores": {group: {"UF1", "UAR"}}}`` by run name.
+    """
+    out = []
+    for other in list_runs(store):
+        hs = other.get("head_settings") or {}
+        if other["name"] == run or other["scores"] is None or hs.get("permute_labels") is None:
+            continue
+        if _without_permutation(other["settings"]) != _without_permutation(embed_settings) or \
+                _without_permutation(hs) != _without_permutation(head_settings):
+            continue
+        head = head_document(store, other["name"])
+        out.append({"run": other["name"], "permute_labels": hs["permute_labels"],
+                    "permute_within": hs.get("permute_within") or (other["settings"] or {}).get("permute_within"),
+                    "scores": {g: {m: v[m] for m in METRICS}
+                               for g, v in scores(head["predictions"], head["classes"]).items()}})
+    return out
+
+
+def run_report(store: Store, run: str, *, resamples: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """Scores, intervals, per-subject table, confusion matrix, settings, null runs and predictions of a fitted run.
+
+    Parameters
+    ----------
+    store : Store
+        The store holding the run.
+    run : str
+        The run's name.
+    resamples, seed, level
+        Of the subject-level bootstrap (:func:`roi_store.evaluation.stats.intervals`).
+
+    Returns
+    -------
+    dict
+        What ``roistore report --json`` prints (README: report).
+
+    Raises
+    ------
+    RoiStoreError
+        If the run has no fitted head.
+    """
+    doc = run_document(store, run)
+    head = head_document(store, run)
+    classes = head["classes"]
+    preds = head["predictions"]
+    idx = {c: i for i, c in enumerate(classes)}
+    conf = confusion([idx[p["true"]] for p in preds], [idx[p["pred"]] for p in preds], len(classes))
+    e, h = doc["settings"], head["settings"]
+    out = {
+        "run": run,
+        "state": doc.get("state"),
+        "classes": classes,
+        "scores": scores(preds, classes),
+        "confusion": conf.tolist(),
+        "predictions": [{"id": p["id"], "fold": p["fold"], "true": p["true"], "pred": p["pred"], "probs": p["probs"]}
+                        for p in preds],
+        "leakage": bool(doc.get("leakage")),
+        "permuted": h.get("permute_labels") is not None,
+        "settings": {"embed": e, "head": h},
+        "preset": e.get("preset") or h.get("preset"),
+        "folds": len(doc["folds"]),
+        "device": doc.get("device"),
+        "timings": {**doc.get("timings", {}), **head.get("timings", {})},
+        "convention": {"used": "present", "text": CONVENTION},
+        "uncertainty": intervals(preds, classes, resamples=resamples, seed=seed, level=level),
+        "subjects": subject_table(preds, classes),
+        "controls": [],
+        "null": {"runs": 0, "p": None},
+    }
+    if out["leakage"]:
+        out["warning"] = LEAKAGE_WARNING
+    if e["protocol"] == "loso" and e["view"] == "megc2019":
+        out["megc2019_folds"] = challenge_folds(doc["folds"])
+    if not out["permuted"]:
+        out["controls"] = null_runs(store, run, e, h)
+        full = out["scores"]["FULL"]
+        out["null"] = {"runs": len(out["controls"]),
+                       "matching": "every embed and head setting equal except " + ", ".join(PERMUTATION_KEYS),
+                       "p": {m: null_p_value(full[m], [c["scores"]["FULL"][m] for c in out["controls"]])
+                             for m in METRICS} if out["controls"] else None}
+    return out
+
+
+def challenge_folds(folds: list[dict]) -> dict:
+    """Whether a LOSO run of the megc2019 view has the challenge's 68 folds (16 SMIC, 24 CASME II, 28 SAMM)."""
+    subjects: dict[str, int] = {}
+    for fold in folds:
+        tested = fold.get("test_subjects") or sorted({c.rsplit("/", 1)[0] for c in fold.get("test_clips", [])})
+        for s in tested:
+            subjects[s.split("/")[0]] = subjects.get(s.split("/")[0], 0) + 1
+    return {"folds": len(folds), "subjects": subjects, "challenge": dict(CHALLENGE_SUBJECTS),
+            "conformant": len(folds) == sum(CHALLENGE_SUBJECTS.values()) and subjects == CHALLENGE_SUBJECTS}
+
+
+def _cell(v: float | None, width: int = 8) -> str:
+    return f"{v:>{width}.4f}" if v is not None and v == v else f"{'-':>{width}}"
+
+
+def format_report(rep: dict) -> str:
+    """A Table-2-style text table with intervals, recall, confusion matrix, settings, null runs and subjects."""
+    cols = ["FULL"] + [d for d in ("smic", "casme2", "samm") if d in rep["scores"]] + \
+        sorted(k for k in rep["scores"] if k not in ("FULL", "smic", "casme2", "samm"))
+    lines = []
+    if rep.get("warning"):
+        lines += [f"!! {rep['warning']}", ""]
+    title = f"run {rep['run']}" + (f" (preset {rep['preset']})" if rep.get("preset") else "") + \
+        (" (permutation control)" if rep["permuted"] else "")
+    lines.append(title)
+    lines.append(f"{'':<10}" + "".join(f"{c:>16}" for c in cols))
+    lines.append(f"{'':<10}" + "".join(f"{'UF1':>8}{'UAR':>8}" for _ in cols))
+    lines.append(f"{'method':<10}" + "".join(_cell(rep['scores'][c]['UF1']) + _cell(rep['scores'][c]['UAR']) for c in cols))
+    unc = rep.get("uncertainty")
+    if unc:
+        pct = f"{round(unc['level'] * 100)}%"
+        for m in METRICS:
+            lines.append(f"{m + ' ' + pct:<10}" + "".join(
+                f"{'[' + format(unc['intervals'][c][m][0], '.3f') + ',' + format(unc['intervals'][c][m][1], '.3f') + ']':>16}"
+                for c in cols))
+    for ctrl in rep.get("controls", []):
+        lines.append(f"{'perm ' + str(ctrl['permute_labels']):<10}" + "".join(
+            _cell(ctrl['scores'][c]['UF1']) + _cell(ctrl['scores'][c]['UAR']) if c in ctrl["scores"] else f"{'-':>16}"
+            for c in cols) + f"   (control run {ctrl['run']})")
+    lines.append(f"{'clips':<10}" + "".join(f"{rep['scores'][c]['clips']:>16}" for c in cols))
+    if unc:
+        lines.append(f"{'subjects':<10}" + "".join(f"{unc['intervals'][c]['subjects']:>16}" for c in cols))
+        exact = [f"{c} {unc['intervals'][c]['resamples']}" for c in cols if unc["intervals"][c]["exact"]]
+        lines.append(f"intervals: {unc['method']}, {unc['resamples']} resamples, seed {unc['seed']}"
+                     + (f" (all possible draws enumerated instead: {', '.join(exact)})" if exact else ""))
+    null = rep.get("null")
+    if null and null["runs"]:
+        lines.append(f"null model: {null['runs']} permutation control run(s) of the same settings; p (FULL) = "
+                     f"(1 + #null >= observed) / (1 + N): UF1 {null['p']['UF1']:.4f}, UAR {null['p']['UAR']:.4f}")
+    elif null is not None and not rep["permuted"]:
+        lines.append("null model: no permutation control run with the same settings (embed and fit-lstm with the "
+                     "same settings and --permute-labels SEED make one)")
+    for c in cols:
+        sc = rep["scores"][c]
+        if sc.get("absent"):
+            lines.append(f"{c}: no {', '.join(sc['absent'])} clips; UF1/UAR above leave the absent class out "
+                         f"(roistore's convention); the challenge's convention (a predicted-but-absent class counts "
+                         f"with F1 0): UF1 {sc['challenge']['UF1']:.4f}, UAR {sc['challenge']['UAR']:.4f}")
+    lines.append("")
+    lines.append("recall per class (FULL): " + ", ".join(
+        f"{k} {v:.3f}" if v is not None else f"{k} -" for k, v in rep["scores"]["FULL"]["recall"].items()))
+    lines.append("confusion (rows true, columns predicted):")
+    width = max(len(c) for c in rep["classes"]) + 2
+    lines.append(" " * width + "".join(f"{c:>{width}}" for c in rep["classes"]))
+    for c, row in zip(rep["classes"], rep["confusion"]):
+        lines.append(f"{c:<{width}}" + "".join(f"{v:>{width}}" for v in row))
+    e, h = rep["settings"]["embed"], rep["settings"]["head"]
+    lines.append("")
+    lines.append(("preset " + str(rep["preset"]) + ", " if rep.get("preset") else "") +
+                 f"protocol {e['protocol']}{' K=' + str(e['folds']) if e.get('folds') else ''} ({rep['folds']} folds), "
+                 f"view {e['view']}, cnn scope {e['cnn_scope']}, relabel {e['relabel']}, cnn epochs {e['epochs']}, "
+                 f"head epochs {h['epochs']}, masked {h['masked']}, seed {e['seed']}/{h['seed']}, device {rep.get('device')}")
+    if rep.get("subjects"):
+        lines.append("")
+        lines.append("per subject (recall: mean over the subject's classes):")
+        lines.append(f"{'subject':<16}{'folds':>8}{'clips':>7}{'correct':>9}{'accuracy':>10}{'recall':>8}")
+        for s in rep["subjects"]:
+            folds = ",".join(str(f) for f in s["folds"])
+            lines.append(f"{s['subject']:<16}{folds:>8}{s['clips']:>7}{s['correct']:>9}{s['accuracy']:>10.3f}"
+                         f"{s['recall']:>8.3f}")
+    folds = rep.get("megc2019_folds")
+    if folds and not folds["conformant"]:
+        have = ", ".join(f"{d} {folds['subjects'].get(d, 0)}" for d in CHALLENGE_SUBJECTS)
+        lines += ["", f"note: LOSO on the megc2019 view with {folds['folds']} folds ({have} subjects), not the "
+                      f"challenge's 68 (smic 16, casme2 24, samm 28): not comparable with MEGC 2019 results"]
+    if rep.get("megc_log"):
+        log = rep["megc_log"]
+        lines.append("")
+        lines.append(f"wrote MEGC 2019 log {log['path']}: {log['folds']} folds, {log['clips']} clips; scored from "
+                     f"the file as the challenge does: UF1 {log['UF1']:.4f}, UAR {log['UAR']:.4f}")
+    return "\n".join(lines)
+
+
+def write_plots(rep: dict, out_dir: str | Path) -> list[Path]:
+    """Confusion matrix, per-dataset UF1/UAR bars, intervals and per-subject chart as PNG files in ``out_dir``.
+
+    Parameters
+    ----------
+    rep : dict
+        :func:`run_report`'s result.
+    out_dir : path
+        Folder to write into (made if needed).
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    conf = np.array(rep["confusion"])
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.imshow(conf, cmap="Blues")
+    ax.set_xticks(range(len(rep["classes"])), rep["classes"])
+    ax.set_yticks(range(len(rep["classes"])), rep["classes"])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for (i, j), v in np.ndenumerate(conf):
+        ax.text(j, i, str(v), ha="center", va="center", color="black" if v < conf.max() / 2 else "white")
+    ax.set_title(f"{rep['run']}: confusion (pooled)")
+    fig.tight_layout()
+    p1 = out / f"{rep['run']}_confusion.png"
+    fig.savefig(p1, dpi=120)
+    plt.close(fig)
+    names = list(rep["scores"])
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, [rep["scores"][n]["UF1"] for n in names], 0.4, label="UF1")
+    ax.bar(x + 0.2, [rep["scores"][n]["UAR"] for n in names], 0.4, label="UAR")
+    ax.set_xticks(x, names)
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.set_title(f"{rep['run']}: UF1 / UAR per dataset")
+    fig.tight_layout()
+    p2 = out / f"{rep['run']}_datasets.png"
+    fig.savefig(p2, dpi=120)
+    plt.close(fig)
+    paths = [p1, p2]
+    if rep.get("uncertainty"):
+        paths.append(_interval_plot(rep, out, plt))
+    if rep.get("subjects"):
+        paths.append(_subject_plot(rep, out, plt))
+    return paths
+
+
+def _interval_plot(rep: dict, out: Path, plt) -> Path:
+    """UF1 and UAR of each column with its bootstrap interval (and the null runs' scores as crosses)."""
+    unc = rep["uncertainty"]
+    names = list(unc["intervals"])
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for k, (metric, shift) in enumerate((("UF1", -0.12), ("UAR", 0.12))):
+        x = np.arange(len(names)) + shift
+        y = np.array([rep["scores"][n][metric] for n in names])
+        lo = np.array([unc["intervals"][n][metric][0] for n in names])
+        hi = np.array([unc["intervals"][n][metric][1] for n in names])
+        ax.errorbar(x, y, yerr=[np.maximum(y - lo, 0), np.maximum(hi - y, 0)], fmt="o", capsize=4, color=f"C{k}",
+                    label=metric)
+        for ctrl in rep.get("controls", []):
+            ax.plot(x, [ctrl["scores"].get(n, {}).get(metric, np.nan) for n in names], "x", color=f"C{k}", alpha=0.5)
+    ax.set_xticks(np.arange(len(names)), names)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="lower right")
+    ax.set_title(f"{rep['run']}: {round(unc['level'] * 100)} % subject-bootstrap intervals"
+                 + (" (x: null runs)" if rep.get("controls") else ""), fontsize=9)
+    fig.tight_layout()
+    path = out / f"{rep['run']}_intervals.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _subject_plot(rep: dict, out: Path, plt) -> Path:
+    """Each subject's recall and accuracy, grouped by dataset, with its clip count."""
+    subjects = rep["subjects"]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.16 * len(subjects) + 2), 3.5))
+    x = np.arange(len(subjects))
+    datasets = list(dict.fromkeys(s["dataset"] for s in subjects))
+    colours = [f"C{datasets.index(s['dataset']) % 10}" for s in subjects]
+    ax.bar(x, [s["recall"] for s in subjects], 0.8, color=colours)
+    ax.plot(x, [s["accuracy"] for s in subjects], "k.", markersize=4, label="accuracy")
+    ax.set_xticks(x, [f"{s['subject'].split('/')[1]} ({s['clips']})" for s in subjects], rotation=90, fontsize=6)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("recall (mean over classes)")
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=f"C{i % 10}", label=d) for i, d in enumerate(datasets)]
+    ax.legend(handles=[*ax.get_legend_handles_labels()[0], *handles], fontsize=7, ncol=len(datasets) + 1)
+    ax.set_title(f"{rep['run']}: per subject (clips in brackets)", fontsize=9)
+    fig.tight_layout()
+    path = out / f"{rep['run']}_subjects.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,64 @@
+"""Native dataset readers, one module per dataset, registered by name in :data:`READERS`.
+
+>>> from roi_store.ingest.datasets import get_reader
+>>> items = list(get_reader("casme2").scan(Path("CASME2/CASME2_RAW_selected")))  # doctest: +SKIP
+
+Each reader yields :class:`ClipSpec` (a clip's frames in temporal order plus its annotation) or
+:class:`Skip` (why a clip, folder or sheet row was not used), sorted by clip key. Scanning only
+lists files and reads sheets; frames are decoded later, by ingest.
+"""
+
+from __future__ import annotations
+
+from roi_store.ingest.datasets.base import IMAGE_SUFFIXES, ClipSpec, DatasetReader, Skip, frame_number
+from roi_store.ingest.datasets.casme2 import CASME2Reader
+from roi_store.ingest.datasets.manifest import ManifestReader
+from roi_store.ingest.datasets.samm import SAMMReader
+from roi_store.ingest.datasets.smic import SMICReader
+from roi_store.errors import ConfigError
+
+#: Every reader by name; the CLI's ``--dataset`` choices are these keys.
+READERS: dict[str, DatasetReader] = {
+    reader.name: reader
+    for reader in (CASME2Reader(), SAMMReader(), SMICReader(), ManifestReader())
+}
+
+
+def get_reader(name: str) -> DatasetReader:
+    """The registered reader called ``name`` (case and surrounding blanks ignored).
+
+    Parameters
+    ----------
+    name : str
+        One of the keys of :data:`READERS`.
+
+    Returns
+    -------
+    DatasetReader
+
+    Raises
+    ------
+    ConfigError
+        If no reader has that name.
+    """
+    reader = READERS.get(str(name).strip().lower())
+    if reader is None:
+        raise ConfigError(
+            f"unknown dataset {name!r}: allowed values are {', '.join(sorted(READERS))}"
+        )
+    return reader
+
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "READERS",
+    "CASME2Reader",
+    "ClipSpec",
+    "DatasetReader",
+    "ManifestReader",
+    "SAMMReader",
+    "SMICReader",
+    "Skip",
+    "frame_number",
+    "get_reader",
+]

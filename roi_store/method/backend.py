@@ -1,0 +1,135 @@
+"""Choosing the device and seeding, before and after the deep-learning framework starts.
+
+Keras (and through it TensorFlow, JAX or PyTorch) is imported only by the functions that train
+or run models, never at module import: ``roistore --help``, ``info`` and ``ingest`` stay light.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import zipfile
+
+from roi_store import parallel
+from roi_store.errors import ConfigError, RoiStoreError
+
+
+def cores() -> int:
+    """CPU cores this process may use (the affinity mask, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def map_tasks(fn, calls: list[tuple], jobs: int, say, label: str, *, scheduler: str | None = None,
+              gpu: bool = False, shared: tuple[str, ...] = ()) -> list:
+    """``fn(*args)`` for each call, where :func:`roi_store.parallel.run_tasks` puts it; results in completion order."""
+    out = []
+    for res in parallel.run_tasks(fn, calls, jobs=jobs, scheduler=scheduler, gpu=gpu, shared=shared):
+        out.append(res)
+        say(f"{label} {res['index']} done ({len(out)}/{len(calls)})")
+    return out
+
+
+def select_device(gpu: int | None = None, cpu: bool = False, threads: int | None = None) -> None:
+    """Make only GPU ``gpu`` visible (or none with ``cpu``) and set the CPU threads (default: every core).
+
+    Must run before Keras is imported; later calls in the same process change nothing there.
+    Picks the Keras backend that is installed when ``KERAS_BACKEND`` is not set (TensorFlow,
+    else JAX, else PyTorch).
+    """
+    threads = threads or cores()
+    if "KERAS_BACKEND" not in os.environ:
+        import importlib.util
+
+        for name in ("tensorflow", "jax", "torch"):
+            if importlib.util.find_spec(name) is not None:
+                os.environ["KERAS_BACKEND"] = name
+                break
+    if gpu is not None and cpu:
+        raise ConfigError("--gpu and --cpu exclude each other: pass one")
+    if cpu:
+        os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+    elif gpu is not None:
+        if gpu < 0:
+            raise ConfigError(f"invalid --gpu {gpu}: give a GPU index such as 0")
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    if threads:
+        # Every op runs on one thread, and independent ops (the six region CNNs of a step) run
+        # side by side on ``threads``: an op's arithmetic, hence every result, is then the same
+        # whatever the number of jobs or cores.
+        for var in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
+            os.environ[var] = "1"
+        os.environ["TF_NUM_INTEROP_THREADS"] = str(threads)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def keras():
+    """Import Keras (starting its backend), with an install hint if it is missing."""
+    try:
+        import keras as k
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise RoiStoreError(
+            f"Keras is not installed ({exc}): pip install 'roistore[cpu]' (or '[tensorflow]' for GPUs), or JAX/PyTorch with KERAS_BACKEND set"
+        ) from None
+    return k
+
+
+def device_name() -> str:
+    """The device the backend computes on, in words (e.g. 'cpu' or 'gpu: <card name>')."""
+    k = keras()
+    backend = k.backend.backend()
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            if gpus:
+                details = tf.config.experimental.get_device_details(gpus[0])
+                return f"gpu: {details.get('device_name', gpus[0].name)}"
+        elif backend == "jax":
+            import jax
+
+            dev = jax.devices()[0]
+            if dev.platform != "cpu":
+                return f"gpu: {getattr(dev, 'device_kind', dev.platform)}"
+        elif backend == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                return f"gpu: {torch.cuda.get_device_name(0)}"
+    except Exception:  # device queries are informative only
+        pass
+    return "cpu"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and the backend; ask TensorFlow for deterministic kernels."""
+    k = keras()
+    k.utils.set_random_seed(int(seed))
+    if k.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def model_to_bytes(model) -> bytes:
+    """A model in Keras' native ``.keras`` format, as bytes (to store as a checksummed array)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.keras")
+        model.save(path)
+        with open(path, "rb") as fh:
+            return fh.read()
+
+
+def model_from_bytes(data: bytes):
+    """Load a ``.keras`` model with safe mode on: no lambda or pickled code is ever run."""
+    k = keras()
+    from roi_store.method import models  # noqa: F401 - registers the custom loss for deserialisation
+
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise RoiStoreError("a stored model is not a .keras archive: the store is damaged; re-run the command that made it")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.keras")
+        with open(path, "wb") as fh:
+            fh.write(data)
+        return k.saving.load_model(path, compile=False, safe_mode=True)

@@ -1,0 +1,308 @@
+"""``fit-lstm``: the LSTM fusion head per fold, on the run's embeddings; pooled predictions.
+
+Nothing of a fold's test subjects is used to fit its head: no early stopping, no model
+selection, no normalisation statistics; the focal loss's class weights come from the fold's
+training clips. Padded time steps are masked by default (``masked=False`` feeds the paper's
+zero padding to 500 frames as data).
+
+A head-only permutation control (``permute_labels`` on a run embedded with true labels) is
+written as a run of its own (:func:`control_name`, or ``control_run``) whose plan is the
+source run's plus ``embeddings_from``; its head is fitted on the source run's embeddings, and
+the source run's own head is never touched.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from roi_store import killpoints, parallel
+
+from roi_store.method import backend
+
+from roi_store.method import presets
+from roi_store.method.embed import PERMUTE_WITHIN, permutation_groups, permuted_labels
+from roi_store.errors import ConfigError, RoiStoreError
+from roi_store.store.runs import (COMPLETE, PLAN_KEYS, RunWriter, check_run_name, commit_doc, embedding_fold,
+                            embeddings_source, fold_docs, head_document, not_ready, put_bytes, run_document,
+                            run_group, run_status, write_fold_marker)
+from roi_store.store.store import now, open_store
+
+#: Masked batches are padded to a multiple of this many steps: few distinct shapes to compile.
+LENGTH_BUCKET = 16
+
+
+def pad_batch(seqs: list[np.ndarray], masked: bool, t_max: int) -> np.ndarray:
+    """Stack variable-length (n, 20) sequences: masked -> PAD_VALUE to a bucketed length; else zeros to t_max."""
+    from roi_store.method.models import PAD_VALUE
+
+    if masked:
+        longest = max(len(s) for s in seqs)
+        length = int(np.ceil(longest / LENGTH_BUCKET) * LENGTH_BUCKET)
+        out = np.full((len(seqs), length, seqs[0].shape[1]), PAD_VALUE, dtype="float32")
+    else:
+        out = np.zeros((len(seqs), t_max, seqs[0].shape[1]), dtype="float32")
+    for i, s in enumerate(seqs):
+        out[i, :len(s)] = s
+    return out
+
+
+def _batches(indices, lengths, batch_size, rng, masked):
+    """Training batches of clip indices: shuffled, then (masked) grouped by length so padding is small."""
+    order = rng.permutation(indices)
+    if masked:
+        # Sort within windows of a few batches: similar lengths share a batch, order still varies.
+        window = batch_size * 4
+        order = np.concatenate([sorted(order[i:i + window], key=lambda j: lengths[j])
+                                for i in range(0, len(order), window)])
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def fit_lstm(
+    store_path: str,
+    run: str,
+    *,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    seed: int = 0,
+    masked: bool | None = None,
+    permute_labels: int | None = None,
+    permute_within: str | None = None,
+    control_run: str | None = None,
+    preset: str | None = None,
+    jobs: int = 1,
+    gpu: int | None = None,
+    cpu: bool = False,
+    overwrite: bool = False,
+    scheduler: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Fit the fusion head of every fold of ``run`` and store pooled test predictions.
+
+    Like ``embed``: one writer per run, the head's plan written once, a marker per fitted fold
+    (with its predictions), the head's commit marker last. Re-running with the same settings
+    resumes an interrupted fit; other settings replace a head only with ``overwrite``.
+    Fold tasks run here, in ``jobs`` local processes, or on the workers of the dask
+    ``scheduler`` (GPU workers only when ``gpu`` is given); see :mod:`roi_store.parallel`.
+    ``epochs``, ``batch_size`` and ``masked`` left None come from ``preset`` (default
+    ``"roistore"``; ``"paper"``: unmasked zero padding), see :mod:`roi_store.method.presets`.
+
+    Parameters
+    ----------
+    permute_labels : int, optional
+        On a run embedded with ``permute_labels``: that seed (its own labels). On a run embedded
+        with true labels: a head-only control, fitted on labels shuffled with this seed and
+        written as the run ``control_run`` (default :func:`control_name`), never in place of
+        ``run``'s head.
+    permute_within : {"dataset", "subject", "all"}, optional
+        Where a head-only control shuffles (default ``"dataset"``); for a run embedded with
+        ``permute_labels`` it must be the run's own (the default).
+    control_run : str, optional
+        The head-only control's run name.
+
+    Returns
+    -------
+    dict
+        The head document (:func:`roi_store.store.runs.head_document`): settings, per-fold clip lists
+        and timings, pooled predictions; ``run`` names the run written (the control's, for a
+        head-only control).
+
+    Raises
+    ------
+    RunBusyError
+        If another process is writing the run.
+    RoiStoreError
+        If the run's embed is not complete, or its head was fitted with other settings and
+        ``overwrite`` is false.
+    """
+    chosen, preset, overridden = presets.resolve("head", preset, {"epochs": epochs, "batch_size": batch_size,
+                                                                  "masked": masked})
+    epochs, batch_size, masked = chosen["epochs"], chosen["batch_size"], chosen["masked"]
+    if epochs < 1 or batch_size < 1:
+        raise ConfigError("--epochs and --batch-size must be positive")
+    backend.select_device(gpu, cpu, max(1, backend.cores() // jobs))
+    parallel.check(jobs, scheduler, gpu is not None)
+    say = log or (lambda msg: None)
+    store = open_store(store_path, mode="r+")
+    source = run
+    planned = dict(run_group(store, run).attrs.get("run") or {})  # a missing run: one line, before anything is claimed
+    if planned.get("embeddings_from"):
+        raise ConfigError(f"run {run!r} is a head-only control of run {embeddings_source(store, run)!r}: refit it with "
+                          f"'roistore fit-lstm {store.where} --run {embeddings_source(store, run)} --permute-labels SEED "
+                          f"--control-run {run} --overwrite'")
+    head_only = permute_labels is not None and bool(planned) and planned["settings"].get("permute_labels") is None
+    if control_run is not None and not head_only:
+        raise ConfigError("--control-run names a head-only permutation control: give --permute-labels SEED, on a run "
+                          "embedded with true labels")
+    if head_only:
+        run = check_run_name(control_run or control_name(source, permute_labels, permute_within))
+        if run == source:
+            raise ConfigError(f"--control-run {run} is the run whose embeddings it reuses: choose another name")
+    before = run_status(store, source)
+    writer = RunWriter.claim(store, run, "fit-lstm")
+    try:
+        if commit_doc(store, source, "embed") is None:
+            raise not_ready(store, source, before)
+        doc = run_document(store, source)
+        if head_only:  # the control's plan: the source run's, and where its embeddings are
+            plan_doc = {k: v for k, v in planned.items() if k in PLAN_KEYS}
+            plan_doc["embeddings_from"] = {"run": source, "checksum": commit_doc(store, source, "embed")["checksum"]}
+            writer.plan_embed(plan_doc, overwrite)
+        labels, settings = _head_settings(doc, source, epochs, batch_size, seed, masked, permute_labels,
+                                          permute_within)
+        settings |= {"preset": preset, "preset_overrides": overridden}
+        ids = doc["clips"]
+        for fold in doc["folds"]:
+            test = set(fold["test_clips"])
+            leaked = test & set(fold.get("cnn_train_clips", [])) if doc["settings"]["cnn_scope"] == "fold" else set()
+            if leaked:
+                raise RoiStoreError(f"fold {fold['name']}: test clips {sorted(leaked)[:3]} trained its CNNs; the run is damaged")
+        plan = {"settings": settings, "classes": doc["classes"], "labels_used": labels}
+        if writer.plan_head(plan, overwrite) == COMPLETE:
+            say(f"run {run}: its head is already fitted with these settings: nothing to do")
+            return {**head_document(store, run), "run": run, "embeddings_from": source if source != run else None}
+        work = {"store": parallel.store_location(store_path), "run": run, "embeddings": source, "settings": settings,
+                "labels": labels, "ids": ids,
+                "classes": doc["classes"], "regions": doc["regions"], "t_max": store.t_max,
+                "lengths": [store.clip(i).n_frames for i in ids]}
+        started = time.perf_counter()
+        try:
+            done = fold_docs(store, run, "head")
+            if done:
+                say(f"resuming the head of run {run}: folds {sorted(done)} are done")
+            backend.map_tasks(head_task, [({**f, "embedding_fold": embedding_fold(doc, f)}, work)
+                                          for f in doc["folds"] if f["index"] not in done], jobs, say,
+                              "head fold", scheduler=scheduler, gpu=gpu is not None, shared=(work["store"],))
+            results = fold_docs(store, run, "head")
+            predictions = [p for _, r in sorted(results.items()) for p in r["predictions"]]
+            order = {c: i for i, c in enumerate(ids)}
+            predictions.sort(key=lambda p: order[p["id"]])
+            timings = {"fit_seconds": round(time.perf_counter() - started, 2),
+                       "seconds_per_fold": round(float(np.mean([r["seconds"] for r in results.values()])), 3)}
+            writer.commit("head", len(doc["folds"]), {"predictions": predictions, "timings": timings})
+        except BaseException as exc:
+            writer.fail("head", exc)
+            raise
+    finally:
+        writer.release()
+    return {**head_document(store, run), "run": run, "embeddings_from": source if source != run else None}
+
+
+def control_name(run: str, permute_labels: int, permute_within: str | None = None) -> str:
+    """The default run name of a head-only control of ``run``: ``R-perm7h``, ``R-perm7h-subject``."""
+    within = permute_within or "dataset"
+    return f"{run}-perm{permute_labels}h" + ("" if within == "dataset" else f"-{within}")
+
+
+def _head_settings(doc: dict, run: str, epochs, batch_size, seed, masked, permute_labels,
+                   permute_within=None) -> tuple[list, dict]:
+    """The labels the head is fitted on and its settings (a head-only permutation control shuffles them)."""
+    labels = list(doc["labels"])
+    run_perm = doc["settings"].get("permute_labels")
+    # Controls embedded before --permute-within existed shuffled across every clip.
+    run_within = doc["settings"].get("permute_within", "all") if run_perm is not None else None
+    if permute_within is not None and permute_within not in PERMUTE_WITHIN:
+        raise ConfigError(f"invalid --permute-within {permute_within!r}: allowed values are {', '.join(PERMUTE_WITHIN)}")
+    head_perm = None
+    if permute_labels is not None and permute_labels != run_perm:
+        if run_perm is not None:
+            raise ConfigError(f"run {run!r} was embedded with --permute-labels {run_perm}; fit its head with the same seed")
+        within = permute_within or "dataset"  # a head-only control on true-label features
+        labels = permuted_labels(labels, permute_labels, permutation_groups(doc["clips"], within))
+        head_perm = permute_labels
+    elif run_perm is not None:
+        if permute_within not in (None, run_within):
+            raise ConfigError(f"run {run!r} was embedded with --permute-within {run_within}; fit its head with the same")
+        within = run_within
+    else:
+        if permute_within is not None:
+            raise ConfigError(f"--permute-within {permute_within} shapes a permutation control: give --permute-labels SEED too")
+        within = None
+    settings = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "masked": masked,
+                "permute_labels": permute_labels if permute_labels is not None else run_perm,
+                "permute_within": within, "head_only_permutation": head_perm, "optimizer": "adam",
+                "learning_rate": 1e-3, "gamma": 2.0}
+    return labels, settings
+
+
+def load_sequences(group, regions, emb_fold: int, lengths) -> list[list[np.ndarray]]:
+    """Per region, the list of each clip's unpadded (n, 20) float32 embeddings."""
+    out = []
+    for r in regions:
+        block = group[f"embeddings/{r}"][emb_fold]
+        out.append([block[i, :n].astype("float32") for i, n in enumerate(lengths)])
+    return out
+
+
+def train_head(seqs: list[list[np.ndarray]], y: np.ndarray, train_idx: np.ndarray, lengths: list[int],
+               regions: list[str], n_classes: int, settings: dict, t_max: int, seed: int):
+    """Fit one fusion head on the clips ``train_idx`` (of ``seqs``: per region, each clip's (n, 20)).
+
+    ``settings`` holds ``epochs``, ``batch_size``, ``masked``, ``learning_rate`` and ``gamma``;
+    ``seed`` fixes the weights, dropout and batch order. Returns ``(model, epoch losses,
+    seconds of training)``.
+    """
+    keras = backend.keras()
+    from roi_store.method import models
+
+    backend.seed_everything(seed)
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(y[train_idx], minlength=n_classes)
+    model = models.fusion_head(regions, n_classes=n_classes, masked=settings["masked"], seed=seed)
+    steps = int(np.ceil(len(train_idx) / settings["batch_size"])) * settings["epochs"]
+    model.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]),
+                  loss=models.FocalLoss(models.inverse_frequency_alpha(counts), settings["gamma"]),
+                  run_eagerly=steps <= models.EAGER_STEPS)
+    eye = np.eye(n_classes, dtype="float32")
+    start = time.perf_counter()
+    losses = []
+    for _ in range(settings["epochs"]):
+        epoch = []
+        for b in _batches(train_idx, lengths, settings["batch_size"], rng, settings["masked"]):
+            xs = [pad_batch([seqs[r][i] for i in b], settings["masked"], t_max) for r in range(len(seqs))]
+            epoch.append(float(model.train_on_batch(xs, eye[y[b]])))
+        losses.append(float(np.mean(epoch)))
+    return model, losses, time.perf_counter() - start
+
+
+def head_task(fold: dict, work: dict) -> dict:
+    """Fit one fold's head on its training clips and predict its test clips."""
+    keras = backend.keras()
+    store = open_store(work["store"], mode="r+")
+    group = run_group(store, work["run"])
+    # A head-only control reads the embeddings of the run it controls, and writes only its own group.
+    source = run_group(store, work["embeddings"]) if work.get("embeddings", work["run"]) != work["run"] else group
+    if work.get("subgroup"):  # the final model's arrays (``roistore fit-lstm --final``)
+        group = source = group[work["subgroup"]]
+    s = work["settings"]
+    ids, classes, lengths = work["ids"], work["classes"], work["lengths"]
+    index = fold["index"]
+    seqs = load_sequences(source, work["regions"], fold.get("embedding_fold", 0), lengths)
+    y = np.array([classes.index(lab) for lab in work["labels"]])
+    test_set = set(fold["test_clips"])
+    test_idx = np.array([i for i, c in enumerate(ids) if c in test_set], dtype=int)
+    train_idx = np.array([i for i, c in enumerate(ids) if c not in test_set], dtype=int)
+    seed = s["seed"] * 1000003 + index * 101 + 7
+    counts = np.bincount(y[train_idx], minlength=len(classes))
+    model, losses, seconds = train_head(seqs, y, train_idx, lengths, work["regions"], len(classes), s,
+                                        work["t_max"], seed)
+    probs = []
+    if len(test_idx):  # the final model (all subjects) has no test clips
+        xs = [pad_batch([seqs[r][i] for i in test_idx], s["masked"], work["t_max"]) for r in range(len(seqs))]
+        probs = np.asarray(model.predict_on_batch(xs))
+    model_digest = put_bytes(group, f"models/head/{index}", backend.model_to_bytes(model))
+    killpoints.reached("head.model")
+    preds = [{"id": ids[i], "fold": index, "true": work["labels"][i], "pred": classes[int(np.argmax(p))],
+              "probs": [round(float(v), 6) for v in p]} for i, p in zip(test_idx, probs)]
+    keras.backend.clear_session()
+    record = {"index": index, "name": fold["name"], "test_clips": [ids[i] for i in test_idx],
+              "head_train_clips": [ids[i] for i in train_idx], "head_val_clips": [],
+              "cnn_train_clips": fold.get("cnn_train_clips", []), "class_counts": counts.tolist(),
+              "final_loss": round(losses[-1], 5), "seconds": round(seconds, 3), "predictions": preds,
+              "finished": now(), "digests": {"models": {"head": model_digest}}}
+    write_fold_marker(group, "head", index, record)  # last: the fold is done
+    return record

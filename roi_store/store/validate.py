@@ -1,0 +1,193 @@
+"""Check a store against its schemas and every chunk against its checksum."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from zarr.core.sync import sync
+
+from roi_store.store import format as fmt
+from roi_store.errors import RoiStoreError
+from roi_store.store.runs import (FAILED, HEAD, RUNS, commit_doc, digest, embeddings_source, fold_checksum, fold_docs,
+                            run_names, run_status)
+from roi_store.store.store import COMPLETE, REGIONS, SKIPPED, Store, chunk_keys
+
+
+@dataclasses.dataclass
+class ValidationReport:
+    """Outcome of :func:`validate_store`; ``ok`` is True when ``problems`` is empty."""
+
+    store: str
+    clips: int
+    chunks: int
+    problems: list[str]
+    incomplete: list[str]  # pending clips: not a fault, a run to resume
+    runs: list[dict] = dataclasses.field(default_factory=list)  # {"name", "state", "stage", "chunks"}
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def validate_store(store: Store) -> ValidationReport:
+    """Validate the header and every record against ``schemas/``, and read every chunk.
+
+    Reading a chunk runs zarr's crc32c codec, which rejects any chunk whose bytes changed. A
+    complete clip whose chunk is missing, and a record whose row lies outside the arrays, are
+    reported too, and so are records and arrays whose metadata cannot be read. Committed runs are
+    checked the same way (every embedding chunk and model against the digests of its fold
+    marker); runs that are not committed are listed in ``runs`` with their state, not reported
+    as problems.
+    """
+    problems: list[str] = []
+    chunks = 0
+    records = store.records(strict=False)
+    problems += store.damaged
+    arrays = {}
+    for name in store.regions:
+        try:
+            arrays[name] = store.array(name)
+        except RoiStoreError as exc:
+            problems.append(str(exc))
+    for name, arr in arrays.items():
+        expect = (store.t_max,)
+        if arr.shape[1:2] != expect or arr.dtype != "uint8":
+            problems.append(f"{REGIONS}/{name}: shape {arr.shape} / dtype {arr.dtype} does not match t_max {store.t_max}")
+    for rec in records.values():
+        try:
+            fmt.validate_document(rec.data, "clip", f"clip {rec.id}")
+        except RoiStoreError as exc:
+            problems.append(str(exc))
+            continue
+        if rec.status != COMPLETE:
+            continue
+        for name, arr in arrays.items():
+            if rec.row is None or rec.row >= arr.shape[0]:
+                problems.append(f"clip {rec.id}: row {rec.row} is outside {REGIONS}/{name} ({arr.shape[0]} rows)")
+                continue
+            keys = chunk_keys(arr, rec.row, rec.n_frames)
+            prefix = f"{arr.store_path.path}/"
+            missing = [k for k in keys if not sync(arr.store_path.store.exists(k))]
+            if missing:
+                problems.append(f"clip {rec.id}: chunk {REGIONS}/{name}/{missing[0][len(prefix):]} is missing")
+                continue
+            step, parts, damaged = arr.chunks[1], [], False
+            for j, key in enumerate(keys):  # chunk by chunk, to name the damaged one
+                try:
+                    parts.append(arr[rec.row, j * step:(j + 1) * step])
+                    chunks += 1
+                except Exception as exc:  # codec errors (checksum, zstd) come as several types
+                    problems.append(f"clip {rec.id}: chunk {REGIONS}/{name}/{key[len(prefix):]} is damaged ({exc})")
+                    damaged = True
+                    break
+            if damaged:
+                continue
+            parts.append(arr[rec.row, len(keys) * step:])  # past the clip's chunks: the zero fill value
+            block = np.concatenate(parts)
+            if block[rec.n_frames:].any():
+                problems.append(f"clip {rec.id}: {REGIONS}/{name} has data past its {rec.n_frames} frames")
+    ids = [r.id for r in records.values()]
+    rows = [r.row for r in records.values() if r.row is not None]
+    if len(set(rows)) != len(rows):
+        problems.append("two clip records share one array row")
+    incomplete = [r.id for r in records.values() if r.status not in (COMPLETE, SKIPPED)]
+    runs = []
+    for name in run_names(store):
+        found, n = _check_run(store, name)
+        problems += found
+        chunks += n
+        status = run_status(store, name)
+        runs.append({"name": name, "state": status["state"], "stage": status["stage"], "chunks": n})
+    return ValidationReport(store.where, len(ids), chunks, problems, incomplete, runs)
+
+
+def _check_run(store: Store, name: str) -> tuple[list[str], int]:
+    """Schema problems of a run's documents; for each committed stage, its markers and every chunk.
+
+    A run that is not committed (running, interrupted, failed) is a state, not a fault: only its
+    documents are checked, since its arrays may hold anything until a resumed run commits them.
+    """
+    problems: list[str] = []
+    chunks = 0
+    where = f"run {name}"
+    path = f"{RUNS}/{name}"
+    doc = store.zgroup[path].attrs.get("run") if path in store.zgroup else None
+    for part, key in (("", "run"), (f"/{HEAD}", "head"), (f"/{FAILED}", "failure")):
+        node = f"{path}{part}"
+        if node in store.zgroup and key in store.zgroup[node].attrs:
+            try:
+                fmt.validate_document(dict(store.zgroup[node].attrs[key]), "run" if key == "run" else f"run.{key}", where)
+            except RoiStoreError as exc:
+                problems.append(str(exc))
+    group = store.zgroup[path] if path in store.zgroup else None
+    source = embeddings_source(store, name)
+    if commit_doc(store, name, "head") is not None and commit_doc(store, source, "embed") is None:
+        problems.append(f"{where}: its head is committed but its embed is not"
+                        + (f" (it reuses run {source}'s embeddings)" if source != name else ""))
+    elif source != name and commit_doc(store, name, "head") is not None \
+            and commit_doc(store, source, "embed")["checksum"] != doc["embeddings_from"].get("checksum"):
+        problems.append(f"{where}: its head was fitted on run {source}'s embeddings, which changed since (embedded "
+                        f"again): refit it with 'roistore fit-lstm --run {source} --permute-labels SEED "
+                        f"--control-run {name} --overwrite'")
+    for stage in ("embed", "head"):
+        commit = commit_doc(store, name, stage)
+        if commit is None:
+            continue
+        if doc is None:
+            problems.append(f"{where}: committed {stage} without a plan document")
+            continue
+        try:
+            fmt.validate_document(commit, "run.commit", f"{where} {stage} commit")
+        except RoiStoreError as exc:
+            problems.append(str(exc))
+            continue
+        folds = fold_docs(store, name, stage)
+        missing = sorted(set(range(commit["folds"])) - set(folds))
+        if missing:
+            problems.append(f"{where}: {stage} is committed but folds {missing} have no marker")
+            continue
+        if fold_checksum(list(folds.values())) != commit["checksum"]:
+            problems.append(f"{where}: {stage} fold markers do not match the commit's checksum (changed after the commit)")
+        for k, fold in sorted(folds.items()):
+            try:
+                fmt.validate_document(fold, "run.fold", f"{where} {stage} fold {k}")
+            except RoiStoreError as exc:
+                problems.append(str(exc))
+                continue
+            for kind, items in fold["digests"].items():
+                for item, want in items.items():
+                    if kind == "embeddings":
+                        label, n, read = f"{path}/embeddings/{item}[{k}]", 1, _embedding_reader(group, item, k)
+                    else:
+                        sub = f"models/cnn/{k}/{item}" if stage == "embed" else f"models/head/{k}"
+                        label = f"{path}/{sub}"
+                        n = group[sub].nchunks if sub in group else 0
+                        read = _bytes_reader(group, sub)
+                    try:
+                        got = digest(read())
+                    except Exception as exc:  # a missing array, or codec errors (checksum, zstd)
+                        problems.append(f"{where}: {label} is missing or damaged ({type(exc).__name__}: {exc})")
+                        continue
+                    chunks += n
+                    if got != want:
+                        problems.append(f"{where}: {label} does not match its fold marker's digest")
+    return problems, chunks
+
+
+def _embedding_reader(group, region: str, fold: int):
+    def read():
+        arr = group[f"embeddings/{region}"]
+        key = f"c/{fold}/0/0/0"
+        if not sync(arr.store_path.store.exists(f"{arr.store_path.path}/{key}")):
+            raise KeyError(f"chunk {key} is missing")
+        return arr[fold]
+    return read
+
+
+def _bytes_reader(group, sub: str):
+    return lambda: group[sub][:].tobytes()
+
+
+__all__ = ["ValidationReport", "validate_store"]
