@@ -103,11 +103,8 @@ def bench_ingest(data: Path, work: Path, repeats: int, scale: float) -> dict:
 
     ``data`` is the preset at ``scale``.
     """
-    from roi_store.ingest.faces import frontal_face_detector
-
     calls = _native_calls(data)
-    imread(data)  # warm the page cache so that no contender pays for the first read,
-    frontal_face_detector()  # and roistore's cached detector, which the first ingest on a machine saves
+    imread(data)  # warm the page cache so that no contender pays for the first read
     runs = alternate({"imread": lambda: imread(data),
                       "imread_2": lambda: imread(data, 2),
                       "ingest_1": lambda: ingest_once(calls, work / "bench-1.zarr", 1),

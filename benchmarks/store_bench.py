@@ -56,7 +56,6 @@ import json, time
 from pathlib import Path
 import roi_store
 from benchmarks.data import specs
-from roi_store.store import chunkio
 from roi_store.ingest.cut import cut_clip
 store = roi_store.open_store({store!r})
 ids = {ids!r}
@@ -64,8 +63,7 @@ by_id = {{s.id: s for s in specs(Path({data!r})) if s.id in set(ids)}}
 work = {{"t_max": store.t_max, "scheme": store.header["region_scheme"], "layout": store.header["layout"],
         "landmarks_model": None}}
 
-def from_store(threads=chunkio.MAX_THREADS):
-    chunkio.MAX_THREADS = threads
+def from_store():
     t = time.perf_counter()
     for r in store.regions:  # as training reads them: every clip of a region at once
         store.clips_frames(ids, r)
@@ -77,14 +75,11 @@ def from_source():
         cut_clip(by_id[cid], work)
     return len(ids) / (time.perf_counter() - t)
 
-threads = chunkio.MAX_THREADS
 from_store(); from_source()  # warm the page cache and the readers
-out = {{"store": [], "store_1": [], "source": []}}
+out = {{"store": [], "source": []}}
 for _ in range({repeats}):
-    out["store"].append(from_store(threads))
-    out["store_1"].append(from_store(1))
+    out["store"].append(from_store())
     out["source"].append(from_source())
-out["threads"] = min(threads, chunkio._cores())
 print(json.dumps(out))
 """
 
@@ -99,15 +94,13 @@ def bench_data_path(store_path: Path, data: Path, clips: int, repeats: int, seed
         raise ValueError(f"{store_path} has no megc2019 clips at this scale: give a larger --scale")
     r = run_python(_DATA_PATH.format(store=str(store_path), data=str(data), ids=ids, repeats=repeats))
     figures = {
-        "store_clips_per_s": figure(f"six region clips read from the store ({r['threads']} threads, the default)",
+        "store_clips_per_s": figure("six region clips read from the store (through Zarr, its default concurrency)",
                                     "clips/s", r["store"]),
-        "store_1_clips_per_s": figure("six region clips read from the store, one thread", "clips/s", r["store_1"]),
         "source_clips_per_s": figure("decode + face + cut the same clips from the source frames (baseline)",
                                      "clips/s", r["source"]),
         "store_vs_source": ratio("store / source", r["store"], r["source"]),
-        "store_1_vs_source": ratio("store, one thread / source", r["store_1"], r["source"]),
     }
+    # A figure, not a target: the training engine reads a view into memory once, so what the data
+    # path costs a user shows in the whole embed's time (the engine and cnn stages).
     return {"title": f"Data path for training ({len(ids)} clips of the megc2019 view)", "figures": figures,
-            "targets": [target("reading training clips, store vs decoding the source", figures,
-                               "store_vs_source", ">=", 20.0)],
-            "details": {"clips": ids}}
+            "targets": [], "details": {"clips": ids}}

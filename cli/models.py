@@ -188,7 +188,12 @@ COMMANDS = [embed, fit_lstm]
 @cpu_option
 @json_option
 def predict(store, run, source, landmarks_model, which, gpu, cpu, as_json):
-    """Run face, regions, CNN embeddings and LSTM of a run on a new clip (frame folder or video); print class probabilities."""
+    """Run face, regions, CNN embeddings and LSTM of a run on a new clip (frame folder or video); print class probabilities.
+
+    The face is taken from the first frame that shows one: in a video, searched for through its
+    first 10 seconds. Every stored model is checked against the digest its run recorded before
+    it is loaded.
+    """
     from roi_store.method.predict import predict_clip
 
     out = predict_clip(store, run, source, models=which, landmarks_model=landmarks_model, gpu=gpu, cpu=cpu or gpu is None)
@@ -196,7 +201,10 @@ def predict(store, run, source, landmarks_model, which, gpu, cpu, as_json):
         click.echo(json.dumps(out, indent=2))
         return
     used = "the final model" if out["model"] == "final" else f"ensemble of {out['models']} fold models"
-    click.echo(f"{out['source']}: {out['prediction']} ({out['n_frames']} frames, {used})")
+    face = out["face"]
+    at = f"at {face['time']:.2f} s" if face["time"] is not None else f"({face['file']})"
+    click.echo(f"{out['source']}: {out['prediction']} ({out['n_frames']} frames, {used}; "
+               f"face found on frame {face['frame']} {at})")
     for c, p in out["probabilities"].items():
         click.echo(f"  {c:<10} {p:.4f}")
 

@@ -31,10 +31,10 @@ def _settings(s: dict | None, head: dict | None) -> str:
 @json_option
 def runs(store, as_json):
     """List STORE's model runs: state (complete, running, incomplete, failed), who, when, settings, UF1/UAR."""
-    from roi_store.store.runs import list_runs
+    from roi_store.evaluation.report import scored_runs
     from roi_store.store.store import open_store
 
-    items = list_runs(open_store(store))
+    items = scored_runs(open_store(store))
     if as_json:
         click.echo(json.dumps({"store": store, "runs": items}, indent=2))
         return

@@ -39,6 +39,10 @@ class RunBusyError(StoreError):
     """Another process is writing the run (or the run's lock says so)."""
 
 
+class StoreBusyError(StoreError):
+    """Another ingest is writing the store (or the store's lock says so)."""
+
+
 class ValidationError(StoreError):
     """A store does not match its schema or a chunk fails its checksum."""
 

@@ -1,12 +1,19 @@
 """Where clip and fold tasks run: in this process, in local worker processes, or on a dask cluster.
 
 ``ingest`` (a task per clip), ``embed`` and ``fit-lstm`` (a task per fold) hand their tasks to
-:func:`run_tasks`, the one place that picks joblib's backend: ``loky`` processes on this
-machine for ``jobs`` > 1, or joblib's ``dask`` backend on a :class:`distributed.Client`
-connected to ``scheduler``. Tasks get only small arguments (the store's absolute path or URL,
-a clip spec or a fold, settings); a worker reopens the store and writes only its own chunks, so
-arrays never travel through the scheduler. A task's result depends only on its arguments (the
-seed and the fold's index), so a cluster run gives what the same run gives locally.
+:func:`run_tasks`, the one place that starts processes:
+
+* ``jobs`` 1: the calls run here, one after another;
+* ``jobs`` > 1: local worker processes (:mod:`concurrent.futures`). With a ``setup`` (ingest's
+  face models), the workers are forked from this process once ``setup`` ran here, where the
+  platform allows it, so that they start with its result in memory; without one (fold tasks,
+  whose deep-learning framework keeps per-process state) each worker is a fresh interpreter;
+* ``scheduler``: joblib's ``dask`` backend on a :class:`distributed.Client` connected to it.
+
+Tasks get only small arguments (the store's absolute path or URL, a clip spec or a fold,
+settings); a worker reopens the store and writes only its own chunks, so arrays never travel
+through the scheduler. A task's result depends only on its arguments (the seed and the fold's
+index), so a cluster run gives what the same run gives locally.
 """
 
 from __future__ import annotations
@@ -62,7 +69,7 @@ def check(jobs: int = 1, scheduler: str | None = None, gpu: bool = False) -> Non
 
 
 def run_tasks(fn: Callable, calls: Iterable[tuple], *, jobs: int = 1, scheduler: str | None = None,
-              gpu: bool = False, shared: Iterable[str] = ()) -> Iterator:
+              gpu: bool = False, shared: Iterable[str] = (), setup: Callable[[], None] | None = None) -> Iterator:
     """``fn(*args)`` for each call; results in completion order.
 
     Parameters
@@ -81,6 +88,11 @@ def run_tasks(fn: Callable, calls: Iterable[tuple], *, jobs: int = 1, scheduler:
     shared : iterable of str
         Paths every worker that may run a call must see (the store, a dataset root); checked
         on the workers before any call is sent.
+    setup : callable, optional
+        Loads what every call needs (a picklable module-level function or partial), once per
+        local process: here before the calls, and local workers are forked after it where the
+        platform allows (else each worker runs it first). It only saves time: ``fn`` must work
+        without it, as it does on a cluster's workers.
 
     Raises
     ------
@@ -90,11 +102,13 @@ def run_tasks(fn: Callable, calls: Iterable[tuple], *, jobs: int = 1, scheduler:
     """
     calls = list(calls)
     if scheduler is None:
+        if setup is not None and calls:
+            setup()
         if jobs <= 1 or len(calls) <= 1:
             for args in calls:
                 yield fn(*args)
             return
-        yield from _run_local(fn, calls, jobs)
+        yield from _run_local(fn, calls, jobs, setup)
         return
 
     from distributed import KilledWorker
@@ -188,19 +202,31 @@ def _check_shared(client, scheduler: str, workers: list[str], paths: Iterable[st
             )
 
 
-def _run_local(fn: Callable, calls: list[tuple], jobs: int) -> Iterator:
-    """The calls in ``jobs`` fresh local processes (spawned for this call, never reused).
+def _run_local(fn: Callable, calls: list[tuple], jobs: int, setup: Callable[[], None] | None) -> Iterator:
+    """The calls in ``jobs`` local processes started for this call alone; results as they finish.
 
-    A fold task starts the deep-learning framework and fills its graph caches and thread
-    pools; workers that outlive one call would carry that state into the next.
+    Without ``setup`` the workers are fresh interpreters: a fold task starts the deep-learning
+    framework and fills its graph caches and thread pools, which a forked or reused worker would
+    carry into the next task. With ``setup`` (already run here) they are forked where that is
+    safe (Linux), starting in milliseconds with its result shared copy-on-write; elsewhere they
+    are spawned and run ``setup`` first.
     """
     import multiprocessing
+    import sys
+    import warnings
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(calls)), mp_context=multiprocessing.get_context("spawn"))
+    fork = setup is not None and sys.platform == "linux" and "fork" in multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if fork else "spawn")
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(calls)), mp_context=context,
+                               initializer=None if fork else setup)
     try:
-        futures = [pool.submit(fn, *args) for args in calls]
+        with warnings.catch_warnings():
+            # Python 3.12+ warns about forking a process that has threads (Zarr's I/O loop, which
+            # Zarr restarts in a forked child).
+            warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning)
+            futures = [pool.submit(fn, *args) for args in calls]
         for future in as_completed(futures):
             try:
                 yield future.result()

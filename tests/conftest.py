@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import zipfile
 from pathlib import Path
 
@@ -17,19 +16,6 @@ from roi_store.method import backend
 # Keras' backend reads its device and thread settings once, when a test module first imports it:
 # give it roistore's own (the CPU; one thread per op, so results do not depend on the thread count).
 backend.select_device(cpu=True)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _own_cache(tmp_path_factory):
-    """roistore's cache (the saved face detector) in a folder of this test run, not the user's home;
-    set in the environment so that processes the tests start use it too."""
-    old = os.environ.get("ROISTORE_CACHE")
-    os.environ["ROISTORE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    yield
-    if old is None:
-        os.environ.pop("ROISTORE_CACHE", None)
-    else:
-        os.environ["ROISTORE_CACHE"] = old
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import unicodedata
 from pathlib import Path
 
 import cv2
@@ -12,7 +13,8 @@ import openpyxl
 import pytest
 
 from roi_store.ingest.datasets import READERS, ClipSpec, Skip, get_reader
-from roi_store.ingest.datasets.common import format_ranges, parse_aus
+from roi_store.ingest.datasets.cells import parse_aus
+from roi_store.ingest.datasets.frames import format_ranges
 from roi_store.errors import AnnotationError, ConfigError, DatasetError
 
 _PIXELS = np.zeros((8, 8, 3), np.uint8)
@@ -592,8 +594,10 @@ MANIFEST_CASES = [
                  None, "mmew/S01/clipA",
                  {"numbers": [1, 2, 3], "warnings": ["apex not given ('/')"],
                   "dup": "manifest.csv row 3: duplicate of row 2"}, id="manifest-duplicate-row"),
+    pytest.param(["mmew,..,clipA,mmew/S01/clipA,happy,,,,,1"], None, "mmew/../clipA",
+                 {"skip": "manifest.csv row 2: invalid subject id '..'"}, id="manifest-bad-subject"),
     pytest.param(["mmew,S 01,clipA,mmew/S01/clipA,happy,,,,,1"], None, "mmew/S 01/clipA",
-                 {"skip": "manifest.csv row 2: invalid subject id 'S 01'"}, id="manifest-bad-subject"),
+                 {"numbers": list(range(1, 11))}, id="manifest-blank-inside-a-name"),
 ]
 
 
@@ -635,6 +639,83 @@ def test_manifest_semicolons_bom_and_order(tmp_path):
     items = list(get_reader("manifest").scan(root, path))
     assert [(i.id, i.source) for i in items] == [("mmew/S01/a", "manifest.csv row 4"),
                                                 ("mmew/S01/z", "manifest.csv row 2")]
+
+
+# ---------------------------------------------------------------------------------------------
+# names in any script; one Skip per refused clip
+
+
+def test_casme2_unicode_clip_folder(tmp_path):
+    root = make_casme(tmp_path, [casme_row("01", "EP02_03é", 1, 2, 3)])
+    write_frames(root / "sub01/EP02_03é", [1, 2, 3])
+    (clip,) = get_reader("casme2").scan(root)
+    assert isinstance(clip, ClipSpec)
+    assert clip.id == "casme2/sub01/EP02_03é"
+    assert clip.frame_numbers == [1, 2, 3] and clip.source == "CASME2-coding.xlsx row 2"
+
+
+def test_casme2_decomposed_folder_name_matches_the_sheet(tmp_path):
+    # A folder copied from macOS spells é as e + a combining accent; the sheet types it composed.
+    root = make_casme(tmp_path, [casme_row(1, "EP02_03é", 1, 2, 3)])
+    write_frames(root / "sub01" / unicodedata.normalize("NFD", "EP02_03é"), [1, 2, 3])
+    (clip,) = get_reader("casme2").scan(root)
+    assert isinstance(clip, ClipSpec) and clip.id == "casme2/sub01/EP02_03é"
+
+
+def test_manifest_chinese_names(tmp_path):
+    root, path = make_manifest(tmp_path, ["实验室,被试1,表情01,表情/01,高兴,,,,,30",
+                                          "casme2,1,表情02,表情/01,Others,,,,,"])
+    write_frames(root / "表情/01", [1, 2, 3])
+    items = by_id(get_reader("manifest").scan(root, path))
+    assert sorted(items) == ["casme2/sub01/表情02", "实验室/被试1/表情01"]
+    lab = items["实验室/被试1/表情01"]
+    assert isinstance(lab, ClipSpec) and (lab.emotion, lab.frame_numbers) == ("高兴", [1, 2, 3])
+    assert items["casme2/sub01/表情02"].fps == 200.0
+
+
+_ALLOWED = ("rename it (a name may use letters, digits, blanks and punctuation of any script, but no "
+            "'/', '\\' or control characters, and may not be '.' or '..')")
+
+
+@pytest.mark.parametrize(
+    ("cell", "shown", "why"),
+    [pytest.param("a/b", "a/b", "the name holds '/', a path separator", id="slash"),
+     pytest.param("..", "..", "'..' is a relative path, not a name", id="dotdot"),
+     pytest.param("a\x07b", "a\\x07b", "the name holds the control character U+0007",
+                  id="control-character")],
+)
+def test_manifest_refused_names(tmp_path, cell, shown, why):
+    root, path = make_manifest(tmp_path, [f"lab,p1,{cell},mmew/S01/clipA,happy,,,,,30"])
+    (skip,) = get_reader("manifest").scan(root, path)
+    assert isinstance(skip, Skip) and skip.id == f"lab/p1/{shown}"
+    assert skip.reason == f"manifest.csv row 2: invalid clip name '{shown}': {why}; {_ALLOWED}"
+
+
+def test_casme2_refused_clip_is_one_skip_under_the_canonical_id(tmp_path):
+    # The folder says sub01, the sheet says 1: both are the clip casme2/sub01/EP02_04\.
+    rows = [casme_row(1, "EP02_01f", 1, 2, 3), casme_row(1, "EP02_04\\", 1, 2, 3),
+            casme_row("01", "EP05_\\x", 1, 2, 3)]
+    root = make_casme(tmp_path, rows)
+    for name in ("EP02_01f", "EP02_04\\", "EP09\x01"):
+        write_frames(root / "sub01" / name, [1, 2, 3])
+    items = list(get_reader("casme2").scan(root))
+    assert [i.id for i in items] == ["casme2/sub01/EP02_01f", "casme2/sub01/EP02_04\\",
+                                     "casme2/sub01/EP05_\\x", "casme2/sub01/EP09\\x01"]
+    both, row_only, folder_only = items[1:]
+    assert isinstance(both, Skip) and both.source == "CASME2-coding.xlsx row 3"
+    assert both.reason.startswith(f"folder {root.resolve()}/sub01/EP02_04\\: invalid clip name")
+    assert row_only.reason.startswith("CASME2-coding.xlsx row 4: invalid clip name 'EP05_\\x'")
+    assert folder_only.source == "folder name"
+    assert folder_only.reason.endswith(
+        f"EP09\\x01: invalid clip name 'EP09\\x01': the name holds the control character U+0001; {_ALLOWED}"
+    )
+
+
+def test_smic_refused_clip_is_named_by_the_canonical_subject(tmp_path):
+    root = make_smic(tmp_path)
+    write_frames(root / "s02/micro/negative/s02_ne\x0101", [1, 2], "image{:06d}.bmp")
+    skips = [i for i in get_reader("smic").scan(root) if isinstance(i, Skip)]
+    assert [s.id for s in skips] == ["smic/s01x", "smic/s2/s2_ne\\x0101"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,5 @@
-"""Frame decoding shortcuts: BMP windows, cuts from a window, the cached face detector.
-
-Each shortcut must give exactly what the plain path gives.
-"""
+"""Frame decoding: BMP windows and cuts from a window (each shortcut gives exactly what the plain
+path gives), and videos decoded to frames."""
 
 from __future__ import annotations
 
@@ -11,9 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from roi_store.ingest import faces
 from roi_store.ingest import regions as rg
-from roi_store.ingest.decode import read_grey, read_grey_window
+from roi_store.ingest.decode import decode_video, read_grey, read_grey_window
 from roi_store.errors import FrameError
 
 
@@ -119,38 +116,36 @@ def test_a_clip_of_bmp_frames_is_cut_as_from_whole_frames(tmp_path, face_frame):
             np.testing.assert_array_equal(store.frames(rec.id, region), expect)
 
 
-def test_the_face_detector_is_cached_and_detects_the_same(tmp_path, monkeypatch, face_frame):
-    import dlib
-
-    monkeypatch.setenv("ROISTORE_CACHE", str(tmp_path / "cache"))
-    first = faces.frontal_face_detector()  # built in, and saved
-    saved = list((tmp_path / "cache").iterdir())
-    assert [p.name for p in saved] == [f"dlib-{dlib.__version__}-frontal_face_detector.svm"]
-    again = faces.frontal_face_detector()  # read from the saved copy
-    builtin = dlib.get_frontal_face_detector()
-    grey = cv2.cvtColor(face_frame, cv2.COLOR_BGR2GRAY)
-    found = []
-    for image in (grey, cv2.resize(grey, None, fx=0.5, fy=0.5), np.ascontiguousarray(grey[::-1])):
-        for upsample in (0, 1):
-            runs = [d.run(image, upsample, 0.0) for d in (builtin, first, again)]
-            assert len({repr((list(map(str, r[0])), r[1], r[2])) for r in runs}) == 1
-            found.append(len(runs[0][0]))
-    assert found[:4] == [1, 1, 1, 1]  # the upright face at both sizes (upside down: none)
+def _video(path, n_frames: int, fps: float):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (64, 48))
+    for k in range(n_frames):
+        writer.write(np.full((48, 64, 3), 10 * k, dtype=np.uint8))  # frame k is visibly itself
+    writer.release()
+    return path
 
 
-def test_a_damaged_or_unwritable_cache_still_detects(tmp_path, monkeypatch, face_frame):
-    import dlib
+def test_a_video_is_decoded_to_lossless_frames_in_time_order(tmp_path):
+    video = _video(tmp_path / "v.avi", 5, 25)
+    (tmp_path / "out").mkdir()
+    frames = decode_video(video, tmp_path / "out", max_frames=10)
+    assert frames.fps == 25 and not frames.more
+    assert [p.name for p in frames.paths] == [f"frame{k:06d}.png" for k in range(5)]
+    assert [int(round(read_grey(p).mean() / 10)) for p in frames.paths] == [0, 1, 2, 3, 4]
 
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    copy = cache / f"dlib-{dlib.__version__}-frontal_face_detector.svm"
-    copy.write_bytes(b"not a detector")
-    monkeypatch.setenv("ROISTORE_CACHE", str(cache))
-    grey = cv2.cvtColor(face_frame, cv2.COLOR_BGR2GRAY)
-    assert len(faces.frontal_face_detector()(grey)) == 1
-    assert copy.stat().st_size > 1000  # replaced by a good copy
-    blocked = tmp_path / "file"
-    blocked.write_text("a file where the cache folder would be")
-    monkeypatch.setenv("ROISTORE_CACHE", str(blocked / "cache"))
-    assert len(faces.frontal_face_detector()(grey)) == 1
-    assert not [p for p in cache.iterdir() if p.name.endswith(".tmp")]
+
+def test_a_video_longer_than_asked_for_is_not_decoded_to_its_end(tmp_path):
+    video = _video(tmp_path / "v.avi", 8, 25)
+    (tmp_path / "out").mkdir()
+    frames = decode_video(video, tmp_path / "out", max_frames=3)
+    assert len(frames.paths) == 3 and frames.more
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"frame{k:06d}.png" for k in range(3)]
+    assert not decode_video(video, tmp_path / "out", max_frames=8).more
+
+
+def test_a_file_that_is_no_video_is_refused_in_one_line(tmp_path):
+    fake = tmp_path / "fake.mp4"
+    fake.write_bytes(b"not a video at all" * 10)
+    with pytest.raises(FrameError) as err:
+        decode_video(fake, tmp_path, max_frames=10)
+    assert str(err.value) == (f"cannot open video {fake}: give a frame folder, or a video OpenCV can read "
+                              "(.mp4, .avi, .mov, .mkv, .webm, .m4v, .mpg, .mpeg)")

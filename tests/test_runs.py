@@ -22,7 +22,8 @@ from roi_store.errors import RoiStoreError, RunBusyError, StoreError
 from roi_store.method.head import fit_lstm
 from roi_store.store.lock import LOCK, process_start
 from roi_store.evaluation.report import run_report
-from roi_store.store.runs import RunWriter, head_document, list_runs, run_status
+from roi_store.store.run_writer import RunWriter
+from roi_store.store.runs import head_document, list_runs, run_status
 from roi_store.store.validate import validate_store
 
 from conftest import TINY_HEAD, TINY_RUN
@@ -91,7 +92,7 @@ _CLAIM = """
 import pathlib, sys, time
 import roi_store
 from roi_store.errors import RunBusyError
-from roi_store.store.runs import RunWriter
+from roi_store.store.run_writer import RunWriter
 d = pathlib.Path(sys.argv[2])
 store = roi_store.open_store(sys.argv[1], mode="r+")
 (d / f"ready{sys.argv[3]}").touch()

@@ -24,7 +24,8 @@ from roi_store.errors import FormatVersionError, StoreError  # noqa: E402
 from roi_store.method.head import fit_lstm  # noqa: E402
 from roi_store.ingest.pipeline import ingest  # noqa: E402
 from roi_store.evaluation.report import run_report  # noqa: E402
-from roi_store.store.runs import COMMIT, RunWriter, head_document  # noqa: E402
+from roi_store.store.run_writer import RunWriter  # noqa: E402
+from roi_store.store.runs import COMMIT, head_document  # noqa: E402
 from roi_store.store.share import pack_store  # noqa: E402
 from roi_store.synth import generate  # noqa: E402
 from roi_store.store.validate import validate_store  # noqa: E402

@@ -73,7 +73,7 @@ def null_runs(store: Store, run: str, embed_settings: dict, head_settings: dict)
     out = []
     for other in list_runs(store):
         hs = other.get("head_settings") or {}
-        if other["name"] == run or other["scores"] is None or hs.get("permute_labels") is None:
+        if other["name"] == run or not other["fitted"] or hs.get("permute_labels") is None:
             continue
         if _without_permutation(other["settings"]) != _without_permutation(embed_settings) or \
                 _without_permutation(hs) != _without_permutation(head_settings):
@@ -83,6 +83,18 @@ def null_runs(store: Store, run: str, embed_settings: dict, head_settings: dict)
                     "permute_within": hs.get("permute_within") or (other["settings"] or {}).get("permute_within"),
                     "scores": {g: {m: v[m] for m in METRICS}
                                for g, v in scores(head["predictions"], head["classes"]).items()}})
+    return out
+
+
+def scored_runs(store: Store) -> list[dict]:
+    """Every run's :func:`~roi_store.store.runs.run_status`, with ``scores``: FULL UF1 and UAR once its head is fitted."""
+    out = []
+    for status in list_runs(store):
+        full = None
+        if status["fitted"]:
+            head = head_document(store, status["name"])
+            full = scores(head["predictions"], head["classes"])["FULL"]
+        out.append({**status, "scores": {"UF1": full["UF1"], "UAR": full["UAR"]} if full else None})
     return out
 
 

@@ -383,7 +383,7 @@ def repeats(store, names: list[str], *, skip_unfinished: bool = False) -> dict:
     for name in names:
         if skip_unfinished:
             status = run_status(store, name)
-            if status["scores"] is None:
+            if not status["fitted"]:
                 skipped.append({"run": name, "reason": f"{status['stage']} {status['state']}, no fitted head"})
                 continue
             if (status["head_settings"] or {}).get("permute_labels") is not None:

@@ -5,6 +5,14 @@ finds the face and its landmarks, ``regions`` plans the six cuts, and ``pipeline
 clip by clip into a store.
 """
 
-from roi_store.ingest.pipeline import IngestReport, ingest
-
 __all__ = ["IngestReport", "ingest"]
+
+
+def __getattr__(name: str):
+    # The pipeline (OpenCV, the face models) loads on first use: importing a dataset reader, as
+    # ``import roi_store`` does to register the datasets' id spellings, must stay light.
+    if name in __all__:
+        from roi_store.ingest import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

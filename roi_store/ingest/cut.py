@@ -6,6 +6,8 @@ ingest writes into the store and ``predict`` feeds to a run's models.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from roi_store.errors import FaceError, FrameError
@@ -17,29 +19,55 @@ from roi_store.store.store import COMPLETE, now
 
 #: Frames tried for a face when the first frame has none, as offsets from the first frame.
 FALLBACK_FRAMES = (1, 2, 3, 4)
+#: How far into a video the face is searched for, in seconds: someone may walk into view.
+VIDEO_FACE_SECONDS = 10.0
+#: One frame every this many seconds is tried within :data:`VIDEO_FACE_SECONDS` (every frame of
+#: a slower video): a frame without a face costs a full detection, about a tenth of a second.
+VIDEO_FACE_STEP = 0.2
+#: How many frame times a "no face" message lists before it elides the middle ones.
+_TIMES_SHOWN = 6
 
 
-def cut_clip(spec: ClipSpec, work: dict) -> tuple[list[np.ndarray], dict]:
+def cut_clip(spec: ClipSpec, work: dict, *, name: str | None = None,
+             video: bool = False) -> tuple[list[np.ndarray], dict]:
     """Find the face, plan the cuts and cut every frame of one clip (nothing is written).
 
-    Returns the six ``(n_frames, h, w)`` blocks and the clip's record fields.
+    Parameters
+    ----------
+    spec : ClipSpec
+        The clip's frames, in time order.
+    work : dict
+        The store's ``t_max``, ``scheme``, ``layout`` and the ``landmarks_model`` to use.
+    name : str, optional
+        How messages name the clip (default: its id), e.g. the folder given to ``predict``.
+    video : bool
+        The frames were decoded from a video (at ``spec.fps``): the face is searched for as
+        :func:`locate_face` says, and messages name frames by their time.
+
+    Returns
+    -------
+    tuple
+        The six ``(n_frames, h, w)`` blocks and the clip's record fields.
     """
     t_max = work["t_max"]
+    name = name or spec.id
     n = len(spec.frames)
     if n == 0:
-        raise FrameError(f"{spec.id} has no frames in {spec.folder}")
+        raise FrameError(f"{name} has no frames in {spec.folder}")
     if n > t_max:
         raise FrameError(
-            f"{spec.id} has {n} frames, more than the store's t_max of {t_max}: "
+            f"{name} has {n} frames, more than the store's t_max of {t_max}: "
             f"ingest it into a store made with --t-max {n} or more"
         )
     warnings = list(spec.warnings)
-    face_frame, face, full_shape = locate_face(spec, work["landmarks_model"])
+    face_frame, face, full_shape = locate_face(spec, work["landmarks_model"], name=name, video=video)
     landmarks = face.landmarks
+    used = frame_label(spec, face_frame, video)
     if face_frame:
-        warnings.append(f"no face on the first frame; landmarks taken from frame {face_frame} ({spec.frames[face_frame].name})")
+        before = f"before {face_frame / spec.fps:.2f} s" if video else "on the first frame"
+        warnings.append(f"no face {before}; landmarks taken from {used}")
     if face.n_faces > 1:
-        warnings.append(f"{face.n_faces} faces on frame {face_frame}; used the largest")
+        warnings.append(f"{face.n_faces} faces on {used}; used the largest")
     cuts = rg.plan_cuts(landmarks, work["scheme"], work["layout"])
     factor = rg.decode_factor(cuts) if can_reduce(spec.frames[0]) else 1
     scaled = [c.scaled(factor) for c in cuts]
@@ -55,7 +83,7 @@ def cut_clip(spec: ClipSpec, work: dict) -> tuple[list[np.ndarray], dict]:
             shape = size
         elif size != shape:
             raise FrameError(
-                f"{spec.id}: frame {path.name} is {size[1]}x{size[0]} but the clip's first frame is "
+                f"{name}: frame {path.name} is {size[1]}x{size[0]} but the clip's first frame is "
                 f"{shape[1]}x{shape[0]} (decoded at 1/{factor}): mixed frame sizes in one clip; fix or remove the odd frames"
             )
         for block, c in zip(blocks, scaled):
@@ -86,16 +114,61 @@ def cut_clip(spec: ClipSpec, work: dict) -> tuple[list[np.ndarray], dict]:
     return blocks, meta
 
 
-def locate_face(spec: ClipSpec, model: str | None):
-    tried = [0, *[i for i in FALLBACK_FRAMES if i < len(spec.frames)]]
-    if len(spec.frames) > 2:
-        tried.append(len(spec.frames) // 2)
+def frame_label(spec: ClipSpec, index: int, video: bool = False) -> str:
+    """How messages name frame ``index`` of a clip: ``frame 30 at 1.00 s`` in a video, else
+    ``frame 3 (img0004.jpg)``."""
+    return f"frame {index} at {index / spec.fps:.2f} s" if video else f"frame {index} ({spec.frames[index].name})"
+
+
+def video_face_frames(n_frames: int, fps: float) -> list[int]:
+    """The frames of a video tried for a face, in order: one every :data:`VIDEO_FACE_STEP`
+    seconds of its first :data:`VIDEO_FACE_SECONDS` seconds."""
+    step = max(1, round(VIDEO_FACE_STEP * fps))
+    return list(range(0, min(n_frames, math.ceil(VIDEO_FACE_SECONDS * fps)), step))
+
+
+def locate_face(spec: ClipSpec, model: str | None, *, name: str | None = None, video: bool = False):
+    """The first frame of the clip with a face: ``(frame index, Face, full frame shape)``.
+
+    A clip's folder: its first frame, then :data:`FALLBACK_FRAMES` and its middle frame. A video
+    (``video``): one frame every :data:`VIDEO_FACE_STEP` seconds of its first
+    :data:`VIDEO_FACE_SECONDS` seconds, in time order, so a face that comes into view later is
+    found.
+
+    Raises
+    ------
+    FaceError
+        If none of those frames has a face; the message names the clip (``name``, default its
+        id) and the frames tried.
+    """
+    name = name or spec.id
+    if video:
+        tried = video_face_frames(len(spec.frames), spec.fps)
+    else:
+        tried = [0, *[i for i in FALLBACK_FRAMES if i < len(spec.frames)]]
+        if len(spec.frames) > 2:
+            tried.append(len(spec.frames) // 2)
     for index in dict.fromkeys(tried):
         full = read_grey(spec.frames[index])
         face = find_face(full, model)
         if face is not None:
             return index, face, full.shape
+    if video:
+        raise FaceError(f"no face found in {name} on {_times(tried, spec.fps, len(spec.frames))}: make sure a "
+                        f"frontal face is in view within its first {VIDEO_FACE_SECONDS:g} s, or cut the video "
+                        "to start where it is")
     raise FaceError(
-        f"no face found on the first frame of {spec.id} ({spec.frames[0].name}) nor on frames "
+        f"no face found on the first frame of {name} ({spec.frames[0].name}) nor on frames "
         f"{', '.join(str(i) for i in tried[1:]) or '-'}: check the clip folder {spec.folder}"
     )
+
+
+def _times(tried: list[int], fps: float, n_frames: int) -> str:
+    """'frames at 0.00 s, 0.20 s, ..., 9.80 s (50 frames: every 0.2 s of the first 10 s)'."""
+    times = [f"{i / fps:.2f} s" for i in tried]
+    if len(times) > _TIMES_SHOWN:
+        times = [*times[:_TIMES_SHOWN - 1], "...", times[-1]]
+    step = tried[1] - tried[0] if len(tried) > 1 else 1
+    every = "every frame" if step == 1 else f"every {step / fps:.2g} s"
+    span = "the whole video" if n_frames <= math.ceil(VIDEO_FACE_SECONDS * fps) else f"the first {VIDEO_FACE_SECONDS:g} s"
+    return f"frames at {', '.join(times)} ({len(tried)} frames: {every} of {span})"

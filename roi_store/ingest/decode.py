@@ -1,7 +1,8 @@
-"""Frame decoding: greyscale, at reduced scale where JPEG allows it, with integrity checks."""
+"""Frame decoding: greyscale, at reduced scale where JPEG allows it, with integrity checks; videos to frames."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import struct
 from pathlib import Path
@@ -14,6 +15,9 @@ from roi_store.errors import FrameError
 # libjpeg's "Corrupt JPEG data" chatter would interleave with the progress bar; integrity is
 # checked explicitly below instead.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+# FFmpeg's own complaints about a video ("moov atom not found") would print beside roistore's
+# one-line error; OpenCV reads this when it opens a video. A level the user set is kept.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 _REDUCED = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
             4: cv2.IMREAD_REDUCED_GRAYSCALE_4, 8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
@@ -146,3 +150,53 @@ def _check_bmp_size(path: Path, data: bytes) -> None:
             raise FrameError(
                 f"frame {path} is truncated ({len(data)} of {declared} bytes): restore it from the original dataset"
             )
+
+
+#: The file endings ``predict`` reads as a video (anything OpenCV's video reader opens).
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+#: The frame rate assumed for a video that does not declare one.
+DEFAULT_FPS = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoFrames:
+    """A video's frames written as files: their paths in time order, the video's frame rate, and
+    whether the video has frames beyond those written."""
+
+    paths: list[Path]
+    fps: float
+    more: bool
+
+
+def decode_video(video: Path, folder: Path, max_frames: int) -> VideoFrames:
+    """Write the first ``max_frames`` frames of ``video`` into ``folder`` as lossless PNG files.
+
+    PNG, so that what is cut from a frame is what the video holds. Reading stops after
+    ``max_frames``: a long video is not decoded to the end only to be refused.
+
+    Raises
+    ------
+    FrameError
+        If OpenCV cannot open the video, or it has no readable frame.
+    """
+    cap = cv2.VideoCapture(str(video))
+    try:
+        if not cap.isOpened():
+            raise FrameError(f"cannot open video {video}: give a frame folder, or a video OpenCV can read "
+                             f"({', '.join(VIDEO_SUFFIXES)})")
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        fps = float(fps) if fps and np.isfinite(fps) and fps > 0 else DEFAULT_FPS
+        paths: list[Path] = []
+        while len(paths) < max_frames:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            path = folder / f"frame{len(paths):06d}.png"
+            cv2.imwrite(str(path), frame)
+            paths.append(path)
+        more = len(paths) == max_frames and cap.grab()
+    finally:
+        cap.release()
+    if not paths:
+        raise FrameError(f"video {video} has no readable frames: re-encode it (e.g. as H.264 .mp4) or give a frame folder")
+    return VideoFrames(paths, fps, bool(more))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import os
 from pathlib import Path
 
 import numpy as np
@@ -50,51 +49,16 @@ class Face:
     n_faces: int  # how many faces the detector saw in the image
 
 
-def cache_dir() -> Path:
-    """Where roistore keeps files it derives from installed packages: ``$ROISTORE_CACHE``, else
-    ``$XDG_CACHE_HOME/roistore``, else ``~/.cache/roistore``."""
-    if os.environ.get("ROISTORE_CACHE"):
-        return Path(os.environ["ROISTORE_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "roistore"
-
-
-def frontal_face_detector():
-    """dlib's frontal face detector, read from a cached copy of it when there is one.
-
-    ``dlib.get_frontal_face_detector()`` decodes the detector from a string built into dlib,
-    which takes 0.3-0.6 s, a large part of a small ingest; the same detector saved to a file
-    loads in milliseconds. The copy is written once per dlib version (atomically: a temporary
-    file renamed into place) and is only a cache: if it cannot be read or written, the built-in
-    detector is used.
-    """
-    import dlib
-
-    path = cache_dir() / f"dlib-{dlib.__version__}-frontal_face_detector.svm"
-    try:
-        return dlib.fhog_object_detector(str(path))
-    except (RuntimeError, OSError):  # no cached copy yet, or an unreadable one
-        pass
-    detector = dlib.get_frontal_face_detector()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        detector.save(str(tmp))
-        os.replace(tmp, path)
-    except (RuntimeError, OSError):  # a read-only home: detection still works, just slower to start
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-    return detector
-
-
 def _models(predictor: str):
-    """The detector and the landmark model of ``predictor``, loaded once per process."""
+    """The detector and the landmark model of ``predictor``, loaded once per process.
+
+    Building dlib's detector takes about half a second (it is decoded from a string compiled
+    into dlib): once per process, and forked workers inherit it (:func:`preload`).
+    """
     if predictor not in _MODELS:
         import dlib  # imported here: dlib is only needed by ingest and synth
 
-        _MODELS[predictor] = frontal_face_detector(), dlib.shape_predictor(predictor)
+        _MODELS[predictor] = dlib.get_frontal_face_detector(), dlib.shape_predictor(predictor)
     return _MODELS[predictor]
 
 

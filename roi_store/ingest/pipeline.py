@@ -1,7 +1,8 @@
 """Ingest: native dataset folders -> region clips and clip records in a store.
 
-The coordinating process scans the dataset, writes a ``pending`` record (with its reserved
-array row) for every clip still to do, and hands clips to workers. A worker finds the face on the
+The coordinating process locks the store (one ingest at a time: a second one stops with a line
+naming the holder), scans the dataset, writes a ``pending`` record (with its reserved array row)
+for every clip still to do, and hands clips to workers (:func:`roi_store.parallel.run_tasks`). A worker finds the face on the
 clip's first frame, decides the six cuts, decodes and cuts every frame and writes its own chunks;
 only then does the coordinator mark the record ``complete``. A killed run therefore leaves
 pending records, never a clip that looks complete but is not, and re-running picks up exactly
@@ -10,24 +11,24 @@ the clips that are not complete.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from roi_store import killpoints, parallel
+from roi_store.errors import ConfigError, RoiStoreError, StoreBusyError, StoreError
 from roi_store.ingest import regions as rg
+from roi_store.ingest.cut import cut_clip
 from roi_store.ingest.datasets import get_reader
 from roi_store.ingest.datasets.base import ClipSpec, Skip
-from roi_store.ingest.cut import cut_clip
-from roi_store.errors import ConfigError, DatasetError, RoiStoreError, StoreError
-from roi_store.ingest.faces import landmark_model_id
+from roi_store.ingest import faces
+from roi_store.store import lock as locks
 from roi_store.store.format import printable
 from roi_store.store.labels import default_relabel, default_views, read_view_file, relabel_vectors, view_label
-from roi_store.store.store import COMPLETE, PENDING, REGIONS, SKIPPED, create_store, local_store_path, now, open_store
+from roi_store.store.store import (COMPLETE, PENDING, SKIPPED, create_store, local_store_path, now, open_store,
+                                   write_clip_frames)
 
 DEFAULT_T_MAX = 500
 
@@ -62,13 +63,29 @@ def settings_for(t_max: int, scheme: str, landmarks_model: str | None, view_file
         "layout": layout,
         "views": views,
         "relabel": default_relabel(),
-        "landmarks_model": landmark_model_id(landmarks_model),
+        "landmarks_model": faces.landmark_model_id(landmarks_model),
     }
 
 
-def _open_or_create(path: Path, settings: dict, explicit: dict):
+def _lock_and_open(path: Path, settings: dict, explicit: dict, dataset: str):
+    """Create the store if needed, lock it for this ingest and open it; the lock and the store."""
     if not (path / "zarr.json").exists():
-        return create_store(path, settings)
+        try:
+            create_store(path, settings).close()
+        except StoreError:
+            if not (path / "zarr.json").exists():
+                raise
+            # another ingest created it meanwhile: append to it as to any existing store
+    lock = locks.acquire(path, f"store {path}", f"roistore ingest --dataset {dataset}", busy=StoreBusyError,
+                         hint="or ingest into another store")
+    try:
+        return lock, _open_checked(path, settings, explicit)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _open_checked(path: Path, settings: dict, explicit: dict):
     store = open_store(path, mode="r+")
     # Appending must not mix clips cut with different settings in one store.
     for key, option in (("t_max", "--t-max"), ("region_scheme", "--scheme"), ("landmarks_model", "--landmarks-model")):
@@ -145,8 +162,19 @@ def ingest(
                             str(landmarks_model) if landmarks_model else None,
                             str(view_file) if view_file else None)
     model = os.path.abspath(landmarks_model) if landmarks_model else None  # as workers load it
-    items = _scan(reader, root, Path(annotations) if annotations else None, jobs, scheduler, model)
-    store = _open_or_create(store_path, settings, explicit)
+    items = list(reader.scan(root, Path(annotations) if annotations else None))
+    if scheduler is None:
+        faces.preload(model)  # a damaged model stops the ingest before anything is written
+    lock, store = _lock_and_open(store_path, settings, explicit, reader.name)
+    try:
+        return _ingest(store, reader, items, root, annotations, model, jobs, scheduler, progress)
+    finally:
+        lock.release()
+
+
+def _ingest(store, reader, items: list, root: Path, annotations, model: str | None, jobs: int,
+            scheduler: str | None, progress) -> IngestReport:
+    """Ingest the scanned ``items`` into ``store``, which this process has locked."""
     started = now()
     records = store.records()
     specs = [i for i in items if isinstance(i, ClipSpec)]
@@ -164,17 +192,21 @@ def ingest(
     rows = {s.id: store.records()[s.id].row for s in todo}
 
     work = {
-        "store": parallel.store_location(store_path),
+        "store": parallel.store_location(store.where),
         "t_max": store.t_max,
         "scheme": store.header["region_scheme"],
         "layout": store.header["layout"],
         "landmarks_model": model,
     }
-    shared = [work["store"], str(root), *([work["landmarks_model"]] if landmarks_model else [])]
+    shared = [work["store"], str(root), *([model] if model else [])]
+    calls = [(i, spec, rows[spec.id], work) for i, spec in enumerate(largest_first(todo))]
+    order = [spec for _, spec, _, _ in calls]
     added, frames, failed = 0, 0, []
-    bar = _progress_bar(progress, len(todo), dataset)
+    bar = _progress_bar(progress, len(todo), reader.name)
     try:
-        for spec, result in _run(todo, rows, work, jobs, scheduler, shared):
+        results = parallel.run_tasks(_process_indexed, calls, jobs=jobs, scheduler=scheduler, shared=shared,
+                                     setup=functools.partial(_load_models, model, jobs))
+        for spec, result in ((order[i], result) for i, result in results):
             base = {**_base_record(spec, root), "row": rows[spec.id]}
             if result["status"] == COMPLETE:
                 store.write_record({**base, **_labelled(result, spec, store)})
@@ -196,66 +228,7 @@ def ingest(
         ingests=[*store.header["ingests"], log],
         skipped={**store.header["skipped"], reader.name: reader_skips},
     )
-    return IngestReport(str(store_path), reader.name, len(specs), added, already, reader_skips + failed, frames)
-
-
-def _scan(reader, root: Path, annotations: Path | None, jobs: int, scheduler: str | None, landmarks_model) -> list:
-    """The reader's clips and skips, read while the face models load when there are cores for both.
-
-    Local workers are forked once this process has loaded the face models, so that they share
-    them. Loading takes about a second, all of it holding the GIL; reading the sheets and
-    listing the folders takes a good part of that again. With ``jobs`` > 1 (so more than one
-    core to use) and the models not loaded yet, the dataset is therefore read in a forked child
-    while this process loads the models. Errors come back as the same exceptions.
-    """
-    from roi_store.ingest.faces import loaded, preload
-
-    fork = _fork_context() if scheduler is None and jobs > 1 else None
-    if fork is None or loaded(landmarks_model):
-        return list(reader.scan(root, annotations))
-    import warnings
-
-    receive, send = fork.Pipe(duplex=False)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning)
-        child = fork.Process(target=_scan_child, args=(reader, root, annotations, send), daemon=True)
-        child.start()
-    send.close()
-    try:
-        preload(landmarks_model)
-        ok, answer = receive.recv()
-    except EOFError:
-        child.join()
-        raise DatasetError(
-            f"reading the {reader.name} dataset at {root} stopped without an answer (its process ended with "
-            f"code {child.exitcode}): re-run with --jobs 1 to see the problem"
-        ) from None
-    finally:
-        receive.close()
-        child.join()
-    if not ok:
-        raise answer
-    return answer
-
-
-def _scan_child(reader, root: Path, annotations: Path | None, send) -> None:
-    import traceback
-
-    try:
-        answer = (True, list(reader.scan(root, annotations)))
-    except BaseException as exc:  # noqa: BLE001 -- every error goes back to the parent, which raises it
-        if not isinstance(exc, RoiStoreError):  # a bug: keep where it happened
-            exc.add_note("".join(traceback.format_exception(exc)).rstrip())
-        answer = (False, exc)
-    try:
-        send.send(answer)
-    except OSError:
-        pass  # the parent stopped listening: it failed itself, and says why
-    except Exception as exc:  # noqa: BLE001 -- an answer that cannot be pickled
-        with contextlib.suppress(OSError):
-            send.send((False, RuntimeError(f"{type(exc).__name__} sending the scan's answer: {exc}")))
-    finally:
-        send.close()
+    return IngestReport(store.where, reader.name, len(specs), added, already, reader_skips + failed, frames)
 
 
 def _progress_bar(progress, total: int, dataset: str):
@@ -276,56 +249,13 @@ def _progress_bar(progress, total: int, dataset: str):
     return lambda n: bar.update(n) if n else bar.close()
 
 
-def _run(todo: list[ClipSpec], rows: dict, work: dict, jobs: int, scheduler: str | None, shared: list[str]):
-    if scheduler is None and jobs > 1 and len(todo) > 1:
-        fork = _fork_context()
-        if fork is not None:
-            yield from _run_forked(todo, rows, work, jobs, fork)
-            return
-    calls = [(i, spec, rows[spec.id], work) for i, spec in enumerate(todo)]
-    for i, result in parallel.run_tasks(_process_indexed, calls, jobs=jobs, scheduler=scheduler, shared=shared):
-        yield todo[i], result
+def _load_models(model: str | None, jobs: int) -> None:
+    """Load the face models (once per process); workers of several jobs decode on one core each."""
+    faces.preload(model)
+    if jobs > 1:
+        import cv2
 
-
-def _fork_context():
-    """The fork start method where it is safe to use (Linux), else None."""
-    import multiprocessing
-    import sys
-
-    if sys.platform != "linux" or "fork" not in multiprocessing.get_all_start_methods():
-        return None
-    return multiprocessing.get_context("fork")
-
-
-def _run_forked(todo: list[ClipSpec], rows: dict, work: dict, jobs: int, fork):
-    """Clip workers forked from this process once the face models are loaded; results as they finish.
-
-    A forked worker starts in milliseconds with the detector and the 100 MB landmark model
-    already in memory (shared, copy-on-write); a fresh interpreter would spend a second or more
-    importing and loading them, which is much of a small ingest. Zarr resets its I/O thread in
-    a forked child, and OpenCV's thread pool is off while forking (each worker is one core).
-    """
-    import warnings
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    import cv2
-
-    from roi_store.ingest.faces import preload
-
-    preload(work["landmarks_model"])
-    threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=fork)
-    try:
-        with warnings.catch_warnings():
-            # Python 3.12+ warns about forking a process that has threads (Zarr's I/O loop, reset above).
-            warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning)
-            futures = {pool.submit(process_clip, spec, rows[spec.id], work): spec for spec in largest_first(todo)}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        cv2.setNumThreads(threads)
+        cv2.setNumThreads(1)
 
 
 def largest_first(specs: list[ClipSpec]) -> list[ClipSpec]:
@@ -379,64 +309,5 @@ def process_clip(spec: ClipSpec, row: int, work: dict) -> dict:
 
 def _process(spec: ClipSpec, row: int, work: dict) -> dict:
     blocks, meta = cut_clip(spec, work)
-    _write_blocks(work["store"], row, list(meta["cuts"]), blocks)
+    write_clip_frames(work["store"], row, dict(zip(meta["cuts"], blocks)))
     return meta
-
-
-
-
-def _write_blocks(store_path: str, row: int, names: list[str], blocks: list[np.ndarray]) -> None:
-    import zarr
-
-    from roi_store.store import chunkio
-    from roi_store.store.store import ZSTD_LEVEL
-
-    arrays = _region_arrays(store_path, names)
-    # Only the chunks that hold frames are written, each one whole (zero-padded past the last
-    # frame), so nothing already on disk is read back and merged: a resumed clip replaces a
-    # half-written chunk. In a store folder the chunk files are written directly (chunkio);
-    # elsewhere through Zarr, whose empty-chunk test would scan every chunk for nothing.
-    with zarr.config.set({"array.write_empty_chunks": True}):
-        for name, block in zip(names, blocks):
-            arr = arrays[name]
-            folder = chunkio.plain_folder(arr)
-            if folder is not None:
-                chunkio.write_clip(arr, folder, row, block, ZSTD_LEVEL)
-            else:
-                step = arr.chunks[1]
-                span = min(-(-len(block) // step) * step, arr.shape[1])
-                if span != len(block):
-                    block = np.concatenate([block, np.zeros((span - len(block), *block.shape[1:]), block.dtype)])
-                arr[row, :span] = block
-            killpoints.reached("ingest.chunk")
-
-
-#: This process's open region arrays: store path -> (the arrays' metadata file stats, arrays).
-_ARRAYS: dict[str, tuple[tuple, dict]] = {}
-
-
-def _region_arrays(store_path: str, names: list[str]) -> dict:
-    """The store's region arrays, opened once per process while their metadata files are unchanged.
-
-    Opening them costs about 3 ms each through Zarr, more than writing a small clip. The cache
-    holds only arrays whose chunks are written directly (their shape is never used); any change
-    of a metadata file (a resize, a new store at the same path) opens them afresh, and so does
-    every other kind of store: the coordinator may have grown the arrays since a worker started.
-    """
-    import zarr
-
-    from roi_store.store import chunkio
-
-    try:
-        key = tuple((st.st_mtime_ns, st.st_size, st.st_ino)
-                    for st in (os.stat(Path(store_path, REGIONS, n, "zarr.json")) for n in names))
-    except (OSError, TypeError, ValueError):
-        key = None
-    cached = _ARRAYS.get(store_path)
-    if key is not None and cached is not None and cached[0] == key:
-        return cached[1]
-    group = zarr.open_group(store_path, mode="r+")
-    arrays = {n: group[f"{REGIONS}/{n}"] for n in names}
-    if key is not None and all(chunkio.plain_folder(a) is not None for a in arrays.values()):
-        _ARRAYS[store_path] = (key, arrays)
-    return arrays

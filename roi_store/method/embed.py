@@ -9,6 +9,7 @@ the paper appears to do) is available for comparison and is flagged as leaky whe
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -22,7 +23,8 @@ from roi_store.method import presets
 from roi_store.errors import ConfigError
 from roi_store.store.labels import MEGC2019, relabel_vectors
 from roi_store.method.protocols import make_folds, read_same_person, subject_of
-from roi_store.store.runs import COMPLETE, RunWriter, digest, fold_docs, put_bytes, run_document, write_fold_marker
+from roi_store.store.run_writer import RunWriter
+from roi_store.store.runs import COMPLETE, RunData, digest, fold_docs, run_document
 from roi_store.store.store import Store, now, open_store
 
 EMBED_DIM = 20
@@ -296,8 +298,8 @@ def embed(
         if writer.plan_embed(doc, overwrite) == COMPLETE:
             say(f"run {run} is already complete: nothing to do")
             return run_document(store, run)
-        work = {"store": parallel.store_location(store_path), "run": run, "settings": settings, "clips": everyone,
-                "targets": targets, "cnn_classes": cnn_classes, "regions": store.regions}
+        work = CnnWork(parallel.store_location(store_path), run, settings, everyone, targets, cnn_classes,
+                       store.regions)
         started = time.perf_counter()
         try:
             writer.embedding_arrays(store.regions, len(tasks), len(clips), store.t_max, EMBED_DIM)
@@ -307,7 +309,7 @@ def embed(
             todo = [t for t in tasks if t["index"] not in done]
             steps = [todo[i:i + folds_per_step] for i in range(0, len(todo), folds_per_step)]
             backend.map_tasks(cnn_task, [([t["index"] for t in g], [t["train_clips"] for t in g], work) for g in steps],
-                              jobs, say, "cnn fold", scheduler=scheduler, gpu=gpu is not None, shared=(work["store"],))
+                              jobs, say, "cnn fold", scheduler=scheduler, gpu=gpu is not None, shared=(work.store,))
             records = list(fold_docs(store, run, "embed").values())
             timings = {"embed_seconds": round(time.perf_counter() - started, 2),
                        "cnn_train_frames_per_s": _rate(records, "train_frames", "train_seconds"),
@@ -329,7 +331,21 @@ def _rate(results, frames_key, seconds_key):
     return round(frames / seconds, 1) if seconds else None
 
 
-def cnn_task(indices: list[int], train_lists: list[list[str]], work: dict) -> dict:
+@dataclasses.dataclass(frozen=True)
+class CnnWork:
+    """What every CNN task of a run needs: small values only (a task may run on a cluster worker)."""
+
+    store: str  # the store's absolute path or URL
+    run: str
+    settings: dict  # the run's settings
+    clips: list[str]  # every clip embedded, in the run's order
+    targets: list[list[str]]  # each clip's per-region training target (relabelled class)
+    cnn_classes: list[str]
+    regions: list[str]
+    part: str | None = None  # a group below the run to write into (the final model's)
+
+
+def cnn_task(indices: list[int], train_lists: list[list[str]], work: CnnWork) -> dict:
     """Train the six region CNNs of the CNN folds ``indices`` (together) and embed every clip of the run.
 
     ``train_lists[i]`` holds the clips CNN fold ``indices[i]`` trains on. Writes only these folds'
@@ -340,19 +356,17 @@ def cnn_task(indices: list[int], train_lists: list[list[str]], work: dict) -> di
     keras = backend.keras()
     from roi_store.method import engine
     from roi_store.method import models
-    from roi_store.store.runs import run_group
-
-    store = open_store(work["store"], mode="r+")
-    group = run_group(store, work["run"])
-    if work.get("subgroup"):  # the final model's arrays (``roistore fit-lstm --final``)
-        group = group[work["subgroup"]]
-    s = work["settings"]
-    ids, regions = work["clips"], work["regions"]
-    cnn_classes = work["cnn_classes"]
+    store = open_store(work.store, mode="r+")
+    data_out = RunData.open(store, work.run)
+    if work.part:  # the final model's arrays (``roistore fit-lstm --final``)
+        data_out = data_out.part(work.part)
+    s = work.settings
+    ids, regions = work.clips, work.regions
+    cnn_classes = work.cnn_classes
     cls_index = {c: i for i, c in enumerate(cnn_classes)}
     read_start = time.perf_counter()
     data = engine.ViewFrames({r: store.clips_frames(ids, r) for r in regions},
-                             [[cls_index[t] for t in per_region] for per_region in work["targets"]])
+                             [[cls_index[t] for t in per_region] for per_region in work.targets])
     read_seconds = time.perf_counter() - read_start
     train = np.stack([data.frame_mask(np.isin(ids, list(t))) for t in train_lists], axis=1)
     base = s["seed"] * 1000003
@@ -381,11 +395,11 @@ def cnn_task(indices: list[int], train_lists: list[list[str]], work: dict) -> di
             block = np.zeros((len(ids), store.t_max, EMBED_DIM), dtype=np.float16)
             for i in range(len(ids)):
                 block[i, :data.lengths[i]] = embs[region][data.offsets[i]:data.offsets[i + 1], f]
-            group[f"embeddings/{region}"][index] = block
+            data_out.write_embeddings(region, index, block)
             killpoints.reached("embed.chunk")
             digests["embeddings"][region] = digest(block)
             plain = engine.export_fold(res["model"], region, f, res["plain"][region])
-            digests["models"][region] = put_bytes(group, f"models/cnn/{index}/{region}", backend.model_to_bytes(plain))
+            digests["models"][region] = data_out.put_model(f"models/cnn/{index}/{region}", backend.model_to_bytes(plain))
             killpoints.reached("embed.model")
             y = data.targets[mine, r_i]
             p = probs[region][mine, f]
@@ -403,7 +417,7 @@ def cnn_task(indices: list[int], train_lists: list[list[str]], work: dict) -> di
         record["finished"] = now()
         record["digests"] = digests
         # The fold's marker goes last: a fold without it is redone by a resumed run.
-        write_fold_marker(group, "embed", index, record)
+        data_out.mark_fold("embed", index, record)
         records.append(record)
     return {"index": indices[0] if n_f == 1 else indices, "records": records, "cnn": records[0]["cnn"],
             "device": records[0]["device"]}

@@ -17,22 +17,20 @@ from collections.abc import Callable
 
 from roi_store.method import backend
 from roi_store.store import format as fmt
-from roi_store.method.embed import EMBED_DIM, cnn_task, run_targets
+from roi_store.method.embed import EMBED_DIM, CnnWork, cnn_task, run_targets
 from roi_store.errors import ConfigError, RoiStoreError
-from roi_store.method.head import head_task
+from roi_store.method.head import HeadWork, head_task
 from roi_store.method.protocols import subject_of
-from roi_store.store.runs import (RunWriter, commit_doc, create_embedding_arrays, embeddings_source, get_bytes, not_ready,
-                            put_bytes, run_document, run_group, run_status)
+from roi_store.store.run_writer import RunWriter
+from roi_store.store.runs import RunData, commit_doc, embeddings_source, not_ready, run_document, run_status
 from roi_store.store.store import now, open_store
 
 FINAL = "final"
 
 
-def final_info(group) -> dict | None:
-    """The final model's document of a run group, or None if the run has no (finished) final model."""
-    if FINAL not in group:
-        return None
-    return group[FINAL].attrs.get("final")
+def final_info(run: RunData) -> dict | None:
+    """The final model's document of a run, or None if the run has no (finished) final model."""
+    return run.document("final", FINAL)
 
 
 def fit_final(
@@ -57,7 +55,7 @@ def fit_final(
     backend.select_device(gpu, cpu)
     say = log or (lambda msg: None)
     store = open_store(store_path, mode="r+")
-    group = run_group(store, run)  # a missing run: one line, before anything is claimed
+    group = RunData.open(store, run)  # a missing run: one line, before anything is claimed
     if embeddings_source(store, run) != run:
         raise ConfigError(f"run {run!r} is a head-only permutation control: it has no final model; fit one for "
                           f"run {embeddings_source(store, run)!r}")
@@ -78,23 +76,21 @@ def _fit(store, store_path, run, group, epochs, batch_size, seed, masked, cnn_ep
     ids, labels, regions = list(doc["clips"]), list(doc["labels"]), list(doc["regions"])
     records = store.records()
     clips = [records[i] for i in ids]
-    if FINAL in group:
-        del group[FINAL]  # a re-fit (or a killed one) replaces the whole final group
-    final = group.create_group(FINAL)
-    create_embedding_arrays(final, regions, 1, len(ids), store.t_max, EMBED_DIM)
+    final = group.part(FINAL, fresh=True)  # a re-fit (or a killed one) replaces the whole final group
+    final.embedding_arrays(regions, 1, len(ids), store.t_max, EMBED_DIM)
     started = time.perf_counter()
     cnn_settings = {**s, "epochs": cnn_epochs or s["epochs"]}
     if s["cnn_scope"] == "global":
         # The run's one CNN already saw every clip: reuse it and its embeddings.
         for r in regions:
-            final[f"embeddings/{r}"][0] = group[f"embeddings/{r}"][0]
-            put_bytes(final, f"models/cnn/0/{r}", get_bytes(group, f"models/cnn/0/{r}"))
+            final.write_embeddings(r, 0, group.embeddings(r, 0))
+            final.put_model(f"models/cnn/0/{r}", group.model(f"models/cnn/0/{r}"))
         cnn, source, device = {}, "global", None
     else:
         say(f"final CNNs: {len(regions)} regions on {len(ids)} clips")
         targets = run_targets(store, clips, s["view"], labels, s["relabel"], s.get("permute_labels") is not None)
-        res = cnn_task([0], [ids], {"store": store_path, "run": run, "subgroup": FINAL, "settings": cnn_settings,
-                                "clips": ids, "targets": targets, "cnn_classes": doc["cnn_classes"], "regions": regions})
+        res = cnn_task([0], [ids], CnnWork(store_path, run, cnn_settings, ids, targets, doc["cnn_classes"], regions,
+                                           part=FINAL))
         cnn, source, device = res["cnn"], "trained", res["device"]
     say("final head")
     head_settings = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "masked": masked,
@@ -102,14 +98,13 @@ def _fit(store, store_path, run, group, epochs, batch_size, seed, masked, cnn_ep
                      "head_only_permutation": None,
                      "optimizer": "adam", "learning_rate": 1e-3, "gamma": 2.0}
     head = head_task({"index": 0, "name": FINAL, "test_clips": []},
-                     {"store": store_path, "run": run, "subgroup": FINAL, "settings": head_settings,
-                      "labels": labels, "ids": ids, "classes": doc["classes"], "regions": regions,
-                      "t_max": store.t_max, "lengths": [c.n_frames for c in clips]})
+                     HeadWork(store_path, run, run, head_settings, labels, ids, doc["classes"], regions, store.t_max,
+                              [c.n_frames for c in clips], part=FINAL))
     out = {"run": run, "trained_on": ids, "subjects": len({subject_of(c) for c in clips}), "cnn_source": source,
            "settings": {"cnn_epochs": cnn_settings["epochs"], "head": head_settings}, "cnn": cnn,
            "head": {"class_counts": head["class_counts"], "final_loss": head["final_loss"]},
            "timings": {"seconds": round(time.perf_counter() - started, 2)},
            "fitted": now(), "device": device or backend.device_name()}
     fmt.validate_document(out, "final", f"{store.where} run {run} final model")
-    final.attrs["final"] = out  # written last: a final group without it is an interrupted fit
+    final.write_document("final", out)  # written last: a final group without it is an interrupted fit
     return out

@@ -13,21 +13,19 @@ the source run's own head is never touched.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 
 import numpy as np
 
 from roi_store import killpoints, parallel
-
-from roi_store.method import backend
-
-from roi_store.method import presets
-from roi_store.method.embed import PERMUTE_WITHIN, permutation_groups, permuted_labels
 from roi_store.errors import ConfigError, RoiStoreError
-from roi_store.store.runs import (COMPLETE, PLAN_KEYS, RunWriter, check_run_name, commit_doc, embedding_fold,
-                            embeddings_source, fold_docs, head_document, not_ready, put_bytes, run_document,
-                            run_group, run_status, write_fold_marker)
+from roi_store.method import backend, presets
+from roi_store.method.embed import PERMUTE_WITHIN, permutation_groups, permuted_labels
+from roi_store.store.run_writer import RunWriter
+from roi_store.store.runs import (COMPLETE, PLAN_KEYS, RunData, check_run_name, commit_doc, embedding_fold,
+                                  embeddings_source, fold_docs, head_document, not_ready, run_document, run_status)
 from roi_store.store.store import now, open_store
 
 #: Masked batches are padded to a multiple of this many steps: few distinct shapes to compile.
@@ -129,7 +127,7 @@ def fit_lstm(
     say = log or (lambda msg: None)
     store = open_store(store_path, mode="r+")
     source = run
-    planned = dict(run_group(store, run).attrs.get("run") or {})  # a missing run: one line, before anything is claimed
+    planned = RunData.open(store, run).document("run") or {}  # a missing run: one line, before anything is claimed
     if planned.get("embeddings_from"):
         raise ConfigError(f"run {run!r} is a head-only control of run {embeddings_source(store, run)!r}: refit it with "
                           f"'roistore fit-lstm {store.where} --run {embeddings_source(store, run)} --permute-labels SEED "
@@ -165,10 +163,8 @@ def fit_lstm(
         if writer.plan_head(plan, overwrite) == COMPLETE:
             say(f"run {run}: its head is already fitted with these settings: nothing to do")
             return {**head_document(store, run), "run": run, "embeddings_from": source if source != run else None}
-        work = {"store": parallel.store_location(store_path), "run": run, "embeddings": source, "settings": settings,
-                "labels": labels, "ids": ids,
-                "classes": doc["classes"], "regions": doc["regions"], "t_max": store.t_max,
-                "lengths": [store.clip(i).n_frames for i in ids]}
+        work = HeadWork(parallel.store_location(store_path), run, source, settings, labels, ids, doc["classes"],
+                        doc["regions"], store.t_max, [store.clip(i).n_frames for i in ids])
         started = time.perf_counter()
         try:
             done = fold_docs(store, run, "head")
@@ -176,7 +172,7 @@ def fit_lstm(
                 say(f"resuming the head of run {run}: folds {sorted(done)} are done")
             backend.map_tasks(head_task, [({**f, "embedding_fold": embedding_fold(doc, f)}, work)
                                           for f in doc["folds"] if f["index"] not in done], jobs, say,
-                              "head fold", scheduler=scheduler, gpu=gpu is not None, shared=(work["store"],))
+                              "head fold", scheduler=scheduler, gpu=gpu is not None, shared=(work.store,))
             results = fold_docs(store, run, "head")
             predictions = [p for _, r in sorted(results.items()) for p in r["predictions"]]
             order = {c: i for i, c in enumerate(ids)}
@@ -229,11 +225,11 @@ def _head_settings(doc: dict, run: str, epochs, batch_size, seed, masked, permut
     return labels, settings
 
 
-def load_sequences(group, regions, emb_fold: int, lengths) -> list[list[np.ndarray]]:
+def load_sequences(data: RunData, regions, emb_fold: int, lengths) -> list[list[np.ndarray]]:
     """Per region, the list of each clip's unpadded (n, 20) float32 embeddings."""
     out = []
     for r in regions:
-        block = group[f"embeddings/{r}"][emb_fold]
+        block = data.embeddings(r, emb_fold)
         out.append([block[i, :n].astype("float32") for i, n in enumerate(lengths)])
     return out
 
@@ -269,34 +265,51 @@ def train_head(seqs: list[list[np.ndarray]], y: np.ndarray, train_idx: np.ndarra
     return model, losses, time.perf_counter() - start
 
 
-def head_task(fold: dict, work: dict) -> dict:
+@dataclasses.dataclass(frozen=True)
+class HeadWork:
+    """What every head task of a run needs: small values only (a task may run on a cluster worker)."""
+
+    store: str  # the store's absolute path or URL
+    run: str
+    embeddings: str  # the run whose embeddings the head reads (itself, or the run a control reuses)
+    settings: dict  # the head's settings
+    labels: list[str]  # each clip's label, as the head trains on it
+    ids: list[str]
+    classes: list[str]
+    regions: list[str]
+    t_max: int
+    lengths: list[int]
+    part: str | None = None  # a group below the run to write into (the final model's)
+
+
+def head_task(fold: dict, work: HeadWork) -> dict:
     """Fit one fold's head on its training clips and predict its test clips."""
     keras = backend.keras()
-    store = open_store(work["store"], mode="r+")
-    group = run_group(store, work["run"])
+    store = open_store(work.store, mode="r+")
+    run = RunData.open(store, work.run)
     # A head-only control reads the embeddings of the run it controls, and writes only its own group.
-    source = run_group(store, work["embeddings"]) if work.get("embeddings", work["run"]) != work["run"] else group
-    if work.get("subgroup"):  # the final model's arrays (``roistore fit-lstm --final``)
-        group = source = group[work["subgroup"]]
-    s = work["settings"]
-    ids, classes, lengths = work["ids"], work["classes"], work["lengths"]
+    source = RunData.open(store, work.embeddings) if work.embeddings != work.run else run
+    if work.part:  # the final model's arrays (``roistore fit-lstm --final``)
+        run = source = run.part(work.part)
+    s = work.settings
+    ids, classes, lengths = work.ids, work.classes, work.lengths
     index = fold["index"]
-    seqs = load_sequences(source, work["regions"], fold.get("embedding_fold", 0), lengths)
-    y = np.array([classes.index(lab) for lab in work["labels"]])
+    seqs = load_sequences(source, work.regions, fold.get("embedding_fold", 0), lengths)
+    y = np.array([classes.index(lab) for lab in work.labels])
     test_set = set(fold["test_clips"])
     test_idx = np.array([i for i, c in enumerate(ids) if c in test_set], dtype=int)
     train_idx = np.array([i for i, c in enumerate(ids) if c not in test_set], dtype=int)
     seed = s["seed"] * 1000003 + index * 101 + 7
     counts = np.bincount(y[train_idx], minlength=len(classes))
-    model, losses, seconds = train_head(seqs, y, train_idx, lengths, work["regions"], len(classes), s,
-                                        work["t_max"], seed)
+    model, losses, seconds = train_head(seqs, y, train_idx, lengths, work.regions, len(classes), s,
+                                        work.t_max, seed)
     probs = []
     if len(test_idx):  # the final model (all subjects) has no test clips
-        xs = [pad_batch([seqs[r][i] for i in test_idx], s["masked"], work["t_max"]) for r in range(len(seqs))]
+        xs = [pad_batch([seqs[r][i] for i in test_idx], s["masked"], work.t_max) for r in range(len(seqs))]
         probs = np.asarray(model.predict_on_batch(xs))
-    model_digest = put_bytes(group, f"models/head/{index}", backend.model_to_bytes(model))
+    model_digest = run.put_model(f"models/head/{index}", backend.model_to_bytes(model))
     killpoints.reached("head.model")
-    preds = [{"id": ids[i], "fold": index, "true": work["labels"][i], "pred": classes[int(np.argmax(p))],
+    preds = [{"id": ids[i], "fold": index, "true": work.labels[i], "pred": classes[int(np.argmax(p))],
               "probs": [round(float(v), 6) for v in p]} for i, p in zip(test_idx, probs)]
     keras.backend.clear_session()
     record = {"index": index, "name": fold["name"], "test_clips": [ids[i] for i in test_idx],
@@ -304,5 +317,5 @@ def head_task(fold: dict, work: dict) -> dict:
               "cnn_train_clips": fold.get("cnn_train_clips", []), "class_counts": counts.tolist(),
               "final_loss": round(losses[-1], 5), "seconds": round(seconds, 3), "predictions": preds,
               "finished": now(), "digests": {"models": {"head": model_digest}}}
-    write_fold_marker(group, "head", index, record)  # last: the fold is done
+    run.mark_fold("head", index, record)  # last: the fold is done
     return record

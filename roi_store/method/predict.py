@@ -1,59 +1,57 @@
-"""``predict``: the whole chain on a new clip (a frame folder or a video file) with a run's models."""
+"""``predict``: the whole chain on a new clip (a frame folder or a video file) with a run's models.
+
+Every stored model is checked against the digest its run recorded when it was written before
+any model is loaded: a model changed or damaged since is refused without being deserialised.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from roi_store.method import backend
-from roi_store.ingest.datasets.base import ClipSpec
-from roi_store.method.embed import cnn_input
-from roi_store.ingest.datasets.common import ClipProblem, list_frames
-from roi_store.errors import DatasetError, RoiStoreError
+from roi_store.errors import DatasetError, FrameError, RoiStoreError, ValidationError
 from roi_store.ids import ClipKey
 from roi_store.ingest.cut import cut_clip
-from roi_store.store.runs import embedding_fold, embeddings_source, get_bytes, head_document, run_document, run_group
+from roi_store.ingest.datasets.base import ClipSpec
+from roi_store.ingest.datasets.frames import ClipProblem, list_frames
+from roi_store.ingest.decode import VIDEO_SUFFIXES, decode_video
+from roi_store.method import backend
+from roi_store.method.embed import cnn_input
+from roi_store.store.runs import (RunData, commit_doc, digest, embedding_fold, embeddings_source, fold_checksum,
+                                  fold_docs, head_document, run_document)
 from roi_store.store.store import open_store
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+__all__ = ["MODEL_CHOICES", "VIDEO_SUFFIXES", "Predictor", "load_predictor", "predict_clip"]
 
 
-def _video_frames(video: Path, folder: Path) -> tuple[list[Path], float]:
-    cap = cv2.VideoCapture(str(video))
-    if not cap.isOpened():
-        raise DatasetError(f"cannot open video {video}: give a frame folder or a video OpenCV can read")
-    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
-    paths = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        path = folder / f"frame{len(paths):06d}.png"  # lossless: the cut sees what the video holds
-        cv2.imwrite(str(path), frame)
-        paths.append(path)
-    cap.release()
-    if not paths:
-        raise DatasetError(f"video {video} has no readable frames")
-    return paths, float(fps)
-
-
-def _spec(source: Path, tmp: Path) -> ClipSpec:
+def _spec(source: Path, tmp: Path, t_max: int) -> tuple[ClipSpec, bool]:
+    """The new clip as a ClipSpec, and whether it is a video (its frames then decoded into ``tmp``)."""
+    video = False
     if source.is_dir():
         try:
             listing = list_frames(source, source.resolve())
         except ClipProblem as exc:
             raise DatasetError(f"{source}: {exc}") from None
-        frames, numbers, warnings, fps = listing.paths, listing.numbers, listing.warnings, 0.0
+        frames, numbers, warnings, fps = listing.paths, listing.numbers, listing.warnings, 1.0
+        if len(frames) > t_max:
+            raise FrameError(f"{source} has {len(frames)} frames, more than the store's t_max of {t_max}: "
+                             f"predict on a folder of at most {t_max} of them")
     elif source.suffix.lower() in VIDEO_SUFFIXES and source.is_file():
-        frames, fps = _video_frames(source, tmp)
+        decoded = decode_video(source, tmp, t_max)
+        if decoded.more:
+            longest = t_max / decoded.fps
+            raise FrameError(f"{source} is longer than the store's t_max of {t_max} frames ({longest:.2f} s at "
+                             f"{decoded.fps:g} fps): cut the video to at most {longest:.2f} s around the expression")
+        frames, fps, video = decoded.paths, decoded.fps, True
         numbers, warnings = list(range(len(frames))), []
     else:
         raise DatasetError(f"{source} is neither a frame folder nor a video file ({', '.join(VIDEO_SUFFIXES)})")
-    return ClipSpec(key=ClipKey("new", "new", "clip"), folder=source, frames=list(frames),
-                    frame_numbers=list(numbers), fps=fps or 1.0, emotion="", warnings=list(warnings))
+    spec = ClipSpec(key=ClipKey("new", "new", "clip"), folder=source, frames=list(frames),
+                    frame_numbers=list(numbers), fps=fps, emotion="", warnings=list(warnings))
+    return spec, video
 
 
 MODEL_CHOICES = ("auto", "final", "folds")
@@ -79,12 +77,19 @@ class Predictor:
                       "layout": store.header["layout"], "landmarks_model": landmarks_model}
 
     def predict(self, source: str | Path) -> dict:
-        """Class probabilities of one clip (a frame folder or a video file), as :func:`predict_clip`."""
+        """Class probabilities of one clip (a frame folder or a video file), as :func:`predict_clip`.
+
+        ``face`` in the result says which frame the landmarks were taken from: ``frame`` (its
+        index), ``time`` (seconds into a video; None for a folder) and ``file`` (a folder's frame
+        file; None for a video). A video's face is searched for through its first
+        :data:`roi_store.ingest.cut.VIDEO_FACE_SECONDS` seconds.
+        """
         from roi_store.method.head import pad_batch
 
         with tempfile.TemporaryDirectory() as tmp:
-            spec = _spec(Path(source), Path(tmp))
-            blocks, meta = cut_clip(spec, self._work)
+            spec, video = _spec(Path(source), Path(tmp), self.store.t_max)
+            blocks, meta = cut_clip(spec, self._work, name=str(source), video=video)
+        face = meta["face"]["frame"]
         n = meta["n_frames"]
         mode = self.doc["settings"].get("input", "frames")
         inputs = [cnn_input(block[:n], mode) for block in blocks]
@@ -99,7 +104,73 @@ class Predictor:
         return {"source": str(source), "run": self.run, "n_frames": n, "classes": classes,
                 "probabilities": {c: round(float(p), 4) for c, p in zip(classes, mean)},
                 "prediction": classes[int(np.argmax(mean))], "models": len(probs), "model": self.model,
+                "face": {"frame": face, "time": round(face / spec.fps, 3) if video else None,
+                         "file": None if video else spec.frames[face].name},
                 "leakage": bool(self.doc.get("leakage")), "warnings": meta["warnings"]}
+
+
+@dataclasses.dataclass(frozen=True)
+class _StoredModel:
+    """One model of a run to load: where it is stored, the digest recorded for it, how errors name it."""
+
+    group: RunData  # the run (or its final model) holding it
+    path: str
+    recorded: str | None
+    run: str  # the run it belongs to
+    label: str  # "head model of fold 3"
+    redo: str  # what the user runs to write it again
+
+
+def _recorded(marker: dict, key: str) -> str | None:
+    return ((marker.get("digests") or {}).get("models") or {}).get(key)
+
+
+def _checked_markers(store, name: str, stage: str) -> dict[int, dict]:
+    """A stage's fold markers, checked against its commit's checksum (a marker edited after the commit)."""
+    docs = fold_docs(store, name, stage)
+    commit = commit_doc(store, name, stage)
+    if commit is not None and fold_checksum(list(docs.values())) != commit["checksum"]:
+        raise ValidationError(f"run {name}: its {stage} fold markers do not match their commit's checksum (changed "
+                              f"after the commit): run 'roistore validate {store.where}' to see what changed")
+    return docs
+
+
+def _read_checked(store, item: _StoredModel) -> bytes:
+    """The model's stored bytes, once they match the digest the run recorded for them."""
+    where = f"run {item.run}: the stored {item.label}"
+    check = f"run 'roistore validate {store.where}' to see what else changed, then {item.redo}"
+    if not item.group.has(item.path):
+        raise ValidationError(f"{where} is missing: {check}")
+    if not item.recorded:
+        raise ValidationError(f"{where} has no recorded digest to check it against (its fold marker is missing or "
+                              f"incomplete): {check}")
+    try:
+        data = item.group.model(item.path)
+    except Exception as exc:  # zarr's checksum and codec errors on a damaged chunk
+        raise ValidationError(f"{where} cannot be read ({type(exc).__name__}: {_first_line(exc)}): {check}") from None
+    if digest(data) != item.recorded:
+        raise ValidationError(f"{where} does not match its recorded digest (changed or damaged): {check}")
+    return data
+
+
+def _load(item: _StoredModel, data: bytes, embedding: bool = False):
+    """Deserialise a checked model; whatever goes wrong becomes one line naming it."""
+    from roi_store.method import models as nets
+
+    try:
+        model = backend.model_from_bytes(data)
+        return nets.embedding_model(model) if embedding else model
+    except Exception as exc:
+        version = getattr(backend.keras(), "__version__", "?")
+        raise RoiStoreError(
+            f"run {item.run}: the stored {item.label} matches its recorded digest but cannot be loaded by Keras "
+            f"{version} ({type(exc).__name__}: {_first_line(exc)}): use the Keras version that made the run, "
+            f"or {item.redo}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else "no message"
 
 
 def load_predictor(store_path: str | Path, run: str, *, models: str = "auto", landmarks_model: str | None = None,
@@ -109,53 +180,74 @@ def load_predictor(store_path: str | Path, run: str, *, models: str = "auto", la
     ``models``: ``final`` uses the model fitted on all subjects (``fit-lstm --final``), ``folds``
     averages every fold's CNNs and head, ``auto`` takes the final model when the run has one.
     Uses the store's recorded region layout, scheme and t_max, so new clips are cut exactly as
-    the training clips were.
+    the training clips were. Every model's bytes are checked against the digest recorded in the
+    run's fold markers before the first one is deserialised.
 
     Raises
     ------
     RoiStoreError
-        If the run has no fitted head (or no final model with ``models="final"``), or a stored
-        model is damaged.
+        If the run has no fitted head (or no final model with ``models="final"``).
+    ValidationError
+        If a stored model is missing, damaged or changed since it was written.
     """
     if models not in MODEL_CHOICES:
         raise RoiStoreError(f"invalid --models {models!r}: allowed values are {', '.join(MODEL_CHOICES)}")
     backend.select_device(gpu, cpu)
     store = open_store(store_path)
-    group = run_group(store, run)
+    group = RunData.open(store, run)
     doc = run_document(store, run)
-    from roi_store.method import models as nets
     from roi_store.method.final import FINAL, final_info
 
     final = final_info(group)
     if models == "final" and final is None:
         raise RoiStoreError(f"run {run!r} has no final model: fit one with 'roistore fit-lstm {store.where} --run {run} --final'")
     use_final = final is not None and models != "folds"
+    where = store.where
     if use_final:
-        group = group[FINAL]
         head = {"folds": [{"index": 0}], "settings": final["settings"]["head"], "classes": doc["classes"]}
+        final_group = group.part(FINAL)
+        redo = f"re-fit it with 'roistore fit-lstm {where} --run {run} --final'"
+        # A global-scope run's final CNNs are byte copies of its one CNN: the run recorded their digests.
+        cnn_marker = (_checked_markers(store, run, "embed").get(0, {}) if final["cnn_source"] == "global"
+                      else final_group.fold_marker("embed", 0))
+        head_marker = final_group.fold_marker("head", 0)
+        cnns = {0: [_StoredModel(final_group, f"models/cnn/0/{r}", _recorded(cnn_marker, r), run,
+                                 f"final {r} CNN model", redo) for r in doc["regions"]]}
+        heads = [(0, 0, _StoredModel(final_group, "models/head/0", _recorded(head_marker, "head"), run,
+                                     "final head model", redo))]
     else:
         head = head_document(store, run)  # committed heads only
-    # A head-only control's CNNs are those of the run whose embeddings it reuses.
-    cnn_group = group if use_final else run_group(store, embeddings_source(store, run))
-    emb_fold = {f["index"]: embedding_fold(doc, f) for f in doc["folds"]}
-    embedders, heads = {}, []
-    for fold in head["folds"]:
-        k = fold["index"]
-        cnn_fold = 0 if use_final else emb_fold[k]
-        if cnn_fold not in embedders:
-            embedders[cnn_fold] = [
-                nets.embedding_model(backend.model_from_bytes(get_bytes(cnn_group, f"models/cnn/{cnn_fold}/{region}")))
-                for region in doc["regions"]]
-        heads.append((k, cnn_fold, backend.model_from_bytes(get_bytes(group, f"models/head/{k}"))))
-    return Predictor(store, run, doc, head, embedders, heads, landmarks_model, "final" if use_final else "folds")
+        # A head-only control's CNNs are those of the run whose embeddings it reuses.
+        source = embeddings_source(store, run)
+        cnn_group = RunData.open(store, source)
+        cnn_markers = _checked_markers(store, source, "embed")
+        head_markers = _checked_markers(store, run, "head")
+        emb_fold = {f["index"]: embedding_fold(doc, f) for f in doc["folds"]}
+        cnns, heads = {}, []
+        for fold in head["folds"]:
+            k, c = fold["index"], emb_fold[fold["index"]]
+            if c not in cnns:
+                cnns[c] = [_StoredModel(cnn_group, f"models/cnn/{c}/{r}", _recorded(cnn_markers.get(c, {}), r), source,
+                                        f"{r} CNN model of fold {c}",
+                                        f"embed run {source} again (its 'roistore embed' command with --overwrite) and re-fit its head")
+                           for r in doc["regions"]]
+            heads.append((k, c, _StoredModel(group, f"models/head/{k}", _recorded(head_markers.get(k, {}), "head"), run,
+                                             f"head model of fold {k}",
+                                             f"re-fit it with 'roistore fit-lstm {where} --run {run} --overwrite'")))
+    # Every model is checked before any is deserialised: a changed file is never handed to Keras.
+    cnn_bytes = {c: [_read_checked(store, item) for item in items] for c, items in cnns.items()}
+    head_bytes = [_read_checked(store, item) for _, _, item in heads]
+    embedders = {c: [_load(item, data, embedding=True) for item, data in zip(cnns[c], cnn_bytes[c])] for c in cnns}
+    loaded = [(k, c, _load(item, data)) for (k, c, item), data in zip(heads, head_bytes)]
+    return Predictor(store, run, doc, head, embedders, loaded, landmarks_model, "final" if use_final else "folds")
 
 
 def predict_clip(store_path: str, run: str, source: str | Path, *, models: str = "auto",
                  landmarks_model: str | None = None, gpu: int | None = None, cpu: bool = False) -> dict:
     """Class probabilities of a new clip: face, regions, CNN embeddings and fusion head.
 
-    See :func:`load_predictor` for ``models``. To predict many clips, load the models once with
-    :func:`load_predictor`.
+    See :func:`load_predictor` for ``models`` and :meth:`Predictor.predict` for the result. To
+    predict many clips, load the models once with :func:`load_predictor`.
     """
     return load_predictor(store_path, run, models=models, landmarks_model=landmarks_model, gpu=gpu,
                           cpu=cpu).predict(source)

@@ -7,7 +7,6 @@ documents' JSON Schemas.
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import re
 from importlib import resources
@@ -70,75 +69,6 @@ def schema(name: str) -> dict:
     return json.loads(resources.files("roi_store.schemas").joinpath(f"{name}.schema.json").read_text())
 
 
-#: The exact Python types that certainly pass each test (a set of types is one C-level pass).
-_PLAIN_TYPES = {"string": {str}, "integer": {int}, "number": {int, float}, "boolean": {bool},
-                "null": {type(None)}, "array": {list}}
-#: Draft 2020-12's own type tests, for values of any other type (``1.0`` is an integer, a bool
-#: is neither an integer nor a number).
-_TYPES = jsonschema.Draft202012Validator.TYPE_CHECKER
-_STOCK_ITEMS = jsonschema.Draft202012Validator.VALIDATORS["items"]
-_STOCK_PROPERTIES = jsonschema.Draft202012Validator.VALIDATORS["properties"]
-
-
-def _simple(sub) -> bool:
-    """True for a subschema that :func:`_fits` checks: a simple ``type``, or an array of them.
-
-    That is a ``type`` string (string, integer, number, boolean, null), or ``"array"`` with
-    optionally ``minItems``, ``maxItems`` and ``items`` that is simple itself; nothing else.
-    """
-    if not isinstance(sub, dict) or not isinstance(sub.get("type"), str):
-        return False
-    if sub["type"] != "array":
-        return sub["type"] in _PLAIN_TYPES and len(sub) == 1
-    bounds = [sub[k] for k in ("minItems", "maxItems") if k in sub]
-    return (sub.keys() <= {"type", "items", "minItems", "maxItems"} and all(type(b) is int for b in bounds)
-            and ("items" not in sub or _simple(sub["items"])))
-
-
-def _fits(sub: dict, values: list) -> bool:
-    """True if every one of ``values`` matches the simple schema ``sub`` (see :func:`_simple`)."""
-    kind = sub["type"]
-    if not set(map(type, values)) <= _PLAIN_TYPES[kind]:
-        if not all(_TYPES.is_type(v, kind) for v in values):
-            return False
-    if kind != "array" or not values:
-        return True
-    lengths = set(map(len, values))
-    if min(lengths) < sub.get("minItems", 0) or ("maxItems" in sub and max(lengths) > sub["maxItems"]):
-        return False
-    return "items" not in sub or _fits(sub["items"], list(itertools.chain.from_iterable(values)))
-
-
-def _fast_items(validator, items, instance, schema):
-    """``items`` checked in a plain loop where its subschema is simple (``frames``, landmarks, boxes).
-
-    jsonschema descends into every element, which costs a record's validation several
-    milliseconds. Where anything does not fit, the stock ``items`` runs, so the errors and their
-    messages are exactly jsonschema's own.
-    """
-    if isinstance(instance, list) and "prefixItems" not in schema and _simple(items) and _fits(items, instance):
-        return
-    yield from _STOCK_ITEMS(validator, items, instance, schema)
-
-
-def _fast_properties(validator, properties, instance, schema):
-    """``properties``, where a property's subschema is simple (``dataset``, ``frames``), checked in place.
-
-    The others, and any that does not fit, are checked as jsonschema checks them: one descent
-    each, with the same errors.
-    """
-    if not isinstance(instance, dict):
-        yield from _STOCK_PROPERTIES(validator, properties, instance, schema)
-        return
-    for name, sub in properties.items():
-        if name in instance and not (_simple(sub) and _fits(sub, [instance[name]])):
-            yield from validator.descend(instance[name], sub, path=name, schema_path=name)
-
-
-_Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator,
-                                          validators={"items": _fast_items, "properties": _fast_properties})
-
-
 @functools.lru_cache(maxsize=None)
 def _validator(name: str) -> jsonschema.protocols.Validator:
     # Built once per process: ingest validates every record it writes. "run.commit" names the
@@ -147,7 +77,7 @@ def _validator(name: str) -> jsonschema.protocols.Validator:
     doc = schema(file)
     if part:
         doc = {"$schema": doc["$schema"], "$defs": doc["$defs"], "$ref": f"#/$defs/{part}"}
-    return _Validator(doc)
+    return jsonschema.Draft202012Validator(doc)
 
 
 def validate_document(doc: dict, name: str, where: str) -> None:
@@ -159,7 +89,7 @@ def validate_document(doc: dict, name: str, where: str) -> None:
         raise ValidationError(f"{where}: {name} document does not match its schema at {at}: {error.message}")
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def printable(text: str) -> str:

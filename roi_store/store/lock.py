@@ -1,4 +1,8 @@
-"""One writer per run: a ``LOCK`` file created exclusively, holding who owns it.
+"""One writer at a time: a ``LOCK`` file created exclusively, holding who owns it.
+
+Ingests lock the store folder itself (``STORE/LOCK``: one ingest at a time writes the header,
+the records and the region arrays); a run's writer locks the run's folder (``runs/<name>/LOCK``).
+Both follow the same rules:
 
 The claim is made by linking a fully written temporary file to ``LOCK`` (``link(2)`` is an
 atomic create-if-absent on local and network file systems), so a lock is never seen half
@@ -12,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as _dt
+import getpass
 import json
 import os
 import platform
@@ -19,9 +25,20 @@ import uuid
 from pathlib import Path
 
 from roi_store.errors import RunBusyError
-from roi_store.store.store import now
 
 LOCK = "LOCK"
+
+
+def now() -> str:
+    """The current UTC time, to the second, as ISO 8601 (every timestamp the store records)."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 -- no user name in some containers
+        return "unknown"
 
 
 def _proc_stat(pid: int) -> list[str] | None:
@@ -130,17 +147,31 @@ def _takeover_guard(folder: Path):
         os.close(fd)  # closing releases the advisory lock
 
 
-def acquire(folder: Path, what: str, command: str, user: str) -> Lock:
+def acquire(folder: Path, what: str, command: str, *, busy: type[Exception] = RunBusyError,
+            hint: str = "or choose another --run name") -> Lock:
     """Claim ``folder/LOCK`` for this process, taking over a stale lock of a dead local process.
+
+    Parameters
+    ----------
+    folder : Path
+        The folder to lock (made if missing).
+    what : str
+        What the folder is, for messages (``run 'a' of STORE``, ``store STORE``).
+    command : str
+        The command holding the lock, recorded for whoever finds it held.
+    busy : exception type
+        Raised when another process holds the lock.
+    hint : str
+        What else the user can do than wait, ending the message.
 
     Raises
     ------
-    RunBusyError
+    busy
         If another live process (or a process on another host) holds the lock.
     """
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK
-    owner = {"pid": os.getpid(), "host": platform.node(), "user": user, "command": command,
+    owner = {"pid": os.getpid(), "host": platform.node(), "user": user(), "command": command,
              "since": now(), "token": uuid.uuid4().hex, "process_start": process_start(os.getpid())}
     if _create(path, owner):
         return Lock(path, owner)
@@ -154,8 +185,7 @@ def acquire(folder: Path, what: str, command: str, user: str) -> Lock:
                 return Lock(path, owner, took_over=held)
         held = read_owner(path) or {}
     if held and owner_alive(held) is None:
-        raise RunBusyError(f"{what} is locked by {describe(held)} on another host: wait for it to finish; "
-                           f"if that process is gone, delete {path} and re-run")
-    raise RunBusyError(f"{what} is being written by {describe(held)}: wait for it to finish, "
-                       "or choose another --run name")
+        raise busy(f"{what} is locked by {describe(held)} on another host: wait for it to finish; "
+                   f"if that process is gone, delete {path} and re-run")
+    raise busy(f"{what} is being written by {describe(held)}: wait for it to finish and re-run, {hint}")
 

@@ -1,4 +1,4 @@
-"""Model runs inside a store: their lifecycle (claim, plan, fold markers, commit) and documents.
+"""Model runs inside a store: their layout, documents and state, and their arrays and models (:class:`RunData`).
 
 Layout (see ``schemas/FORMAT.rst``)::
 
@@ -19,33 +19,29 @@ A head-only control (``fit-lstm --run R --permute-labels S``) is a run whose pla
 
 Every document is written once by one process and never updated in place: several people can
 write different runs of one store at once, and a run is complete only when its commit exists.
-Only the process holding a run's lock writes its plan, commit and failure; fold workers write
-their own fold's chunks, models and marker, which nobody else touches.
+Only the process holding a run's lock writes its plan, commit and failure
+(:class:`roi_store.store.run_writer.RunWriter`); fold workers write their own fold's chunks,
+models and marker through :class:`RunData`, which nobody else touches.
 """
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import json
 import platform
 import re
-import shutil
-import traceback
-import warnings
 from pathlib import Path
 
 import numpy as np
 import zarr
 import zarr.codecs
 import zarr.errors
-from zarr.core.sync import sync
 
-from roi_store.store import format as fmt
 from roi_store import killpoints
+from roi_store.errors import FormatVersionError, RoiStoreError, StoreError
+from roi_store.store import format as fmt
 from roi_store.store import lock as locks
-from roi_store.errors import RoiStoreError, StoreError
-from roi_store.store.store import Store, compressors, now
+from roi_store.store.store import Store, compressors
 
 RUNS = "runs"
 FOLDS, COMMIT, HEAD, FAILED = "folds", "commit", "head", "failed"
@@ -64,11 +60,7 @@ def check_run_name(name: str) -> str:
 
 
 def who() -> dict:
-    try:
-        user = getpass.getuser()
-    except Exception:  # no user name in some containers
-        user = "unknown"
-    return {"user": user, "host": platform.node()}
+    return {"user": locks.user(), "host": platform.node()}
 
 
 def digest(data: bytes | np.ndarray) -> str:
@@ -90,29 +82,34 @@ def _run_path(name: str) -> str:
 
 def _children(store: Store, path: str) -> list[str]:
     """Names directly under ``path`` in the store (nodes or not), without Zarr's stray-object warnings."""
-    return sorted(sync(_collect(store.zgroup.store.list_dir(f"{path}/"))))
-
-
-async def _collect(agen) -> list:
-    return [x async for x in agen]
+    return sorted({key[len(path) + 1:].split("/", 1)[0] for key in store.stored_keys(f"{path}/")})
 
 
 def _attrs(store: Store, path: str, key: str) -> dict | None:
-    """``attrs[key]`` of the group at ``path``, or None if there is no such group (yet)."""
+    """``attrs[key]`` of the group at ``path``, or None if there is no such group (yet).
+
+    Raises
+    ------
+    FormatVersionError
+        If the document was written by a newer run format than this roistore reads.
+    """
     if path not in store.zgroup:
         return None
     node = store.zgroup[path]
     doc = node.attrs.get(key) if isinstance(node, zarr.Group) else None
-    return dict(doc) if doc is not None else None
+    if doc is None:
+        return None
+    version = doc.get("format_version", 1) if isinstance(doc, dict) else 1
+    if isinstance(version, int) and version > fmt.FORMAT_VERSION:
+        raise FormatVersionError(f"{store.where}: {path} was written by run format version {version}, newer than this "
+                                 f"roistore reads (up to {fmt.FORMAT_VERSION}): upgrade roistore (pip install --upgrade roistore)")
+    return dict(doc)
 
 
 def run_names(store: Store) -> list[str]:
     """Every run folder of the store, including runs claimed but not yet planned."""
-    if RUNS not in store.zgroup:
-        return []
-    zstore = store.zgroup.store
-    return [n for n in _children(store, RUNS) if n != "zarr.json" and _NAME.match(n)
-            and (sync(zstore.exists(f"{RUNS}/{n}/zarr.json")) or sync(zstore.exists(f"{RUNS}/{n}/{locks.LOCK}")))]
+    parts = [key.split("/") for key in store.stored_keys(f"{RUNS}/")]  # runs/<name>/<file>
+    return sorted({p[1] for p in parts if len(p) == 3 and p[2] in ("zarr.json", locks.LOCK) and _NAME.match(p[1])})
 
 
 def run_group(store: Store, name: str) -> zarr.Group:
@@ -152,7 +149,7 @@ def embeddings_source(store: Store, name: str) -> str:
 
 
 def run_status(store: Store, name: str) -> dict:
-    """A run's state, who and when, settings, fold progress and scores (what ``roistore runs`` lists).
+    """A run's state, who and when, settings and fold progress (what ``roistore runs`` lists, with scores).
 
     ``state`` is about the run's latest stage (``embed``, or ``head`` once a head fit started):
     ``complete`` (committed), ``running`` (a live process holds its lock), ``failed`` (the last
@@ -187,12 +184,7 @@ def run_status(store: Store, name: str) -> dict:
            "embeddings_from": source if source != name else None,
            "folds": {"embed": [len(fold_docs(store, source, "embed")), n_emb],
                      "head": [len(fold_docs(store, name, "head")), len(doc.get("folds", []))] if head else None},
-           "scores": None}
-    if fitted is not None:
-        from roi_store.evaluation.report import scores
-
-        full = scores(fitted["predictions"], head["classes"])["FULL"]
-        out["scores"] = {"UF1": full["UF1"], "UAR": full["UAR"]}
+           "fitted": fitted is not None}
     return out
 
 
@@ -250,145 +242,20 @@ def not_ready(store: Store, name: str, status: dict) -> RoiStoreError:
 
 
 # --- writing -------------------------------------------------------------------------------
-class RunWriter:
-    """The one process writing a run: it holds the run's lock from :meth:`claim` to :meth:`release`."""
+def put_bytes(group: zarr.Group, path: str, data: bytes) -> str:
+    """Store a file's bytes as a checksummed uint8 array (models; never pickled objects); its digest."""
+    arr = np.frombuffer(data, dtype=np.uint8)
+    # Trained weights do not compress: checksum only, in 8 MiB chunks.
+    a = group.create_array(path, shape=arr.shape, chunks=(min(len(arr), 1 << 23),), dtype="uint8",
+                           compressors=[zarr.codecs.Crc32cCodec()], overwrite=True)
+    a[:] = arr
+    return digest(data)
 
-    def __init__(self, store: Store, name: str, lock: locks.Lock):
-        self.store, self.name, self.lock = store, name, lock
-        self.path = _run_path(name)
-        self.folder = lock.path.parent
 
-    @classmethod
-    def claim(cls, store: Store, name: str, command: str) -> RunWriter:
-        """Lock ``runs/<name>`` for this process (taking over a stale lock of a dead local process).
-
-        Raises
-        ------
-        RunBusyError
-            If another process is writing the run.
-        """
-        root = getattr(store.zgroup.store, "root", None)
-        if root is None or store.mode == "r":
-            raise StoreError(f"{store.where} is not a writable folder store: runs are written to a local store folder")
-        if RUNS not in store.zgroup:
-            try:  # every writer writes the same empty group: a race between two is harmless
-                store.zgroup.create_group(RUNS)
-            except zarr.errors.ContainsGroupError:
-                pass
-        lock = locks.acquire(Path(root) / _run_path(name), f"run {name!r} of {store.where}", command,
-                             who()["user"])
-        killpoints.reached("run.claimed")
-        return cls(store, name, lock)
-
-    def release(self) -> None:
-        self.lock.release()
-
-    @property
-    def group(self) -> zarr.Group:
-        return self.store.zgroup[self.path]
-
-    def _delete(self, sub: str) -> None:
-        target = self.folder / sub
-        if target.is_dir():
-            shutil.rmtree(target)
-        else:
-            target.unlink(missing_ok=True)
-
-    def _clear(self) -> None:
-        """Delete everything of the run but its plan document and the lock (``--overwrite``)."""
-        for child in self.folder.iterdir():
-            if child.name != "zarr.json" and not child.name.startswith(locks.LOCK):
-                self._delete(child.name)
-
-    def plan_embed(self, doc: dict, overwrite: bool) -> str:
-        """Write the run's plan, or check it against an existing one.
-
-        Returns ``"new"``, ``"resume"`` (an unfinished run with the same plan) or ``"complete"``.
-
-        Raises
-        ------
-        StoreError
-            If the run exists with another plan and ``overwrite`` is false.
-        """
-        old = _attrs(self.store, self.path, "run")
-        doc = {**doc, "name": self.name, "created": now(), **who()}
-        fmt.validate_document(doc, "run", f"{self.store.where} run {self.name}")
-        if old is not None and _plan(old) == _plan(doc) and not overwrite:
-            self._delete(FAILED)
-            return COMPLETE if commit_doc(self.store, self.name, "embed") else "resume"
-        kinds = [f"a head-only control of run {d['embeddings_from']['run']!r}" if d.get("embeddings_from")
-                 else "a run with its own embeddings" for d in (old or {}, doc)]
-        if old is not None and not overwrite and kinds[0] != kinds[1]:
-            raise StoreError(f"run {self.name!r} of {self.store.where} is {kinds[0]}, not {kinds[1]}: "
-                             "choose another run name, or pass --overwrite to replace it")
-        if old is not None and not overwrite:
-            raise StoreError(f"run {self.name!r} already exists in {self.store.where}, {_differences(old, doc)}: "
-                             "re-run with the same settings to resume it, choose another --run name, or pass --overwrite")
-        self._clear()  # an overwritten run, or leftovers of an attempt killed before its plan was written
-        if self.path in self.store.zgroup:
-            self.group.attrs["run"] = doc
-        else:
-            self.store.zgroup.create_group(self.path, attributes={"run": doc})
-        killpoints.reached("embed.planned")
-        return "new"
-
-    def plan_head(self, head: dict, overwrite: bool) -> str:
-        """As :meth:`plan_embed`, for the head's plan under ``runs/<name>/head``."""
-        old = _attrs(self.store, f"{self.path}/{HEAD}", "head")
-        head = {**head, "created": now(), **who()}
-        fmt.validate_document(head, "run.head", f"{self.store.where} run {self.name} head")
-        same = old is not None and _jsonable(old["settings"]) == _jsonable(head["settings"]) \
-            and old["labels_used"] == head["labels_used"]
-        if same and not overwrite:
-            self._delete(FAILED)
-            return COMPLETE if commit_doc(self.store, self.name, "head") else "resume"
-        if old is not None and not overwrite:
-            raise StoreError(f"run {self.name!r} already has a head {_differences(old, head)}: "
-                             "re-run with the same settings to resume it, or pass --overwrite")
-        self._delete(HEAD)
-        self._delete("models/head")
-        self._delete(FAILED)
-        self.group.create_group(HEAD, attributes={"head": head})
-        killpoints.reached("head.planned")
-        return "new"
-
-    def embedding_arrays(self, regions: list[str], n_folds: int, n_clips: int, t_max: int, dim: int) -> None:
-        """Create the run's embedding arrays that do not exist yet (a resumed run may have some)."""
-        create_embedding_arrays(self.group, regions, n_folds, n_clips, t_max, dim)
-
-    def commit(self, stage: str, expected_folds: int, summary: dict) -> dict:
-        """Write the stage's commit marker last: a summary with the checksum over its fold markers.
-
-        Raises
-        ------
-        StoreError
-            If a fold marker is missing (nothing is committed then).
-        """
-        docs = fold_docs(self.store, self.name, stage)
-        missing = sorted(set(range(expected_folds)) - set(docs))
-        if missing:
-            raise StoreError(f"run {self.name!r}: {stage} folds {missing} have no marker; re-run the command to finish them")
-        killpoints.reached(f"{stage}.commit")
-        doc = {"stage": stage, "committed": now(), **who(), "folds": expected_folds,
-               "checksum": fold_checksum(list(docs.values())), **summary}
-        fmt.validate_document(doc, "run.commit", f"{self.store.where} run {self.name} commit")
-        path = COMMIT if stage == "embed" else f"{HEAD}/{COMMIT}"
-        self.group.create_group(path, overwrite=True, attributes={"commit": doc})
-        killpoints.reached("run.committed")
-        return doc
-
-    def fail(self, stage: str, exc: BaseException) -> None:
-        """Record why this attempt failed (the run stays resumable); never raises over ``exc``."""
-        lines = (str(exc) or type(exc).__name__).strip().splitlines() or [type(exc).__name__]
-        reason = lines[0] if isinstance(exc, RoiStoreError) else f"{type(exc).__name__}: {lines[0]}"
-        if not isinstance(exc, (RoiStoreError, KeyboardInterrupt)):
-            frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
-            reason += "".join(f" (at {Path(f.filename).name}:{f.lineno})" for f in frame)
-        doc = {"stage": stage, "reason": reason[:500], "at": now(), **who()}
-        try:
-            self.group.create_group(FAILED, overwrite=True, attributes={"failure": doc})
-        except Exception as err:  # the original error matters more
-            warnings.warn(f"could not record the failure of run {self.name!r}: {err}", stacklevel=2)
+def get_bytes(group: zarr.Group, path: str) -> bytes:
+    if path not in group:
+        raise StoreError(f"model {path} is missing from run {group.attrs.get('run', {}).get('name')}: re-run the command that makes it")
+    return group[path][:].tobytes()
 
 
 def create_embedding_arrays(group: zarr.Group, regions: list[str], n_folds: int, n_clips: int, t_max: int,
@@ -405,44 +272,71 @@ def create_embedding_arrays(group: zarr.Group, regions: list[str], n_folds: int,
 
 def write_fold_marker(group: zarr.Group, stage: str, index: int, doc: dict) -> None:
     """Mark fold ``index`` of ``stage`` done: after its chunks and models, one document, written once."""
+    doc = {**doc, "format_version": fmt.FORMAT_VERSION}
     fmt.validate_document(doc, "run.fold", f"run fold {index}")
     path = f"{FOLDS}/{index}" if stage == "embed" else f"{HEAD}/{FOLDS}/{index}"
     group.create_group(path, overwrite=True, attributes={"fold": doc})
     killpoints.reached(f"{stage}.fold")
 
 
-def _jsonable(x):
-    return json.loads(json.dumps(x))
+class RunData:
+    """A run's arrays, models and fold markers (or those of a part of it, such as its final model).
 
+    The method's fold tasks read and write a run through this handle, never through its Zarr
+    group: what they write is chunks, models and their own fold's marker, written last.
+    """
 
-def _plan(doc: dict) -> dict:
-    return _jsonable({k: doc.get(k) for k in PLAN_KEYS})
+    def __init__(self, group: zarr.Group, where: str):
+        self._group, self.where = group, where
 
+    @classmethod
+    def open(cls, store: Store, name: str) -> RunData:
+        """The run ``name`` of ``store``; StoreError with what to do if there is no such run."""
+        return cls(run_group(store, name), f"run {name!r} of {store.where}")
 
-def _differences(old: dict, new: dict) -> str:
-    """'made with epochs 3, not 1; seed 0, not 2' (the stored value first), for a refusal message."""
-    a, b = _jsonable(old.get("settings", {})), _jsonable(new.get("settings", {}))
-    # Which settings overrode a preset follows from the settings themselves: not worth a line.
-    diff = [f"{k} {a.get(k)!r}, not {b.get(k)!r}" for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k) and k != "preset_overrides"]
-    if diff:
-        return f"made with {'; '.join(diff[:4])}"
-    if _jsonable(old.get("embeddings_from")) != _jsonable(new.get("embeddings_from")):
-        return "fitted on embeddings of its source run that have changed since (it was embedded again)"
-    return "made from other clips or labels (the store changed since)"
+    def part(self, name: str, *, fresh: bool = False) -> RunData:
+        """The group ``name`` below the run (``final``); ``fresh`` replaces whatever it held."""
+        if fresh:
+            if name in self._group:
+                del self._group[name]
+            self._group.create_group(name)
+        elif name not in self._group:
+            raise StoreError(f"{self.where} has no {name} group: re-run the command that makes it")
+        return RunData(self._group[name], f"{self.where} ({name})")
 
+    def has(self, path: str) -> bool:
+        return path in self._group
 
-def put_bytes(group: zarr.Group, path: str, data: bytes) -> str:
-    """Store a file's bytes as a checksummed uint8 array (models; never pickled objects); its digest."""
-    arr = np.frombuffer(data, dtype=np.uint8)
-    # Trained weights do not compress: checksum only, in 8 MiB chunks.
-    a = group.create_array(path, shape=arr.shape, chunks=(min(len(arr), 1 << 23),), dtype="uint8",
-                           compressors=[zarr.codecs.Crc32cCodec()], overwrite=True)
-    a[:] = arr
-    return digest(data)
+    def document(self, key: str, path: str = "") -> dict | None:
+        """``attrs[key]`` of the group ``path`` below the run, or None."""
+        if path and path not in self._group:
+            return None
+        doc = (self._group[path] if path else self._group).attrs.get(key)
+        return dict(doc) if doc is not None else None
 
+    def write_document(self, key: str, doc: dict) -> None:
+        self._group.attrs[key] = doc
 
-def get_bytes(group: zarr.Group, path: str) -> bytes:
-    if path not in group:
-        raise StoreError(f"model {path} is missing from run {group.attrs.get('run', {}).get('name')}: re-run the command that makes it")
-    return group[path][:].tobytes()
+    def embedding_arrays(self, regions: list[str], n_folds: int, n_clips: int, t_max: int, dim: int) -> None:
+        create_embedding_arrays(self._group, regions, n_folds, n_clips, t_max, dim)
+
+    def embeddings(self, region: str, fold: int) -> np.ndarray:
+        """Fold ``fold``'s embeddings of ``region``: float16 (clips, t_max, dim)."""
+        return self._group[f"embeddings/{region}"][fold]
+
+    def write_embeddings(self, region: str, fold: int, block: np.ndarray) -> None:
+        self._group[f"embeddings/{region}"][fold] = block
+
+    def put_model(self, path: str, data: bytes) -> str:
+        """Store a model file's bytes at ``path`` (``models/cnn/<k>/<region>``, ``models/head/<k>``); its digest."""
+        return put_bytes(self._group, path, data)
+
+    def model(self, path: str) -> bytes:
+        return get_bytes(self._group, path)
+
+    def mark_fold(self, stage: str, index: int, doc: dict) -> None:
+        write_fold_marker(self._group, stage, index, doc)
+
+    def fold_marker(self, stage: str, index: int) -> dict:
+        """Fold ``index``'s marker of ``stage`` (empty if there is none)."""
+        return self.document("fold", f"{FOLDS}/{index}" if stage == "embed" else f"{HEAD}/{FOLDS}/{index}") or {}

@@ -16,7 +16,6 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from roi_store.store.chunkio import TEMP_SUFFIX
 from roi_store.errors import StoreError
 from roi_store.store.runs import list_runs
 from roi_store.store.store import PENDING, open_store
@@ -25,6 +24,10 @@ from roi_store.store.store import PENDING, open_store
 BUSY_STATES = ("running", "incomplete")
 #: A fixed member time, so that the same store always packs to the same bytes.
 _EPOCH = (1980, 1, 1, 0, 0, 0)
+
+#: Zarr writes each file as ``<name>.<random>.partial`` and renames it into place: a writer
+#: killed mid-write leaves one behind, which no reader looks at.
+PARTIAL_SUFFIX = ".partial"
 
 
 @dataclasses.dataclass
@@ -144,7 +147,7 @@ def _store_files(root: Path) -> list[tuple[str, Path]]:
                 raise StoreError(f"{path} is a link or a special file: a store folder holds plain files only; "
                                  "replace it with the file itself")
         for name in filenames:
-            if name.startswith(".") and name.endswith(TEMP_SUFFIX):
+            if name.endswith(PARTIAL_SUFFIX):
                 continue  # a chunk or zarr.json whose writer was killed mid-write: never part of the store
             path = Path(dirpath) / name
             out.append((path.relative_to(root).as_posix(), path))

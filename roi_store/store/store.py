@@ -18,122 +18,29 @@ not say ``complete`` is never read as data.
 from __future__ import annotations
 
 import asyncio
-import json
-import dataclasses
-import datetime as _dt
 import os
 import shutil
 import zipfile
-from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import zarr
-import zarr.codecs
-import zarr.errors
-import zarr.storage
-from zarr.core.sync import sync
 
-from roi_store.store import chunkio
-from roi_store.store import format as fmt
 from roi_store import killpoints
 from roi_store.errors import StoreError
 from roi_store.ids import ClipKey
+from roi_store.store import format as fmt
 from roi_store.store.labels import MEGC2019
+from roi_store.store.lock import now
+from roi_store.store.layout import (  # noqa: F401 -- the layout's names, for callers
+    CLIPS, COMPLETE, PENDING, REGIONS, SKIPPED, TIME_CHUNK, ZSTD_LEVEL, ClipRecord, chunk_keys, clip_path, compressors,
+    record_problem, summary)
+from roi_store.store.sources import is_url, local_store_path, open_url, open_zip, read_only_message
 
-REGIONS = "regions"
-#: zstd level of every region chunk: level 1 compresses these crops to about 1.4x (level 3:
-#: 1.7x) at half the CPU time, and ingest spends more time compressing than decoding JPEGs.
-ZSTD_LEVEL = 1
-#: Frames per chunk along time: a clip's frames fill ceil(n_frames / TIME_CHUNK) chunks per region,
-#: and the padding past them is never written (nor compressed, nor read).
-TIME_CHUNK = 64
-CLIPS = "clips"
-COMPLETE, PENDING, SKIPPED = "complete", "pending", "skipped"
-
-
-def now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def compressors():
-    """Codecs of every region array: zstd, then a crc32c checksum over each stored chunk."""
-    return [zarr.codecs.ZstdCodec(level=ZSTD_LEVEL), zarr.codecs.Crc32cCodec()]
-
-
-@dataclasses.dataclass(frozen=True)
-class ClipRecord:
-    """One clip of the store, as recorded at ingest (see ``schemas/clip.schema.json``)."""
-
-    id: str
-    dataset: str
-    subject: str
-    clip: str
-    status: str
-    row: int | None
-    n_frames: int
-    emotion: str
-    labels: dict
-    data: dict  # the whole record document
-
-    @property
-    def megc2019(self) -> str | None:
-        """The clip's MEGC 2019 3-class label, or None if the composite excludes it."""
-        return self.labels.get(MEGC2019)
-
-    def __getitem__(self, name: str):
-        return self.data[name]
-
-    @classmethod
-    def from_doc(cls, doc: dict) -> ClipRecord:
-        return cls(
-            id=doc["id"], dataset=doc["dataset"], subject=doc["subject"], clip=doc["clip"],
-            status=doc["status"], row=doc.get("row"), n_frames=doc.get("n_frames", 0),
-            emotion=doc.get("emotion", ""), labels=dict(doc.get("labels", {})), data=doc,
-        )
-
-
-def chunk_keys(arr: zarr.Array, row: int, n_frames: int) -> list[str]:
-    """The store keys of the chunks that hold frames ``0 .. n_frames-1`` of clip row ``row``.
-
-    Chunks past a clip's last frame are never written (they read as the zero fill value).
-    Stores made before 0.2 hold one chunk per row (a time chunk of ``t_max``); this covers both.
-    """
-    step = arr.chunks[1]
-    return [f"{arr.store_path.path}/c/{row}/{j}/0/0" for j in range(max(1, -(-n_frames // step)))]
-
-
-def _record_problem(doc: object, path: str) -> str | None:
-    """None for a record this module can use; else why not (the schema's first complaint)."""
-    if isinstance(doc, dict) and _usable(doc):
-        return None
-    try:
-        fmt.validate_document(doc, "clip", f"clip {doc.get('id', path) if isinstance(doc, dict) else path}")
-    except StoreError as exc:
-        return str(exc)
-    return f"{path}: record is damaged"
-
-
-def _usable(doc: dict) -> bool:
-    # The fields ClipRecord and summary() rely on, checked cheaply: full schema validation of
-    # every record on every open would cost more than reading them.
-    def whole(v):
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-    if not all(isinstance(doc.get(k), str) for k in ("id", "dataset", "subject", "clip")):
-        return False
-    if doc.get("status") not in (COMPLETE, PENDING, SKIPPED):
-        return False
-    if doc.get("row") is not None and not whole(doc["row"]):
-        return False
-    if doc["status"] == COMPLETE:
-        return (whole(doc.get("row")) and whole(doc.get("n_frames")) and isinstance(doc.get("labels"), dict)
-                and isinstance(doc.get("emotion"), str))
-    return True
-
-
-def _clip_path(key: ClipKey) -> str:
-    return f"{CLIPS}/{key.dataset}/{key.subject}/{key.clip}"
+#: Clips read by one Zarr call: Zarr fetches and decodes a call's chunks concurrently (its
+#: ``async.concurrency`` setting), and a call holds its clips padded to the longest one.
+READ_BATCH = 32
 
 
 class Store:
@@ -197,25 +104,14 @@ class Store:
         if self._records is None:
             found: dict[str, ClipRecord] = {}
             damaged: list[str] = []
-            paths = self._clip_group_paths()
-
-            async def one(path):
-                try:
-                    return path, await self._group._async_group.getitem(path)
-                except Exception as exc:  # zarr raises JSON, key and value errors for a bad document
-                    return path, exc
-
-            async def nodes():  # fetched concurrently: one request each on a bucket
-                return await asyncio.gather(*(one(p) for p in paths))
-
-            for path, node in sync(nodes()):
+            for path, node in self._clip_groups():
                 if isinstance(node, Exception):
                     damaged.append(f"{path}/zarr.json is damaged ({type(node).__name__})")
                     continue
-                doc = node.attrs.get("record") if isinstance(node, zarr.AsyncGroup) else None
+                doc = node.attrs.get("record") if isinstance(node, zarr.Group) else None
                 if not doc:
                     continue
-                problem = _record_problem(doc, path)
+                problem = record_problem(doc, path)
                 if problem:
                     damaged.append(problem)
                     continue
@@ -231,25 +127,46 @@ class Store:
             )
         return self._records
 
-    def _clip_group_paths(self) -> list[str]:
-        """``clips``, ``clips/<ds>``, ``clips/<ds>/<subj>`` and every ``clips/<ds>/<subj>/<clip>`` group, from ONE
-        listing of the store's keys (the groups above the clips are read to detect their damage).
+    def _clip_groups(self) -> list[tuple[str, zarr.Group | Exception]]:
+        """Every group below ``clips`` (the clips and the groups above them), or why it cannot be read.
 
-        Walking the hierarchy lists every folder on its own, which a zip (a scan of all its
-        member names each time) or a bucket (a request each time) makes slow.
+        Zarr reads the whole hierarchy in one call, fetching the groups concurrently. Only when
+        that fails (a damaged ``zarr.json``) are the groups read one by one, to name each bad one.
         """
-        root = self._group.store_path
-        prefix = f"{root.path}/{CLIPS}/" if root.path else f"{CLIPS}/"
+        try:
+            return [(f"{CLIPS}/{path}", node) for path, node in self._group[CLIPS].members(max_depth=None)]
+        except Exception:  # noqa: BLE001 -- zarr raises JSON, key and value errors for a bad document
+            pass
+        out = []
+        for key in self.stored_keys(f"{CLIPS}/"):
+            parts = key.split("/")
+            if 2 <= len(parts) <= 5 and parts[-1] == "zarr.json":
+                path = "/".join(parts[:-1])
+                try:
+                    out.append((path, self._group[path]))
+                except Exception as exc:  # noqa: BLE001 -- as above
+                    out.append((path, exc))
+        return out
 
-        async def keys() -> list[str]:
-            return [k async for k in root.store.list_prefix(prefix)]
+    def stored_keys(self, prefix: str) -> list[str]:
+        """The keys of the store that begin with ``prefix`` (files, Zarr nodes or not), from one listing.
 
-        paths = []
-        for key in sync(keys()):
-            parts = key[len(prefix):].split("/")
-            if len(parts) <= 4 and parts[-1] == "zarr.json":  # clip groups and the groups above them
-                paths.append("/".join([CLIPS, *parts[:-1]]))
-        return sorted(paths)
+        Keys and ``prefix`` are spelled from the store's root group (``runs/a/LOCK``), wherever that
+        group lies in the underlying Zarr store (a zip may hold it in a folder).
+
+        Zarr's store API is asynchronous; the listing runs on an event loop of its own in a worker
+        thread, so that it works the same from a script and from a notebook whose loop is running.
+        """
+        zstore = self._group.store
+        base = f"{self._group.store_path.path}/{prefix}" if self._group.store_path.path else prefix
+
+        async def listing() -> list[str]:
+            return [k async for k in zstore.list_prefix(base)]
+
+        with ThreadPoolExecutor(1) as worker:
+            keys = worker.submit(asyncio.run, listing()).result()
+        cut = len(base) - len(prefix)
+        return sorted(k[cut:] for k in keys)
 
     @property
     def clips(self) -> list[ClipRecord]:
@@ -276,12 +193,11 @@ class Store:
         return self.clips_frames([clip_id], region)[0]
 
     def clips_frames(self, clip_ids: list[str], region: str) -> list[np.ndarray]:
-        """Several clips' unpadded frames of one region (as :meth:`frames`), with one array handle.
+        """Several clips' unpadded frames of one region (as :meth:`frames`), read by Zarr in batches.
 
-        In a store folder the chunk files are read directly, on a few threads
-        (:mod:`roi_store.store.chunkio`); elsewhere through Zarr, where a chunk's existence is checked
-        only when its frames read back all zeros (the fill value of a chunk that was never
-        written): a check per chunk would double the cost of a read.
+        Clips of similar length share a Zarr call (:data:`READ_BATCH` at a time). A chunk whose
+        frames read back all zeros, the fill value of a chunk never written, is looked up in the
+        store: a missing chunk raises rather than reading as blank frames.
         """
         recs = [self.clip(c) for c in clip_ids]
         if region not in self.regions:
@@ -293,32 +209,41 @@ class Store:
         for rec in recs:
             if rec.row >= arr.shape[0]:
                 self._missing(rec, region, f"row {rec.row}")
-        folder = chunkio.plain_folder(arr)
-        if folder is not None:
-            out = chunkio.read_clips(arr, folder, [(r.row, r.n_frames) for r in recs])
-            for rec, frames in zip(recs, out):
-                if isinstance(frames, chunkio.ChunkProblem):
-                    key = f"{arr.store_path.path}/{frames.key}"
-                    if frames.kind == "missing":
-                        self._missing(rec, region, key)
-                    detail = f" {frames.detail}" if frames.detail else ""
-                    raise StoreError(f"clip {rec.id}: region {region} of {self.where} is {frames.kind} "
-                                     f"({key}{detail}): {self._todo}")
-            return out
-        out = []
-        for rec in recs:
+        out: dict[int, np.ndarray] = {}
+        order = sorted(range(len(recs)), key=lambda i: recs[i].n_frames)
+        for start in range(0, len(order), READ_BATCH):
+            batch = [recs[i] for i in order[start:start + READ_BATCH]]
+            longest = max(r.n_frames for r in batch)
             try:
-                frames = arr[rec.row, : rec.n_frames]
+                block = arr.get_orthogonal_selection(([r.row for r in batch], slice(0, longest)))
             except Exception as exc:  # codec errors (checksum, zstd) come as several types
-                raise StoreError(f"clip {rec.id}: region {region} of {self.where} is damaged ({type(exc).__name__}: "
+                bad = self._damaged_clip(arr, batch)
+                raise StoreError(f"clip {bad.id}: region {region} of {self.where} is damaged ({type(exc).__name__}: "
                                  f"checksum or compression): {self._todo}") from None
-            step = arr.chunks[1]
-            for j, key in enumerate(chunk_keys(arr, rec.row, rec.n_frames)):
-                # All fill value: real frames, or a chunk that was never written?
-                if not frames[j * step:(j + 1) * step].any() and not sync(arr.store_path.store.exists(key)):
+            for i, rec, frames in zip(order[start:start + READ_BATCH], batch, block):
+                self._check_written(arr, rec, region, frames[:rec.n_frames])
+                out[i] = frames[:rec.n_frames]
+        return [out[i] for i in range(len(recs))]
+
+    @staticmethod
+    def _damaged_clip(arr: zarr.Array, batch: list[ClipRecord]) -> ClipRecord:
+        """The first clip of ``batch`` whose frames cannot be read (to name it)."""
+        for rec in batch:
+            try:
+                arr[rec.row, : rec.n_frames]
+            except Exception:  # noqa: BLE001 -- as in clips_frames
+                return rec
+        return batch[0]
+
+    def _check_written(self, arr: zarr.Array, rec: ClipRecord, region: str, frames: np.ndarray) -> None:
+        step, base = arr.chunks[1], f"{REGIONS}/{region}/"
+        keys = [base + key for key in chunk_keys(arr, rec.row, rec.n_frames)]
+        blank = [key for j, key in enumerate(keys) if not frames[j * step:(j + 1) * step].any()]
+        if blank:
+            stored = set(self.stored_keys(base))
+            for key in blank:
+                if key not in stored:
                     self._missing(rec, region, key)
-            out.append(frames)
-        return out
 
     @property
     def _todo(self) -> str:
@@ -330,7 +255,7 @@ class Store:
 
     @property
     def zgroup(self) -> zarr.Group:
-        """The underlying Zarr root group (for roistore's own modules)."""
+        """The underlying Zarr root group (for the store modules only: ``runs``, ``validate``, ``share``)."""
         return self._group
 
     def view_clips(self, view: str = MEGC2019) -> list[ClipRecord]:
@@ -364,7 +289,7 @@ class Store:
     # --- writing (coordinator only) ---------------------------------------------------------
     def _require_writable(self) -> None:
         if self.source != "dir":
-            raise StoreError(_read_only_message(self.where, self.source))
+            raise StoreError(read_only_message(self.where, self.source))
         if self.mode == "r":
             raise StoreError(f"{self.where} is open read-only: open it with mode='r+' to change it")
 
@@ -379,20 +304,17 @@ class Store:
     def write_record(self, doc: dict) -> ClipRecord:
         """Create or replace a clip's record (validated against the clip schema).
 
-        In a store folder the group's ``zarr.json`` is written directly, whole, with the bytes
-        Zarr would write (:func:`roi_store.store.chunkio.write_group`); elsewhere through Zarr.
+        Zarr writes the group's ``zarr.json`` whole (a temporary file renamed into place), so a
+        killed writer leaves the old record or the new one.
         """
         self._require_writable()
         doc = fmt.json_safe(doc)  # file names that are not UTF-8 become \xNN escapes
         fmt.validate_document(doc, "clip", f"{self.where} clip {doc.get('id')}")
         key = ClipKey.parse(doc["id"])
-        path = _clip_path(key)
-        folder = chunkio.group_folder(self._group)
-        if folder is not None:
-            chunkio.write_group(folder, path, {"record": doc})
-        elif path in self._group:
-            self._group[path].attrs["record"] = doc
-        else:
+        path = clip_path(key)
+        try:
+            self._group[path].attrs.put({"record": doc})
+        except KeyError:  # a new clip
             self._group.create_group(path, attributes={"record": doc})
         rec = ClipRecord.from_doc(doc)
         if self._records is not None:
@@ -416,84 +338,37 @@ class Store:
     # --- summary ----------------------------------------------------------------------------
     def summary(self) -> dict:
         """What ``roistore info --json`` prints (a stable interface; see README)."""
-        clips = self.clips
-        out: dict = {
-            "store": self.where,
-            "format_version": self.header["format_version"],
-            "clips": len(clips),
-            "subjects": len({(c.dataset, c.subject) for c in clips}),
-            "frames": int(sum(c.n_frames for c in clips)),
-            "region_scheme": self.header["region_scheme"],
-            "regions": self.regions,
-            "t_max": self.t_max,
-            "datasets": {},
-            "views": {},
-            "skipped": [],
-            "pending": [r.id for r in self.records().values() if r.status == PENDING],
-        }
-        by_ds = defaultdict(list)
-        for c in clips:
-            by_ds[c.dataset].append(c)
-        for ds, items in sorted(by_ds.items()):
-            out["datasets"][ds] = {
-                "clips": len(items),
-                "subjects": len({c.subject for c in items}),
-                "frames": int(sum(c.n_frames for c in items)),
-                "emotions": dict(sorted(Counter(c.emotion for c in items).items())),
-            }
-        for name, view in self.views.items():
-            members = [c for c in clips if c.labels.get(name)]
-            vds = {}
-            for ds in sorted({c.dataset for c in members}):
-                sub = [c for c in members if c.dataset == ds]
-                vds[ds] = _view_counts(sub, name, view["classes"])
-            out["views"][name] = {**_view_counts(members, name, view["classes"]), "datasets": vds}
-        for r in self.records().values():
-            if r.status == SKIPPED:
-                out["skipped"].append({"id": r.id, "reason": r.data.get("reason", ""), "source": r.data.get("source", "")})
-        for items in self.header.get("skipped", {}).values():
-            out["skipped"].extend(items)
-        return out
+        return summary(self)
 
 
-def _view_counts(clips: list[ClipRecord], view: str, classes: list[str]) -> dict:
-    counts = Counter(c.labels[view] for c in clips)
-    return {
-        "clips": len(clips),
-        "subjects": len({(c.dataset, c.subject) for c in clips}),
-        "classes": {k: counts.get(k, 0) for k in classes},
-    }
+#: This process's open region arrays (an ingest worker writes many clips): by store path and
+#: the root ``zarr.json``'s identity, which a new store at the same path changes.
+_WRITE_ARRAYS: dict[tuple, dict[str, zarr.Array]] = {}
 
 
-def _is_url(text: str) -> bool:
-    return "://" in text or "::" in text
+def write_clip_frames(store_path: str, row: int, blocks: dict[str, np.ndarray]) -> None:
+    """Write one clip's region blocks (region -> (n_frames, h, w) uint8) at ``row``: an ingest worker's only write.
 
-
-def _read_only_message(where: str, source: str) -> str:
-    if source == "zip":
-        return (f"{where} is a zip archive and opens read-only: unpack it into a folder "
-                f"(python -m zipfile -e {where} STORE_DIR) and write to that directory store")
-    return (f"{where} is a URL and opens read-only: roistore writes only to a directory store on a local path; "
-            "copy the store into a local folder to change it")
-
-
-def local_store_path(path: str | Path) -> Path:
-    """The local folder of a store that is going to be written.
-
-    Raises
-    ------
-    StoreError
-        If ``path`` is a URL, a zip archive or another file: only a folder can be written.
+    Only the chunks that hold frames are written, each whole (zero-padded past the last frame),
+    so nothing on disk is read back and merged: a resumed clip replaces a half-written chunk.
+    The arrays are opened once per process, and again when ``row`` lies past them (the
+    coordinator grew them since).
     """
-    where = str(path)
-    if isinstance(path, str) and _is_url(where):
-        raise StoreError(_read_only_message(where, "url"))
-    path = Path(path)
-    if path.is_file():
-        if zipfile.is_zipfile(path):
-            raise StoreError(_read_only_message(where, "zip"))
-        raise StoreError(f"{where} is a file, not a store folder: choose a folder for the store")
-    return path
+    stat = os.stat(Path(store_path, "zarr.json"))
+    key = (store_path, stat.st_ino, stat.st_mtime_ns)
+    arrays = _WRITE_ARRAYS.get(key)
+    if arrays is None or any(row >= a.shape[0] for a in arrays.values()):
+        group = zarr.open_group(store_path, mode="r+")
+        _WRITE_ARRAYS.clear()
+        arrays = _WRITE_ARRAYS[key] = {n: group[f"{REGIONS}/{n}"] for n in blocks}
+    with zarr.config.set({"array.write_empty_chunks": True}):
+        for name, block in blocks.items():
+            arr = arrays[name]
+            span = min(-(-len(block) // arr.chunks[1]) * arr.chunks[1], arr.shape[1])
+            padded = np.zeros((span, *block.shape[1:]), dtype=np.uint8)
+            padded[:len(block)] = block
+            arr[row, :span] = padded
+            killpoints.reached("ingest.chunk")
 
 
 def open_store(path: str | Path, mode: str = "r") -> Store:
@@ -522,13 +397,13 @@ def open_store(path: str | Path, mode: str = "r") -> Store:
     where = str(path)
     if mode == "r+":
         path = local_store_path(path)
-    elif isinstance(path, str) and _is_url(where):
-        return Store(_open_url(where), where, "r", source="url")
+    elif isinstance(path, str) and is_url(where):
+        return Store(open_url(where), where, "r", source="url")
     elif Path(path).is_file():
         if not zipfile.is_zipfile(path):
             raise StoreError(f"{where} is a file but not a zip archive: give a store folder, a zip made by "
                              "'roistore pack', or a URL")
-        return Store(_open_zip(Path(path)), where, "r", source="zip")
+        return Store(open_zip(Path(path)), where, "r", source="zip")
     if not (Path(path) / "zarr.json").is_file():
         if Path(path).suffix.lower() == ".zip":
             raise StoreError(f"no such file {where}: check the path")
@@ -538,103 +413,6 @@ def open_store(path: str | Path, mode: str = "r") -> Store:
     except Exception as exc:  # zarr raises a variety of types for a damaged zarr.json
         raise StoreError(f"{where} is not a readable Zarr v3 store ({type(exc).__name__}: {exc})") from None
     return Store(group, where, mode)
-
-
-def _zip_prefix(names: list[str], where: str) -> str:
-    """Where the store lies inside a zip: its top, or the one folder a zipped store folder makes.
-
-    Member names that could point outside the archive (absolute, ``..``, backslashes) are
-    refused: zarr reads members by key only, but such an archive was not made by
-    ``roistore pack`` and may be a trap for whoever unpacks it.
-    """
-    for name in names:
-        parts = name.split("/")
-        if name.startswith("/") or "\\" in name or "\x00" in name or ".." in parts or (parts[0][1:2] == ":"):
-            raise StoreError(f"{where}: zip member {name!r} has an unsafe name (absolute or with '..'): "
-                             "refusing to read this archive; ask for a zip made by 'roistore pack'")
-    if "zarr.json" in names:
-        return ""
-    # A zipped store folder ('zip -r store.zip data/store.zarr'): the one shallowest zarr.json.
-    roots = [n[: -len("/zarr.json")] for n in names if n.endswith("/zarr.json")]
-    depth = min((r.count("/") for r in roots), default=0)
-    tops = sorted(r for r in roots if r.count("/") == depth)
-    if len(tops) == 1:
-        return tops[0]
-    raise StoreError(f"{where} is a zip archive but holds no store at its top (no zarr.json): "
-                     "make one with 'roistore pack STORE OUT.zip'")
-
-
-def _open_group(zstore, prefix: str, where: str) -> zarr.Group:
-    try:
-        return zarr.open_group(zstore, path=prefix, mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-        raise StoreError(f"no roistore store at {where} (no Zarr group there): check the path or URL") from None
-    except Exception as exc:  # zarr raises a variety of types for a damaged zarr.json
-        raise StoreError(f"{where} is not a readable Zarr v3 store ({type(exc).__name__}: {exc}): "
-                         "ask for a new copy, made by 'roistore pack'") from None
-
-
-def _open_zip(path: Path) -> zarr.Group:
-    where = str(path)
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise StoreError(f"{where} is not a readable zip archive ({exc}): ask for a new copy") from None
-    prefix = _zip_prefix(names, where)
-    return _open_group(zarr.storage.ZipStore(path, mode="r"), prefix, where)
-
-
-def _open_url(url: str) -> zarr.Group:
-    import fsspec
-    from fsspec.core import split_protocol
-    from fsspec.registry import known_implementations
-
-    # A zip behind a URL is read through fsspec's zip file system, member by member.
-    if split_protocol(url.split("::")[0])[0] != "zip" and url.split("::")[-1].lower().endswith(".zip"):
-        url = f"zip://::{url}"
-    for part in url.split("::"):
-        protocol = split_protocol(part)[0] or "file"
-        try:
-            fsspec.get_filesystem_class(protocol)
-        except ImportError as exc:
-            hint = known_implementations.get(protocol, {}).get("err") or str(exc)
-            raise StoreError(f"cannot open {url}: the {protocol}:// protocol needs a package that is not installed "
-                             f"({hint.splitlines()[0]}): pip install it, or copy the store to a local folder") from None
-        except ValueError:
-            raise StoreError(f"cannot open {url}: unknown protocol {protocol!r}: use a local path, a .zip file "
-                             "or an fsspec URL such as file:///path/store.zarr or s3://bucket/store.zarr") from None
-    try:
-        zstore = zarr.storage.FsspecStore.from_url(url, read_only=True)
-    except Exception as exc:  # the file system's own errors: credentials, missing bucket, bad archive
-        raise StoreError(f"cannot open {url} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): "
-                         "check the URL and your access to it") from None
-    prefix = ""
-    archive = getattr(zstore.fs, "sync_fs", zstore.fs)
-    if hasattr(getattr(archive, "zip", None), "namelist"):
-        zstore = _ArchiveStore(zstore.fs, read_only=True, path=zstore.path.strip("/"))
-        if not zstore.path:
-            prefix = _zip_prefix(archive.zip.namelist(), url)
-    return _open_group(zstore, prefix, url)
-
-
-class _ArchiveStore(zarr.storage.FsspecStore):
-    """An FsspecStore over an archive file system (``zip://``), whose paths have no leading '/'.
-
-    zarr 3.1's ``FsspecStore.list_dir`` joins an empty root path as ``/prefix`` and then cannot
-    strip it from the archive's listing, so groups at the archive's top list no members.
-    """
-
-    async def list_dir(self, prefix: str):
-        base = "/".join(p for p in (self.path.strip("/"), prefix.strip("/")) if p)
-        try:
-            entries = await self.fs._ls(base, detail=False)
-        except FileNotFoundError:
-            return
-        for entry in entries:
-            entry = entry.strip("/")
-            if entry != base:
-                yield entry.rsplit("/", 1)[-1]
 
 
 def create_store(path: str | Path, settings: dict) -> Store:

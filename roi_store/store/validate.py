@@ -6,10 +6,8 @@ import dataclasses
 
 import numpy as np
 
-from zarr.core.sync import sync
-
-from roi_store.store import format as fmt
 from roi_store.errors import RoiStoreError
+from roi_store.store import format as fmt
 from roi_store.store.runs import (FAILED, HEAD, RUNS, commit_doc, digest, embeddings_source, fold_checksum, fold_docs,
                             run_names, run_status)
 from roi_store.store.store import COMPLETE, REGIONS, SKIPPED, Store, chunk_keys
@@ -55,6 +53,7 @@ def validate_store(store: Store) -> ValidationReport:
         expect = (store.t_max,)
         if arr.shape[1:2] != expect or arr.dtype != "uint8":
             problems.append(f"{REGIONS}/{name}: shape {arr.shape} / dtype {arr.dtype} does not match t_max {store.t_max}")
+    stored = {name: set(store.stored_keys(f"{REGIONS}/{name}/")) for name in arrays}
     for rec in records.values():
         try:
             fmt.validate_document(rec.data, "clip", f"clip {rec.id}")
@@ -68,10 +67,9 @@ def validate_store(store: Store) -> ValidationReport:
                 problems.append(f"clip {rec.id}: row {rec.row} is outside {REGIONS}/{name} ({arr.shape[0]} rows)")
                 continue
             keys = chunk_keys(arr, rec.row, rec.n_frames)
-            prefix = f"{arr.store_path.path}/"
-            missing = [k for k in keys if not sync(arr.store_path.store.exists(k))]
+            missing = [k for k in keys if f"{REGIONS}/{name}/{k}" not in stored[name]]
             if missing:
-                problems.append(f"clip {rec.id}: chunk {REGIONS}/{name}/{missing[0][len(prefix):]} is missing")
+                problems.append(f"clip {rec.id}: chunk {REGIONS}/{name}/{missing[0]} is missing")
                 continue
             step, parts, damaged = arr.chunks[1], [], False
             for j, key in enumerate(keys):  # chunk by chunk, to name the damaged one
@@ -79,7 +77,7 @@ def validate_store(store: Store) -> ValidationReport:
                     parts.append(arr[rec.row, j * step:(j + 1) * step])
                     chunks += 1
                 except Exception as exc:  # codec errors (checksum, zstd) come as several types
-                    problems.append(f"clip {rec.id}: chunk {REGIONS}/{name}/{key[len(prefix):]} is damaged ({exc})")
+                    problems.append(f"clip {rec.id}: chunk {REGIONS}/{name}/{key} is damaged ({exc})")
                     damaged = True
                     break
             if damaged:
@@ -159,7 +157,7 @@ def _check_run(store: Store, name: str) -> tuple[list[str], int]:
             for kind, items in fold["digests"].items():
                 for item, want in items.items():
                     if kind == "embeddings":
-                        label, n, read = f"{path}/embeddings/{item}[{k}]", 1, _embedding_reader(group, item, k)
+                        label, n, read = f"{path}/embeddings/{item}[{k}]", 1, _embedding_reader(store, path, item, k)
                     else:
                         sub = f"models/cnn/{k}/{item}" if stage == "embed" else f"models/head/{k}"
                         label = f"{path}/{sub}"
@@ -176,11 +174,12 @@ def _check_run(store: Store, name: str) -> tuple[list[str], int]:
     return problems, chunks
 
 
-def _embedding_reader(group, region: str, fold: int):
+def _embedding_reader(store: Store, path: str, region: str, fold: int):
     def read():
-        arr = group[f"embeddings/{region}"]
-        key = f"c/{fold}/0/0/0"
-        if not sync(arr.store_path.store.exists(f"{arr.store_path.path}/{key}")):
+        base = f"{path}/embeddings/{region}"
+        arr = store.zgroup[base]
+        key = arr.metadata.encode_chunk_key((fold, 0, 0, 0))
+        if f"{base}/{key}" not in store.stored_keys(f"{base}/"):
             raise KeyError(f"chunk {key} is missing")
         return arr[fold]
     return read

@@ -6,22 +6,43 @@
 Each reader yields :class:`ClipSpec` (a clip's frames in temporal order plus its annotation) or
 :class:`Skip` (why a clip, folder or sheet row was not used), sorted by clip key. Scanning only
 lists files and reads sheets; frames are decoded later, by ingest.
+
+A dataset module declares everything about its dataset: folder layout, sheet columns, labels,
+frame rate and subject spelling. Adding a dataset is one module and one line in
+:data:`NATIVE_READERS`; registering it here also registers its subject spelling for
+:class:`~roi_store.ids.ClipKey`, so ids are spelled the same wherever they are made.
 """
 
 from __future__ import annotations
 
-from roi_store.ingest.datasets.base import IMAGE_SUFFIXES, ClipSpec, DatasetReader, Skip, frame_number
+from roi_store.errors import ConfigError
+from roi_store.ids import register_spelling
+from roi_store.ingest.datasets.base import (
+    IMAGE_SUFFIXES,
+    ClipSpec,
+    DatasetReader,
+    Skip,
+    frame_number,
+)
 from roi_store.ingest.datasets.casme2 import CASME2Reader
 from roi_store.ingest.datasets.manifest import ManifestReader
 from roi_store.ingest.datasets.samm import SAMMReader
 from roi_store.ingest.datasets.smic import SMICReader
-from roi_store.errors import ConfigError
+
+#: The readers of each dataset's own layout, one module each.
+NATIVE_READERS: tuple[DatasetReader, ...] = (CASME2Reader(), SAMMReader(), SMICReader())
 
 #: Every reader by name; the CLI's ``--dataset`` choices are these keys.
 READERS: dict[str, DatasetReader] = {
-    reader.name: reader
-    for reader in (CASME2Reader(), SAMMReader(), SMICReader(), ManifestReader())
+    reader.name: reader for reader in (*NATIVE_READERS, ManifestReader(natives=NATIVE_READERS))
 }
+
+# ClipKey lives below the readers (the store uses it) and cannot import them: they hand it
+# their spellings. ``import roi_store`` imports this module, so no id is made before this ran.
+for _reader in NATIVE_READERS:
+    if _reader.spelling is not None:
+        register_spelling(_reader.name, _reader.spelling)
+del _reader
 
 
 def get_reader(name: str) -> DatasetReader:
@@ -51,6 +72,7 @@ def get_reader(name: str) -> DatasetReader:
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "NATIVE_READERS",
     "READERS",
     "CASME2Reader",
     "ClipSpec",

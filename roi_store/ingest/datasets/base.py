@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+from roi_store.ids import ClipKey, SubjectSpelling
 from roi_store.store.format import printable
-from roi_store.ids import ClipKey
 
 #: File suffixes taken as frames (lower case). Anything else in a clip folder is ignored.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
@@ -59,10 +59,17 @@ class Skip:
 
 
 class DatasetReader(Protocol):
-    """A reader of one dataset's native layout; registered by ``name``."""
+    """A reader of one dataset's native layout; registered by ``name``.
+
+    ``spelling`` is how the dataset spells subject ids (None: as given), registered for
+    :class:`~roi_store.ids.ClipKey`; ``emotions`` are its labels, lower case (None: any), which
+    the manifest reader also uses for rows that name the dataset.
+    """
 
     name: str
     fps: float
+    spelling: SubjectSpelling | None
+    emotions: frozenset[str] | None
 
     def scan(self, root: Path, annotations: Path | None = None) -> Iterator[ClipSpec | Skip]:
         """Yield every clip of the dataset under ``root`` (or a Skip saying why not)."""
@@ -72,3 +79,8 @@ def frame_number(path: Path) -> int | None:
     """The last run of digits in a file's stem (``img100.jpg`` -> 100), or None."""
     m = _LAST_NUMBER.search(path.stem)
     return int(m.group(1)) if m else None
+
+
+def one_line(text: object) -> str:
+    """``text`` with each run of blanks and line breaks made one space: messages stay one line."""
+    return " ".join(str(text).split())

@@ -1,21 +1,34 @@
-"""CASME II: ``CASME2_RAW_selected/subNN/EPxx_yy[f]/imgK.jpg`` and ``CASME2-coding*.xlsx``."""
+"""CASME II: ``CASME2_RAW_selected/subNN/EPxx_yy[f]/imgK.jpg`` and ``CASME2-coding*.xlsx``.
+
+Everything roistore knows about CASME II's layout is declared here; the sheet/folder join is
+:mod:`~roi_store.ingest.datasets.coded`'s.
+
+* Subjects are folders ``sub01`` .. ``sub26``; the sheet's ``Subject`` column says ``1`` or
+  ``01`` (a number cell may read ``1.0``). ``1``, ``01``, ``1.0``, ``sub1``, ``sub01`` and
+  ``Sub01`` are all the subject ``sub01``.
+* Clips are folders ``EP02_01f`` named as in the sheet's ``Filename`` column; frames are
+  ``img46.jpg`` .. ``img100.jpg``, numbered without zero padding (200 fps).
+* The sheet has one header row in every published version, but its columns move between
+  versions (blank columns come and go), so they are found by name.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-from roi_store.ingest.datasets.base import ClipSpec, Skip
-from roi_store.ingest.datasets.common import CodedLayout, scan_coded_dataset
+from roi_store.ids import SubjectSpelling
+from roi_store.ingest.datasets.coded import CodedLayout, CodedReader
 
 #: The seven labels of the published sheets, lower case.
 EMOTIONS = frozenset(
     {"others", "disgust", "happiness", "surprise", "repression", "sadness", "fear"}
 )
 
+#: ``sub`` and two digits, as the subject folders are named.
+SPELLING = SubjectSpelling(prefix="sub", width=2)
+
 LAYOUT = CodedLayout(
     dataset="casme2",
     fps=200.0,
+    spelling=SPELLING,
     sheet_glob="CASME2-coding*.xlsx",
     columns={
         "subject": "Subject",
@@ -28,38 +41,15 @@ LAYOUT = CodedLayout(
     },
     known_emotions=EMOTIONS,
     root_hint="the CASME2_RAW_selected/ folder that holds sub01, sub02, ...",
-    # One header row in every published version, but the columns move between versions
-    # (blank columns come and go), so they are found by name.
     find_header=False,
 )
 
 
-class CASME2Reader:
-    """Reader of CASME II's raw frame folders (200 fps) and coding sheet."""
+class CASME2Reader(CodedReader):
+    """Reader of CASME II's raw frame folders (200 fps) and coding sheet.
 
-    name = "casme2"
-    fps = LAYOUT.fps
+    ``scan(root, annotations=None)`` takes ``CASME2_RAW_selected/`` as ``root``; the default
+    sheet is the newest-looking ``CASME2-coding*.xlsx`` beside it or inside it.
+    """
 
-    def scan(self, root: Path, annotations: Path | None = None) -> Iterator[ClipSpec | Skip]:
-        """Yield every coded clip under ``root`` in ClipKey order, or a Skip saying why not.
-
-        Parameters
-        ----------
-        root : Path
-            ``CASME2_RAW_selected/`` (the folder holding ``sub01``, ``sub02``, ...).
-        annotations : Path, optional
-            The coding sheet; default: the newest-looking ``CASME2-coding*.xlsx`` in the
-            parent of ``root`` or in ``root``.
-
-        Yields
-        ------
-        ClipSpec or Skip
-
-        Raises
-        ------
-        DatasetError
-            If ``root`` is missing or holds no subject folder.
-        AnnotationError
-            If the sheet is missing, unreadable or lacks a required column.
-        """
-        return scan_coded_dataset(LAYOUT, root, annotations)
+    layout = LAYOUT

@@ -4,7 +4,8 @@ Header columns (names compared without case or blanks): ``dataset, subject, clip
 label`` and optionally ``onset, apex, offset, aus, fps``. ``folder`` is relative to the root
 given to :meth:`ManifestReader.scan`; absolute paths, ``..`` and symlinks that lead out of the
 root are refused (a Skip), never read. Each row is one clip: all frames of its folder, or
-``onset``..``offset`` when both are given.
+``onset``..``offset`` when both are given. Names may be in any script (``表情01``); a row
+that names a dataset with a native reader takes its subject spelling, labels and frame rate.
 """
 
 from __future__ import annotations
@@ -13,28 +14,30 @@ import csv
 import io
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from roi_store.ingest.datasets import casme2, samm, smic
-from roi_store.ingest.datasets.base import ClipSpec, Skip
-from roi_store.ingest.datasets.common import (
-    Annotation,
-    BadCell,
-    Pending,
-    cell_int,
-    emit_sorted,
-    is_blank,
-    match_columns,
-    normalise_emotion,
-    outside_root,
-    parse_apex,
-    parse_aus,
-    resolve_root,
-    sort_key,
-)
 from roi_store.errors import AnnotationError
 from roi_store.ids import ClipKey
+from roi_store.ingest.datasets.base import ClipSpec, DatasetReader, Skip
+from roi_store.ingest.datasets.cells import (
+    BadCell,
+    cell_int,
+    is_blank,
+    normalise_emotion,
+    parse_apex,
+    parse_aus,
+)
+from roi_store.ingest.datasets.clips import (
+    Annotation,
+    Item,
+    emit_sorted,
+    key_order,
+    key_skip,
+    skip_item,
+)
+from roi_store.ingest.datasets.paths import outside_root, resolve_root
+from roi_store.ingest.datasets.sheets import match_columns
 
 #: Column key -> header name (the same here; the coded readers map keys to their sheets' names).
 COLUMNS = {k: k for k in ("dataset", "subject", "clip", "folder", "label")}
@@ -45,13 +48,6 @@ _HINT = (
     "(optional: onset, apex, offset, aus, fps)"
 )
 
-#: When a row names a dataset roistore knows, its labels and frame rate are the defaults.
-_NATIVE = {
-    "casme2": (casme2.EMOTIONS, casme2.LAYOUT.fps),
-    "samm": (samm.EMOTIONS, samm.LAYOUT.fps),
-    "smic": (smic.EMOTIONS, smic.SMICReader.fps),
-}
-
 
 class ManifestReader:
     """Reader of clips listed in a CSV manifest.
@@ -61,12 +57,17 @@ class ManifestReader:
     fps : float
         Frame rate for rows with no ``fps`` cell whose dataset is not one roistore knows;
         such clips carry a warning saying the default was assumed.
+    natives : iterable of DatasetReader
+        The native readers: a row naming one of their datasets takes its labels and fps.
     """
 
     name = "manifest"
+    spelling = None
+    emotions = None
 
-    def __init__(self, fps: float = 30.0) -> None:
+    def __init__(self, fps: float = 30.0, natives: Iterable[DatasetReader] = ()) -> None:
         self.fps = float(fps)
+        self._natives = {reader.name: reader for reader in natives}
 
     def scan(self, root: Path, annotations: Path | None = None) -> Iterator[ClipSpec | Skip]:
         """Yield every clip the manifest lists, in ClipKey order, or a Skip saying why not.
@@ -100,7 +101,7 @@ class ManifestReader:
         root = resolve_root(root, expected="the folder the manifest's 'folder' paths start from")
         header, rows = _read_csv(path)
         index = match_columns(header, COLUMNS, OPTIONAL, file=path.name, header_row=1, hint=_HINT)
-        items: list[tuple[tuple[str, ...], Pending]] = []
+        items: list[Item] = []
         first_row: dict = {}
         for number, row in rows:
             cells = {k: (row[i] if i < len(row) else "") for k, i in index.items()}
@@ -109,18 +110,16 @@ class ManifestReader:
 
     def _row(
         self, path: Path, root: Path, number: int, v: dict[str, str], first_row: dict
-    ) -> tuple[tuple[str, ...], Pending]:
+    ) -> Item:
         where = f"{path.name} row {number}"
         ds, subj, clip = v["dataset"], v["subject"], v["clip"]
         try:
             key = ClipKey.make(ds, subj, clip)
         except AnnotationError as exc:
-            rid = f"{ds.strip()}/{subj.strip()}/{clip.strip()}"
-            return sort_key(ds.strip().lower(), subj, clip), Skip(rid, f"{where}: {exc}", where)
-        skey = (key.dataset, key.subject, key.clip)
+            return skip_item(ds, subj, clip, f"{where}: {exc}", where)
 
         def skip(reason: str) -> tuple[tuple[str, ...], Skip]:
-            return skey, Skip(key.id, f"{where}: {reason}", where)
+            return key_skip(key, f"{where}: {reason}", where)
 
         if key in first_row:
             first = first_row[key]
@@ -165,7 +164,7 @@ class ManifestReader:
             # No range to check it against: make_clip warns if its frame is not on disk.
             apex, warnings = parse_apex(v["apex"], None, None, "apex")
 
-        native = _NATIVE.get(key.dataset)
+        native = self._natives.get(key.dataset)
         fps_text = v.get("fps", "")
         if not is_blank(fps_text):
             try:
@@ -175,15 +174,16 @@ class ManifestReader:
             if not (math.isfinite(fps) and fps > 0):
                 return skip(f"fps {fps_text.strip()!r} is not a positive number")
         elif native:
-            fps = native[1]
+            fps = native.fps
         else:
             fps = self.fps
             warnings.append(f"fps not given; assumed {self.fps:g} (add an 'fps' column)")
-        emotion, more = normalise_emotion(v["label"], native[0] if native else None, key.dataset)
+        labels = native.emotions if native else None
+        emotion, more = normalise_emotion(v["label"], labels, key.dataset)
         aus, aus_raw = parse_aus(v.get("aus"))
         warnings += more
         ann = Annotation(emotion, where, aus, aus_raw, onset, apex, offset, warnings, fps=fps)
-        return skey, (key, folder, ann)
+        return key_order(key), (key, folder, ann)
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:

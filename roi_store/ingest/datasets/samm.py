@@ -1,26 +1,37 @@
 """SAMM: ``SAMM/NNN/NNN_x_y/NNN_KKKKK.jpg`` and the ``SAMM_Micro_FACS_Codes*.xlsx`` sheet.
 
-The published sheet has 13 note rows above its header (row 14) and a ``Duration`` column that
-may be a formula; the header is found by its ``Subject`` and ``Filename`` cells, and
-``Duration`` is never read (the clip's length comes from onset and offset).
+Everything roistore knows about SAMM's layout is declared here; the sheet/folder join is
+:mod:`~roi_store.ingest.datasets.coded`'s.
+
+* Subjects are folders ``006`` .. ``037``; ``6``, ``06``, ``006`` and ``6.0`` are all the
+  subject ``006``.
+* Clips are folders ``006_1_2`` named as in the sheet's ``Filename`` column; frames are
+  ``006_05562.jpg``, numbered with zero padding (200 fps).
+* The published sheet has 13 note rows above its header (row 14), so the header is found by
+  its ``Subject`` and ``Filename`` cells; micro-expressions are on sheet ``MICRO_ONLY`` when
+  the workbook has it. Its ``Duration`` column may be a formula and is never read (the clip's
+  length comes from onset and offset).
+* AUs keep every alternative (``"L12 or L14"`` -> ``["L12", "L14"]``); the cell as written is
+  in ``ClipSpec.aus_raw``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-from roi_store.ingest.datasets.base import ClipSpec, Skip
-from roi_store.ingest.datasets.common import CodedLayout, scan_coded_dataset
+from roi_store.ids import SubjectSpelling
+from roi_store.ingest.datasets.coded import CodedLayout, CodedReader
 
 #: The eight labels of the published sheet, lower case (SAMM says "Other", not "Others").
 EMOTIONS = frozenset(
     {"anger", "other", "happiness", "surprise", "contempt", "disgust", "fear", "sadness"}
 )
 
+#: Three digits, no prefix, as the subject folders are named.
+SPELLING = SubjectSpelling(prefix="", width=3)
+
 LAYOUT = CodedLayout(
     dataset="samm",
     fps=200.0,
+    spelling=SPELLING,
     sheet_glob="SAMM_Micro_FACS_Codes*.xlsx",
     columns={
         "subject": "Subject",
@@ -38,35 +49,11 @@ LAYOUT = CodedLayout(
 )
 
 
-class SAMMReader:
-    """Reader of SAMM's frame folders (200 fps) and FACS code sheet (micro-expressions)."""
+class SAMMReader(CodedReader):
+    """Reader of SAMM's frame folders (200 fps) and FACS code sheet (micro-expressions).
 
-    name = "samm"
-    fps = LAYOUT.fps
+    ``scan(root, annotations=None)`` takes ``SAMM/`` as ``root``; the default sheet is the
+    newest-looking ``SAMM_Micro_FACS_Codes*.xlsx`` beside it or inside it.
+    """
 
-    def scan(self, root: Path, annotations: Path | None = None) -> Iterator[ClipSpec | Skip]:
-        """Yield every coded clip under ``root`` in ClipKey order, or a Skip saying why not.
-
-        Parameters
-        ----------
-        root : Path
-            ``SAMM/`` (the folder holding ``006``, ``007``, ...).
-        annotations : Path, optional
-            The code sheet (sheet ``MICRO_ONLY`` if present, else the first); default: the
-            newest-looking ``SAMM_Micro_FACS_Codes*.xlsx`` in the parent of ``root`` or in
-            ``root``.
-
-        Yields
-        ------
-        ClipSpec or Skip
-            AUs keep every alternative (``"L12 or L14"`` -> ``["L12", "L14"]``); the cell as
-            written is in ``ClipSpec.aus_raw``.
-
-        Raises
-        ------
-        DatasetError
-            If ``root`` is missing or holds no subject folder.
-        AnnotationError
-            If the sheet is missing, unreadable, has no header row or lacks a column.
-        """
-        return scan_coded_dataset(LAYOUT, root, annotations)
+    layout = LAYOUT

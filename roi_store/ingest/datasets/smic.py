@@ -1,8 +1,12 @@
 """SMIC-HS: ``HS/sN/micro/<negative|positive|surprise>/sN_xx_NN/imageKKKKKK.bmp``.
 
 SMIC has no onset/apex/offset sheet: the whole folder is the clip, the label is the emotion
-folder's name, and the middle frame on disk is the usual apex stand-in. Folders say ``s1``
-where the MEGC list says ``s01``; both spellings give the key ``smic/s1/s1_ne_01``.
+folder's name, and the middle frame on disk is the usual apex stand-in. ``non_micro`` folders
+are not micro-expressions and are ignored.
+
+Subject folders say ``s1`` where the MEGC list says ``s01``: ``1``, ``s1``, ``s01`` and ``S01``
+are all the subject ``s1``, and clip names, which start with the subject, follow it
+(``s01_ne_01`` is the clip ``s1_ne_01``).
 """
 
 from __future__ import annotations
@@ -10,21 +14,25 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from roi_store.ingest.datasets.base import ClipSpec, Skip
-from roi_store.ingest.datasets.common import (
-    Annotation,
-    Pending,
-    emit_sorted,
-    normalise_emotion,
-    resolve_root,
-    sort_key,
-    subdirs,
-)
 from roi_store.errors import AnnotationError, DatasetError
-from roi_store.ids import ClipKey, normalise_subject
+from roi_store.ids import ClipKey, SubjectSpelling, normalise_subject
+from roi_store.ingest.datasets.base import ClipSpec, Skip
+from roi_store.ingest.datasets.cells import normalise_emotion
+from roi_store.ingest.datasets.clips import (
+    Annotation,
+    Item,
+    emit_sorted,
+    key_order,
+    key_skip,
+    skip_item,
+)
+from roi_store.ingest.datasets.paths import resolve_root, subdirs
 
 #: The three labels, as the emotion folders are named.
 EMOTIONS = frozenset({"negative", "positive", "surprise"})
+
+#: ``s`` and the number unpadded, as the subject folders are named; clip names follow it.
+SPELLING = SubjectSpelling(prefix="s", width=0, clip_follows_subject=True)
 
 _ROOT_HINT = "the HS/ folder that holds s1, s2, ..."
 
@@ -34,6 +42,8 @@ class SMICReader:
 
     name = "smic"
     fps = 100.0
+    spelling = SPELLING
+    emotions = EMOTIONS
 
     def scan(self, root: Path, annotations: Path | None = None) -> Iterator[ClipSpec | Skip]:
         """Yield every micro clip under ``root`` in ClipKey order, or a Skip saying why not.
@@ -64,7 +74,7 @@ class SMICReader:
                 "the emotion folders; use a manifest CSV to label clips yourself"
             )
         root = resolve_root(root, expected=_ROOT_HINT)
-        items: list[tuple[tuple[str, ...], Pending]] = []
+        items: list[Item] = []
         seen: dict[ClipKey, Path] = {}
         subjects, bad = subdirs(root, root)
         items += [_bad(b.name, "", b.path, b.reason) for b in bad]
@@ -95,15 +105,14 @@ class SMICReader:
 
     def _clip(
         self, sname: str, ename: str, cname: str, cpath: Path, seen: dict[ClipKey, Path]
-    ) -> tuple[tuple[str, ...], Pending]:
+    ) -> Item:
         try:
             key = ClipKey.make("smic", sname, cname)
         except AnnotationError as exc:
             return _bad(sname, cname, cpath, f": {exc}")
-        skey = (key.dataset, key.subject, key.clip)
         if key in seen:
             reason = f"folder {cpath} is the same clip as {seen[key]}; the first is used"
-            return skey, Skip(key.id, reason, "folder name")
+            return key_skip(key, reason, "folder name")
         seen[key] = cpath
         emotion, warnings = normalise_emotion(ename, EMOTIONS, "smic")
         ann = Annotation(
@@ -112,10 +121,9 @@ class SMICReader:
             warnings=warnings,
             apex_from_middle=True,
         )
-        return skey, (key, cpath, ann)
+        return key_order(key), (key, cpath, ann)
 
 
-def _bad(subject: str, clip: str, path: Path, reason: str) -> tuple[tuple[str, ...], Skip]:
-    sid = f"smic/{subject}" + (f"/{clip}" if clip else "")
+def _bad(subject: str, clip: str, path: Path, reason: str) -> Item:
     sep = "" if reason.startswith(":") else " "
-    return sort_key("smic", subject, clip), Skip(sid, f"folder {path}{sep}{reason}", "folder name")
+    return skip_item("smic", subject, clip, f"folder {path}{sep}{reason}", "folder name")
