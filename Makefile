@@ -13,7 +13,10 @@ BENCH_REPEATS ?= 3
 $(STAMP): setup.cfg pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,cpu]'
+	# TensorFlow comes with roistore now: a .venv made before holds tensorflow-cpu, a second wheel
+	# of the same module that must not stay beside it.
+	$(PY) -m pip uninstall --quiet --quiet --yes tensorflow-cpu
+	$(PY) -m pip install --quiet -e '.[dev]'
 	# More real face photos for `roistore synth` (image files only; the package is never imported).
 	$(PY) -m pip install --quiet --no-deps insightface==2.1
 	touch $(STAMP)

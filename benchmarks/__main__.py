@@ -157,7 +157,9 @@ def _run(name, args, cfg, data, store, prepared, results) -> dict:
 
     out, repeats = args.out, args.repeats
     if name == "ingest":
-        return ingest_bench.bench_ingest(bd.dataset(out, args.ingest_scale, args.seed), out, repeats, args.ingest_scale)
+        baseline = None if args.quick else engine_bench.baseline_tree(out, ingest_bench.BASELINE_REF)
+        return ingest_bench.bench_ingest(bd.dataset(out, args.ingest_scale, args.seed), out, repeats, args.ingest_scale,
+                                         baseline)
     if name == "detect":
         return ingest_bench.bench_detect(data, out, repeats, cfg["detect_clips"], args.seed)
     if name == "scaling":

@@ -15,6 +15,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
@@ -59,30 +60,72 @@ def alternate(contenders: dict, repeats: int) -> dict[str, list]:
     return runs
 
 
-#: Appended to every measured script: its own peak memory and that of its worker processes.
-_PEAK = """
-import json as _json, resource as _resource
-print(_json.dumps({"__peak_rss_mib__": _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss / 1024,
-                   "__peak_rss_children_mib__": _resource.getrusage(_resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
-"""
+def peak_memory() -> dict:
+    """This interpreter's peak resident memory and its largest finished worker's, in MiB."""
+    import resource
+
+    return {"__peak_rss_mib__": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "__peak_rss_children_mib__": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
 
-def run_python(code: str, env: dict | None = None, timeout: float | None = None) -> dict:
-    """Run ``code`` in a fresh interpreter, so that each measurement's memory is its own.
+def run_task(module: str, task: str, args: dict, env: dict | None = None, timeout: float | None = None) -> dict:
+    """Run task ``task`` of benchmark module ``module`` in a fresh interpreter.
 
-    The script prints one JSON object as its last line but one; the harness adds
-    ``peak_rss_mib`` (the interpreter's own) and ``peak_rss_children_mib`` (its largest worker).
+    Runs ``python -m module task JSON`` from the repository root; the module hands its tasks to
+    :func:`serve`, which calls the task with ``args`` as keyword arguments.
+
+    Parameters
+    ----------
+    module : str
+        A module under ``benchmarks`` whose ``__main__`` block calls :func:`serve`.
+    task : str
+        The task's name in that module's table.
+    args : dict
+        JSON-ready keyword arguments of the task.
+    env : dict, optional
+        Environment variables added to this process's.
+    timeout : float, optional
+        Seconds before the interpreter is killed.
+
+    Returns
+    -------
+    dict
+        The task's result, with ``peak_rss_mib`` (the interpreter's own peak memory, MiB) and
+        ``peak_rss_children_mib`` (its largest worker's) added.
+
+    Raises
+    ------
+    RuntimeError
+        If the interpreter fails; with the end of its error output.
     """
-    proc = subprocess.run([sys.executable, "-c", code + _PEAK], capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}, timeout=timeout)
+    proc = subprocess.run([sys.executable, "-m", module, task, json.dumps(args)], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark step failed:\n{proc.stderr[-3000:]}")
+    # Only JSON lines count: the library and its backends may print progress to stdout.
     lines = [ln for ln in proc.stdout.strip().splitlines() if ln.startswith(("{", "["))]
     out, peak = json.loads(lines[-2]), json.loads(lines[-1])
     if isinstance(out, dict):
         out["peak_rss_mib"] = peak["__peak_rss_mib__"]
         out["peak_rss_children_mib"] = peak["__peak_rss_children_mib__"]
     return out
+
+
+def serve(tasks: dict[str, Callable[..., dict]], argv: list[str] | None = None) -> None:
+    """A task module's entry point: run the task ``argv`` names, print its result and peak memory.
+
+    Parameters
+    ----------
+    tasks : dict
+        Task name -> function returning a JSON-ready dict.
+    argv : list of str, optional
+        ``[task, json_args]``; the command line's by default.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2 or argv[0] not in tasks:
+        raise SystemExit(f"usage: TASK JSON-ARGS, with TASK one of {', '.join(tasks)}")
+    print(json.dumps(tasks[argv[0]](**json.loads(argv[1]))))
+    print(json.dumps(peak_memory()))
 
 
 def gpu_names() -> list[str]:

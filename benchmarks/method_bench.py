@@ -3,7 +3,7 @@ and the whole LOSO's wall time per stage with its projection to the full 68-fold
 
 Each model step runs in a fresh interpreter through the library (``roi_store.method.embed.embed``,
 ``roi_store.method.head.fit_lstm``, ``roi_store.method.predict.load_predictor``), on run ``bench`` of the
-benchmark store.
+benchmark store: a task of :mod:`benchmarks.method_tasks`, started by :func:`benchmarks.harness.run_task`.
 """
 
 from __future__ import annotations
@@ -12,26 +12,20 @@ import json
 import shutil
 from pathlib import Path
 
-from benchmarks.harness import alternate, figure, ratio, run_python, target
+from benchmarks.harness import alternate, figure, ratio, run_task, target
 
 RUN = "bench"
 
-_EMBED = """
-import json, time
-from roi_store.method.embed import embed
-t = time.perf_counter()
-doc = embed({store!r}, {run!r}, protocol="kfold", folds={folds}, epochs={epochs}, cnn_dense={dense},
-            batch_size={batch}, seed=1, gpu={gpu!r}, cpu={cpu!r}, overwrite=True)
-print(json.dumps({{"seconds": time.perf_counter() - t, "timings": doc["timings"], "device": doc["device"],
-                  "backend": doc.get("backend"), "folds": len(doc["folds"]),
-                  "train_frames_per_fold": [sum(v["train_frames"] for v in f["cnn"].values()) / 6 for f in doc["folds"]]}}))
-"""
+
+def _task(name: str, **args) -> dict:
+    """Run ``benchmarks.method_tasks``' task ``name`` in a fresh interpreter (its memory its own)."""
+    return run_task("benchmarks.method_tasks", name, args)
 
 
 def embed_once(store: Path, run: str, cfg: dict, gpu: int | None) -> dict:
     """One ``embed`` (all folds, six regions) in a fresh interpreter; its recorded throughput."""
-    return run_python(_EMBED.format(store=str(store), run=run, folds=cfg["folds"], epochs=cfg["cnn_epochs"],
-                                    dense=cfg["cnn_dense"], batch=cfg["cnn_batch"], gpu=gpu, cpu=gpu is None))
+    return _task("embed", store=str(store), run=run, folds=cfg["folds"], epochs=cfg["cnn_epochs"],
+                 cnn_dense=cfg["cnn_dense"], batch_size=cfg["cnn_batch"], gpu=gpu, cpu=gpu is None)
 
 
 def bench_cnn(store: Path, cfg: dict, repeats: int, gpus: list[str]) -> dict:
@@ -62,56 +56,6 @@ def bench_cnn(store: Path, cfg: dict, repeats: int, gpus: list[str]) -> dict:
                         "settings": {k: cfg[k] for k in ("folds", "cnn_epochs", "cnn_dense", "cnn_batch")}}}
 
 
-_FIT = """
-import json, time
-import roi_store
-from roi_store.method.head import fit_lstm
-from roi_store.evaluation.report import run_report
-rows = []
-for masked in {order!r}:
-    t = time.perf_counter()
-    head = fit_lstm({store!r}, {run!r}, epochs={epochs}, seed=1, masked=masked, cpu=True, overwrite=True)
-    seconds = time.perf_counter() - t
-    rep = run_report(roi_store.open_store({store!r}), {run!r})
-    rows.append({{"masked": masked, "seconds": seconds, "seconds_per_fold": head["timings"]["seconds_per_fold"],
-                 "UF1": rep["scores"]["FULL"]["UF1"], "UAR": rep["scores"]["FULL"]["UAR"],
-                 "train_clips_per_fold": sum(len(f["head_train_clips"]) for f in head["folds"]) / len(head["folds"])}})
-print(json.dumps({{"rows": rows}}))
-"""
-
-
-_FULL_FOLD = """
-import json
-import numpy as np
-import roi_store
-from roi_store.method.head import load_sequences, train_head
-from roi_store.store.runs import run_document, run_group
-from roi_store.synth import plan
-store = roi_store.open_store({store!r})
-doc = run_document(store, {run!r})
-regions, classes = doc["regions"], doc["classes"]
-lengths = [store.clip(i).n_frames for i in doc["clips"]]
-real = load_sequences(run_group(store, {run!r}), regions, 0, lengths)
-by_label = {{c: [i for i, lab in enumerate(doc["labels"]) if lab == c] for c in classes}}
-# One LOSO fold of the full composite: every planned clip but the first subject's, at its planned
-# length and label; each clip's values are a real embedded clip of its label, repeated to length.
-view = [c for c in plan("megc2019", {seed}) if c["label"] is not None]
-left_out = min((c["dataset"], c["subject"]) for c in view)
-train = [c for c in view if (c["dataset"], c["subject"]) != left_out][:{limit}]
-seqs = [[np.resize(real[r][by_label[c["label"]][k % len(by_label[c["label"]])]], (c["n_frames"], real[r][0].shape[1]))
-         for k, c in enumerate(train)] for r in range(len(regions))]
-y = np.array([classes.index(c["label"]) for c in train])
-rows = []
-for masked in {order!r}:
-    settings = {{"epochs": {epochs}, "batch_size": 244, "masked": masked, "learning_rate": 1e-3, "gamma": 2.0}}
-    model, losses, seconds = train_head(seqs, y, np.arange(len(train)), [c["n_frames"] for c in train], regions,
-                                        len(classes), settings, store.t_max, seed=1)
-    rows.append({{"masked": masked, "seconds": seconds, "train_clips": len(train),
-                 "frames": int(sum(c["n_frames"] for c in train)), "longest": max(c["n_frames"] for c in train)}})
-print(json.dumps({{"rows": rows}}))
-"""
-
-
 def bench_fit_lstm(store: Path, cfg: dict, repeats: int, seed: int = 0) -> dict:
     """Seconds per fold: masked length-aware batches vs the paper's zero padding to t_max, alternated.
 
@@ -123,10 +67,10 @@ def bench_fit_lstm(store: Path, cfg: dict, repeats: int, seed: int = 0) -> dict:
     masked, padded, full_masked, full_padded = [], [], [], []
     for i in range(repeats):
         order = [True, False] if i % 2 == 0 else [False, True]
-        for row in run_python(_FIT.format(store=str(store), run=RUN, epochs=cfg["head_epochs"], order=order))["rows"]:
+        for row in _task("fit-lstm", store=str(store), run=RUN, epochs=cfg["head_epochs"], order=order)["rows"]:
             (masked if row["masked"] else padded).append(row)
-        for row in run_python(_FULL_FOLD.format(store=str(store), run=RUN, epochs=cfg["full_fold_epochs"], order=order,
-                                                seed=seed, limit=cfg["full_fold_clips"]))["rows"]:
+        for row in _task("full-fold", store=str(store), run=RUN, epochs=cfg["full_fold_epochs"], order=order,
+                         seed=seed, limit=cfg["full_fold_clips"])["rows"]:
             (full_masked if row["masked"] else full_padded).append(row)
     full = full_masked[0]
     figures = {
@@ -159,27 +103,6 @@ def bench_fit_lstm(store: Path, cfg: dict, repeats: int, seed: int = 0) -> dict:
                                                "its UF1 is not measured")}}}
 
 
-_PREDICT = """
-import json, time
-import roi_store
-from roi_store.method.head import fit_lstm
-store = roi_store.open_store({store!r})
-if not store.zgroup["runs/{run}/head"].attrs["head"]["settings"]["masked"]:
-    fit_lstm({store!r}, {run!r}, epochs={epochs}, seed=1, masked=True, cpu=True, overwrite=True)  # the default head
-from roi_store.method.predict import load_predictor
-t = time.perf_counter()
-predictor = load_predictor({store!r}, {run!r}, cpu=True)
-load = time.perf_counter() - t
-predictor.predict({clip!r})  # the first call builds the models' graphs
-ms = []
-for _ in range({repeats}):
-    t = time.perf_counter()
-    out = predictor.predict({clip!r})
-    ms.append((time.perf_counter() - t) * 1000)
-print(json.dumps({{"load_seconds": load, "ms": ms, "n_frames": out["n_frames"], "models": out["models"]}}))
-"""
-
-
 def clip_of(store: Path, data: Path, frames: int, work: Path) -> tuple[Path, str]:
     """A ``frames``-frame clip folder made from the first megc2019 clip's source frames (cycled)."""
     import roi_store
@@ -200,8 +123,8 @@ def clip_of(store: Path, data: Path, frames: int, work: Path) -> tuple[Path, str
 def bench_predict(store: Path, data: Path, work: Path, cfg: dict, repeats: int) -> dict:
     """Milliseconds per 100-frame clip with the run's models loaded: face, regions, CNNs and LSTM heads."""
     folder, source = clip_of(store, data, cfg["predict_frames"], work)
-    r = run_python(_PREDICT.format(store=str(store), run=RUN, clip=str(folder), repeats=max(repeats, 3),
-                                   epochs=cfg["head_epochs"]))
+    r = _task("predict", store=str(store), run=RUN, clip=str(folder), repeats=max(repeats, 3),
+              epochs=cfg["head_epochs"])
     figures = {
         "ms_per_clip": figure(f"predict one {r['n_frames']}-frame clip, models loaded "
                               f"(ensemble of {r['models']} folds)", "ms", r["ms"]),
@@ -209,26 +132,6 @@ def bench_predict(store: Path, data: Path, work: Path, cfg: dict, repeats: int) 
     }
     return {"title": "predict (CPU)", "figures": figures, "targets": [],
             "details": {"clip": source, "frames": r["n_frames"], "fold_models": r["models"]}}
-
-
-_REPORT = """
-import json, time
-import roi_store
-from roi_store.evaluation.report import run_report
-t = time.perf_counter()
-rep = run_report(roi_store.open_store({store!r}), {run!r})
-seconds = time.perf_counter() - t
-s = roi_store.open_store({store!r})
-from roi_store.store.runs import head_document, run_document
-doc = run_document(s, {run!r})
-head = head_document(s, {run!r})
-print(json.dumps({{"report_seconds": seconds, "timings": doc["timings"], "device": doc["device"],
-                  "folds": len(doc["folds"]), "settings": doc["settings"], "head_settings": head["settings"],
-                  "head_timings": head["timings"],
-                  "head_train_clips": sum(len(f["head_train_clips"]) for f in head["folds"]) / len(head["folds"]),
-                  "cnn_train_frames": sum(sum(v["train_frames"] for v in f["cnn"].values()) / 6 for f in doc["folds"]) / len(doc["folds"]),
-                  "view_frames": sum(c.n_frames for c in s.view_clips()), "view_clips": len(s.view_clips())}}))
-"""
 
 
 def full_composite(seed: int = 0) -> dict:
@@ -248,7 +151,7 @@ def bench_loso(store: Path, results: dict, prepared_seconds: float | None, seed:
     Throughputs come from this run's stages where they ran, else from the timings the library
     recorded with run ``bench`` and the benchmark store.
     """
-    r = run_python(_REPORT.format(store=str(store), run=RUN))
+    r = _task("report", store=str(store), run=RUN)
     stages = results.get("stages", {})
     full = full_composite(seed)
     folds_full = full["subjects"]

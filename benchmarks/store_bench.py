@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import data as bd
-from benchmarks.harness import figure, ratio, run_python, target, tree_bytes
+from benchmarks.harness import figure, ratio, run_task, target, tree_bytes
 from benchmarks.ingest_bench import sample
 
 
@@ -19,7 +19,7 @@ def _source_specs(store, data: Path) -> dict:
 def bench_store(store_path: Path, data: Path, verify: int, seed: int = 0) -> dict:
     """Store bytes vs the source frames' bytes; region crops read back == crops cut from the source."""
     import roi_store
-    from roi_store.ingest.cut import cut_clip
+    from roi_store.ingest.cut import CutSettings, cut_clip
 
     store = roi_store.open_store(store_path)
     specs = _source_specs(store, data)
@@ -29,8 +29,7 @@ def bench_store(store_path: Path, data: Path, verify: int, seed: int = 0) -> dic
     # The ingested store alone: the bench's later stages add a run (models, embeddings) to it.
     total = tree_bytes(store_path) - tree_bytes(Path(store_path) / RUNS)
     regions = tree_bytes(Path(store_path) / "regions")
-    work = {"t_max": store.t_max, "scheme": store.header["region_scheme"], "layout": store.header["layout"],
-            "landmarks_model": None}
+    work = CutSettings.of(store)
     checked, equal = sample(sorted(specs), verify, seed), []
     for cid in checked:
         blocks, meta = cut_clip(specs[cid], work)
@@ -51,39 +50,6 @@ def bench_store(store_path: Path, data: Path, verify: int, seed: int = 0) -> dic
             "details": {"checked": checked, "mismatched": [c for c, ok in zip(checked, equal) if not ok]}}
 
 
-_DATA_PATH = """
-import json, time
-from pathlib import Path
-import roi_store
-from benchmarks.data import specs
-from roi_store.ingest.cut import cut_clip
-store = roi_store.open_store({store!r})
-ids = {ids!r}
-by_id = {{s.id: s for s in specs(Path({data!r})) if s.id in set(ids)}}
-work = {{"t_max": store.t_max, "scheme": store.header["region_scheme"], "layout": store.header["layout"],
-        "landmarks_model": None}}
-
-def from_store():
-    t = time.perf_counter()
-    for r in store.regions:  # as training reads them: every clip of a region at once
-        store.clips_frames(ids, r)
-    return len(ids) / (time.perf_counter() - t)
-
-def from_source():
-    t = time.perf_counter()
-    for cid in ids:
-        cut_clip(by_id[cid], work)
-    return len(ids) / (time.perf_counter() - t)
-
-from_store(); from_source()  # warm the page cache and the readers
-out = {{"store": [], "source": []}}
-for _ in range({repeats}):
-    out["store"].append(from_store())
-    out["source"].append(from_source())
-print(json.dumps(out))
-"""
-
-
 def bench_data_path(store_path: Path, data: Path, clips: int, repeats: int, seed: int = 0) -> dict:
     """Clips/s reading six region clips from the store vs decoding and cutting the source frames (alternated)."""
     import roi_store
@@ -92,7 +58,8 @@ def bench_data_path(store_path: Path, data: Path, clips: int, repeats: int, seed
     ids = sample([c.id for c in store.view_clips()], clips, seed)
     if not ids:
         raise ValueError(f"{store_path} has no megc2019 clips at this scale: give a larger --scale")
-    r = run_python(_DATA_PATH.format(store=str(store_path), data=str(data), ids=ids, repeats=repeats))
+    r = run_task("benchmarks.store_tasks", "data_path",
+                 {"store": str(store_path), "data": str(data), "ids": ids, "repeats": repeats})
     figures = {
         "store_clips_per_s": figure("six region clips read from the store (through Zarr, its default concurrency)",
                                     "clips/s", r["store"]),

@@ -49,8 +49,8 @@ def make_small_store(tmp: Path) -> Path:
 
 @pytest.fixture
 def plain(tmp_path):
-    """A directory store without runs: the released format-v1 zip, unpacked as the errors say."""
-    with zipfile.ZipFile(Path(__file__).parent / "data" / "format-v1.zip") as zf:
+    """A directory store without runs: tests/data/format-v1-row-chunks.zip, unpacked as the errors say."""
+    with zipfile.ZipFile(Path(__file__).parent / "data" / "format-v1-row-chunks.zip") as zf:
         zf.extractall(tmp_path / "v1.zarr")
     return tmp_path / "v1.zarr"
 

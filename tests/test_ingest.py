@@ -260,3 +260,88 @@ def test_a_failing_model_load_writes_nothing(tmp_path, manifest_dataset, monkeyp
     with pytest.raises(RuntimeError, match="the landmark model is damaged"):
         ingest(tmp_path / "s.zarr", "manifest", root, manifest, jobs=2)
     assert not (tmp_path / "s.zarr").exists()  # nothing written before the models load
+
+
+# --- one writer at a time -------------------------------------------------------------------
+
+def _second_dataset(tmp_path, face_frame):
+    """Another lab's two clips, to ingest into the same store as ``manifest_dataset``."""
+    root = tmp_path / "other"
+    write_clip(root / "q1" / "x", face_frame, range(1, 9))
+    write_clip(root / "q2" / "y", face_frame, range(1, 7))
+    manifest = write_manifest(tmp_path / "other.csv", [
+        {"dataset": "other", "subject": "q1", "clip": "x", "folder": "q1/x", "label": "fear"},
+        {"dataset": "other", "subject": "q2", "clip": "y", "folder": "q2/y", "label": "happiness"},
+    ])
+    return root, manifest
+
+
+def test_an_ingest_held_by_a_live_process_stops_the_second_in_one_line(tmp_path, manifest_dataset):
+    from click.testing import CliRunner
+
+    from roi_store.cli.main import cli
+    from roi_store.errors import StoreBusyError
+    from roi_store.store import lock as locks
+
+    root, manifest = manifest_dataset
+    _ingest(tmp_path, root, manifest)
+    before = _arrays(tmp_path / "s.zarr")
+    held = locks.acquire(tmp_path / "s.zarr", "store", "roistore ingest --dataset casme2", busy=StoreBusyError)
+    try:
+        with pytest.raises(StoreBusyError, match=r"is being written by .*roistore ingest --dataset casme2"):
+            _ingest(tmp_path, root, manifest)
+        out = CliRunner().invoke(cli, ["ingest", str(tmp_path / "s.zarr"), "--dataset", "manifest", "--root", str(root),
+                                       "--annotations", str(manifest)])
+    finally:
+        held.release()
+    assert out.exit_code != 0 and len(out.output.strip().splitlines()) == 1, out.output
+    assert f"store {tmp_path / 's.zarr'} is being written by " in out.output and "ingest into another store" in out.output
+    assert _arrays(tmp_path / "s.zarr").keys() == before.keys()
+    assert _ingest(tmp_path, root, manifest).already == 3  # the lock is gone with its holder's release
+    assert not (tmp_path / "s.zarr" / "LOCK").exists()
+
+
+def test_a_dead_ingests_lock_is_taken_over(tmp_path, manifest_dataset):
+    import json
+    import platform
+    import subprocess
+    import sys
+
+    root, manifest = manifest_dataset
+    _ingest(tmp_path, root, manifest, t_max=40)
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    (tmp_path / "s.zarr" / "LOCK").write_text(json.dumps({"pid": dead, "host": platform.node(), "user": "x",
+                                                          "command": "roistore ingest", "token": "t"}))
+    assert _ingest(tmp_path, root, manifest).already == 3
+    assert validate_store(roi_store.open_store(tmp_path / "s.zarr")).ok
+
+
+def test_two_ingests_into_one_store_at_once_both_land(tmp_path, manifest_dataset, face_frame):
+    """Two lab members ingest two datasets into one store at the same moment: each either lands
+    whole or stops in one line naming the other; re-run, both are there and the store validates."""
+    import shutil
+    import subprocess
+    import sys
+
+    roots = [manifest_dataset, _second_dataset(tmp_path, face_frame)]
+    store = tmp_path / "shared.zarr"
+    _ingest(tmp_path, *roots[0], t_max=40)  # the store exists: both append
+    script = ("import sys\nfrom roi_store.ingest import ingest\nfrom roi_store.errors import StoreBusyError\n"
+              "try:\n    ingest(sys.argv[1], 'manifest', sys.argv[2], sys.argv[3], t_max=40)\n"
+              "except StoreBusyError as exc:\n    print(exc)\n    sys.exit(3)\n")
+    shutil.copytree(tmp_path / "s.zarr", store)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(store), str(r), str(m)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for r, m in roots]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    results = [(p.returncode, out, err) for p, (out, err) in zip(procs, outputs)]
+    for code, out, err in results:
+        assert code in (0, 3), err[-2000:]
+        if code == 3:
+            assert len(out.strip().splitlines()) == 1 and "is being written by" in out
+    for (code, _, _), (r, m) in zip(results, roots):
+        if code == 3:
+            ingest(store, "manifest", r, m, t_max=40)
+    s = roi_store.open_store(store)
+    assert sorted(c.id for c in s.clips) == ["lab/p1/a", "lab/p1/b", "lab/p2/c", "other/q1/x", "other/q2/y"]
+    assert validate_store(s).ok and len(s.header["ingests"]) >= 3

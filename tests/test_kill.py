@@ -78,11 +78,33 @@ def _valid(path, point: str) -> roi_store.Store:
     return store
 
 
-def test_the_hook_does_nothing_unless_asked(monkeypatch):
-    monkeypatch.delenv(killpoints.ENV, raising=False)
+#: Passes kill point ``embed.fold`` twice, saying so after each pass.
+_PASS_TWICE = """
+from roi_store import killpoints
+for n in (1, 2):
     killpoints.reached("embed.fold")
-    monkeypatch.setenv(killpoints.ENV, "ingest.chunk:1")
-    killpoints.reached("embed.fold")  # another label: still alive
+    print("passed", n, flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("setting", "returncode", "printed"),
+    [
+        pytest.param(None, 0, ["passed 1", "passed 2"], id="unset"),
+        pytest.param("", 0, ["passed 1", "passed 2"], id="empty"),
+        pytest.param("ingest.chunk:1", 0, ["passed 1", "passed 2"], id="another-label"),
+        pytest.param("embed.fold:3", 0, ["passed 1", "passed 2"], id="count-not-reached"),
+        pytest.param("embed.fold:1", -signal.SIGKILL, [], id="first-pass"),
+        pytest.param("embed.fold:2", -signal.SIGKILL, ["passed 1"], id="second-pass"),
+    ],
+)
+def test_a_process_is_killed_only_at_the_named_label_and_pass(setting, returncode, printed):
+    env = {k: v for k, v in os.environ.items() if k != killpoints.ENV}
+    if setting is not None:
+        env[killpoints.ENV] = setting
+    proc = subprocess.run([sys.executable, "-c", _PASS_TWICE], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == returncode, proc.stderr[-3000:]
+    assert proc.stdout.splitlines() == printed
 
 
 def test_ingest_killed_at_eight_points_resumes_to_the_same_arrays(method_runs, tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import zipfile
-from hashlib import sha256
 from pathlib import Path
 
 import h5py
@@ -30,7 +29,6 @@ from roi_store.store.share import pack_store  # noqa: E402
 from roi_store.synth import generate  # noqa: E402
 from roi_store.store.validate import validate_store  # noqa: E402
 
-DATA = Path(__file__).parent / "data"
 FAST = {"epochs": 1, "batch_size": 32, "seed": 3, "cpu": True, "cnn_dense": 32}
 
 
@@ -325,26 +323,6 @@ def test_export_of_an_unfitted_run_and_errors(fitted, tmp_path):
 
 
 # --- released formats -------------------------------------------------------------------------
-
-def test_format_v1_store_reads_from_its_zip():
-    expect = json.loads((DATA / "format-v1.json").read_text())
-    with roi_store.open_store(DATA / "format-v1.zip") as store:
-        assert store.source == "zip" and store.header["format_version"] == 1 == expect["format_version"]
-        assert store.regions == expect["regions"] and store.t_max == expect["t_max"] == 3
-        assert [c.id for c in store.clips] == list(expect["clips"]) == ["lab/p1/a", "lab/p1/b", "lab/p2/c"]
-        for clip in store.clips:
-            want = expect["clips"][clip.id]
-            assert clip.n_frames == want["n_frames"] == 2 and clip.emotion == want["emotion"]
-            for region in store.regions:
-                frames = store.frames(clip.id, region)
-                assert frames.dtype == np.uint8 and frames.shape[0] == 2
-                assert frames.shape[1:] == store.array(region).shape[2:]
-                assert sha256(frames.tobytes()).hexdigest() == want["frames"][region]
-                assert frames[1].mean() > frames[0].mean()  # frame 1 was brightened: time order kept
-                assert not store.array(region)[clip.row, clip.n_frames:].any()  # padding is zero
-        assert store.clip("lab/p1/a")["frame_numbers"] == [99, 100]  # sorted as numbers
-        assert validate_store(store).ok
-
 
 @pytest.mark.parametrize("change, message, error", [
     pytest.param({"format_version": fmt.FORMAT_VERSION + 1}, "format version 2, newer than", "upgrade roistore",

@@ -16,6 +16,8 @@ import pytest
 from roi_store import synth
 from roi_store.errors import ConfigError
 from roi_store.ingest.faces import find_face
+from roi_store.synth.faces import load_face_sources
+from roi_store.synth.sheets import write_casme2_sheet
 
 SMALL = {"subjects": 2, "clips_per_class": 1, "frames": 8}
 FRAME_NAME = {
@@ -137,7 +139,7 @@ def test_samm_sheet_has_notes_then_header_on_row_14_and_a_duration_formula(small
 
 def test_megc2019_sheets_carry_the_published_quirks(tmp_path):
     clips = synth.plan("megc2019", seed=0, datasets=["casme2"])
-    synth._write_casme2_sheet(tmp_path / "c.xlsx", clips, seed=0)
+    write_casme2_sheet(tmp_path / "c.xlsx", clips, seed=0)
     rows = list(openpyxl.load_workbook(tmp_path / "c.xlsx").active.iter_rows(min_row=2, values_only=True))
     assert {type(r[0]) for r in rows} == {str, int}  # "01" and 1 both occur
     assert {type(r[7]) for r in rows} == {str, int}  # AU 12 and "4+7+L10" both occur
@@ -229,7 +231,7 @@ def test_without_insightface_every_subject_uses_the_astronaut(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "insightface" else real(name, *a))
-    faces, note = synth._face_sources.__wrapped__()
+    faces, note = load_face_sources()
     assert [f.name for f in faces] == ["skimage:astronaut"]
     assert "insightface" in note
 

@@ -1,36 +1,61 @@
-"""Make the tiny store of the current format version that the compatibility tests read.
+"""Make the tiny stores of format 1 that the compatibility tests (``tests/test_format.py``) read.
 
-Run from the repository root with the roistore release that introduced the version::
+Run from the repository root, naming the archive to make::
 
-    python tests/data/make_format_stores.py
+    .venv/bin/python tests/data/make_format_stores.py format-v1-time-chunks
 
-It writes ``tests/data/format-v<N>.zip`` (the store, packed by ``roistore pack``) and
-``tests/data/format-v<N>.json`` (what a reader must find in it). Files of older versions are
-left as they are: each released format keeps its own store here.
+Each archive is ``tests/data/<name>.zip`` (the store, packed by ``roistore pack``) with
+``tests/data/<name>.json`` beside it (what a reader must find in it: clip ids, lengths, a
+SHA-256 of every clip's frames per region and, for a store with runs, each run's state, plan,
+embed commit checksum and a SHA-256 of its embeddings). The script refuses to replace an
+archive that exists: an archive records what the roistore of its day wrote, and a newer
+release must read it as it is. When the format changes, add a function for the new archive
+and run only that one.
+
+``format-v1-row-chunks``
+    Made with roistore 0.1.0 (then named ``format-v1.zip``): three two-frame clips, ``t_max``
+    3, so every clip row is one chunk; no runs. Its members are stored, as ``roistore pack``
+    writes them.
+``format-v1-time-chunks``
+    Made with roistore 0.1.0 after format 1 gained chunks of 64 frames along time, run commit
+    markers and versioned run documents: ``t_max`` 80, one clip of 70 frames (two time chunks,
+    the second one mostly padding) and three of two, and run ``tiny``: a committed embed (two
+    folds sharing one CNN per region, one epoch, on the CPU). Its members are deflated after packing (as ``zip
+    -9`` would): the models' HDF5 files halve, and the archive stays under 1 MB. The run has
+    no fitted head: a head's six LSTMs weigh 5.5 MB per fold, more than this folder should.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
 import json
+import os
+import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 import skimage.data
 
-from roi_store.store import format as fmt
-from roi_store.ingest.pipeline import ingest
-from roi_store.store.share import pack_store
-from roi_store.store.store import open_store
-
 HERE = Path(__file__).resolve().parent
-#: Three clips of two subjects, two frames each (one crosses 99 -> 100): the packed store is ~160 KB.
-CLIPS = [("p1", "a", "happiness", "12", (99, 100)), ("p1", "b", "surprise", "", (1, 2)),
-         ("p2", "c", "disgust", "4+9", (10, 11))]
-T_MAX = 3
+
+#: format-v1-row-chunks: three clips of two subjects, two frames each (one crosses 99 -> 100).
+ROW_CHUNK_CLIPS = [("lab", "p1", "a", "happiness", "12", (99, 100)), ("lab", "p1", "b", "surprise", "", (1, 2)),
+                   ("lab", "p2", "c", "disgust", "4+9", (10, 11))]
+#: format-v1-time-chunks: CASME II ids (so the MEGC 2019 view labels them), two subjects, the
+#: view's three classes; sub01/EP01_01 has 70 frames (crossing img99 -> img100), the others 2.
+TIME_CHUNK_CLIPS = [("casme2", "sub01", "EP01_01", "happiness", "12", tuple(range(60, 130))),
+                    ("casme2", "sub01", "EP02_01", "surprise", "1+2", (1, 2)),
+                    ("casme2", "sub02", "EP01_02", "happiness", "12", (5, 6)),
+                    ("casme2", "sub02", "EP03_02", "disgust", "4+9", (5, 6))]
+#: The run of format-v1-time-chunks: two folds sharing one CNN per region (six models, not twelve).
+RUN = "tiny"
+EMBED = {"protocol": "kfold", "folds": 2, "epochs": 1, "batch_size": 256, "seed": 3, "cpu": True, "cnn_dense": 32,
+         "cnn_scope": "global"}
 
 
 def face_frame(width: int = 320) -> np.ndarray:
@@ -47,47 +72,150 @@ def face_frame(width: int = 320) -> np.ndarray:
     return cv2.GaussianBlur(frame, (0, 0), 3)
 
 
-def frame_digest(frames: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest()
+def array_digest(data: np.ndarray) -> str:
+    """SHA-256 of an array's bytes in C order (a clip's frames of one region, a run's embeddings)."""
+    return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
 
 
-def make(out_dir: Path = HERE) -> Path:
-    """Write ``format-v<N>.zip`` and ``format-v<N>.json`` into ``out_dir``; return the zip's path."""
-    version = fmt.FORMAT_VERSION
+def brightness(k: int, n_frames: int) -> int:
+    """What frame ``k`` of a clip is brightened by: time order is visible in the frames.
+
+    Short clips step by 3 each frame (as the first archive did); a long clip steps by 3 every
+    16 frames, so that runs of equal frames keep its chunks, and the zip, small.
+    """
+    return 3 * k if n_frames <= 3 else 3 * (k // 16)
+
+
+def deflate(path: Path) -> None:
+    """Rewrite the zip ``path`` with its members deflated; names, order and times kept."""
+    tmp = path.with_name(f".{path.name}.deflating")
+    try:
+        with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w") as dst:
+            for old in src.infolist():
+                info = zipfile.ZipInfo(old.filename, date_time=old.date_time)
+                info.external_attr, info.compress_type = old.external_attr, zipfile.ZIP_DEFLATED
+                dst.writestr(info, src.read(old), compresslevel=9)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_dataset(root: Path, clips: list[tuple]) -> Path:
+    """Write ``clips`` as PNG frame folders under ``root`` and a manifest beside it; its path."""
     frame = face_frame()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "lab"
-        rows = []
-        for subject, clip, label, aus, numbers in CLIPS:
-            folder = root / subject / clip
-            folder.mkdir(parents=True)
-            for k, n in enumerate(numbers):  # frame k brightened by 3k: time order is visible
-                cv2.imwrite(str(folder / f"img{n}.png"), cv2.add(frame, np.full_like(frame, 3 * k)))
-            rows.append({"dataset": "lab", "subject": subject, "clip": clip, "folder": f"{subject}/{clip}",
-                         "label": label, "aus": aus})
-        manifest = Path(tmp) / "manifest.csv"
-        with open(manifest, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        store_path = Path(tmp) / "store.zarr"
-        ingest(store_path, "manifest", root, manifest, t_max=T_MAX, progress=False)
-        out = out_dir / f"format-v{version}.zip"
-        pack_store(store_path, out, overwrite=True)
-    with open_store(out) as store:
-        expect = {
-            "format_version": version,
+    rows = []
+    for dataset, subject, clip, label, aus, numbers in clips:
+        folder = root / subject / clip
+        folder.mkdir(parents=True)
+        for k, n in enumerate(numbers):
+            shift = brightness(k, len(numbers))
+            cv2.imwrite(str(folder / f"img{n}.png"), cv2.add(frame, np.full_like(frame, shift)))
+        rows.append({"dataset": dataset, "subject": subject, "clip": clip, "folder": f"{subject}/{clip}",
+                     "label": label, "aus": aus})
+    manifest = root.parent / "manifest.csv"
+    with open(manifest, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
+def expectation(path: Path) -> dict:
+    """What a reader must find in the packed store ``path``."""
+    from roi_store.store.store import open_store
+
+    with open_store(path) as store:
+        return {
+            "format_version": store.header["format_version"],
             "made_by": store.header["writer"],
             "t_max": store.t_max,
+            "time_chunk": store.array(store.regions[0]).chunks[1],
             "regions": store.regions,
             "clips": {c.id: {"n_frames": c.n_frames, "emotion": c.emotion,
-                             "frames": {r: frame_digest(store.frames(c.id, r)) for r in store.regions}}
+                             "frames": {r: array_digest(store.frames(c.id, r)) for r in store.regions}}
                       for c in store.clips},
+            "runs": {name: run_expectation(store, name) for name in _run_names(store)},
         }
-    (out_dir / f"format-v{version}.json").write_text(json.dumps(expect, indent=2) + "\n")
+
+
+def _run_names(store) -> list[str]:
+    from roi_store.store.runs import run_names
+
+    return run_names(store)
+
+
+def run_expectation(store, name: str) -> dict:
+    """A run's state, plan, embed commit checksum and a SHA-256 of each region's embeddings."""
+    from roi_store.store.runs import commit_doc, run_document, run_status
+
+    status, doc = run_status(store, name), run_document(store, name)
+    return {"state": status["state"], "stage": status["stage"], "folds": status["folds"],
+            "settings": doc["settings"], "classes": doc["classes"], "clips": doc["clips"], "labels": doc["labels"],
+            "test_clips": [f["test_clips"] for f in doc["folds"]], "embedding_folds": doc["embedding_folds"],
+            "checksum": commit_doc(store, name, "embed")["checksum"],
+            "embeddings": {r: array_digest(store.zgroup[f"runs/{name}/embeddings/{r}"][:]) for r in doc["regions"]}}
+
+
+def make_row_chunks(tmp: Path, store_path: Path) -> None:
+    """``format-v1-row-chunks``: ``t_max`` 3, so each clip row is one chunk; no runs."""
+    from roi_store.ingest.pipeline import ingest
+
+    manifest = write_dataset(tmp / "lab", ROW_CHUNK_CLIPS)
+    ingest(store_path, "manifest", tmp / "lab", manifest, t_max=3, progress=False)
+
+
+def make_time_chunks(tmp: Path, store_path: Path) -> None:
+    """``format-v1-time-chunks``: ``t_max`` 80 in chunks of 64 frames, a 70-frame clip, a committed embed."""
+    from roi_store.ingest.pipeline import ingest
+    from roi_store.method import backend
+    from roi_store.method.embed import embed
+
+    backend.select_device(cpu=True)
+    manifest = write_dataset(tmp / "lab", TIME_CHUNK_CLIPS)
+    ingest(store_path, "manifest", tmp / "lab", manifest, t_max=80, progress=False)
+    embed(str(store_path), RUN, **EMBED)
+
+
+#: Each archive: how its store is made, and whether its zip's members are deflated after packing.
+ARCHIVES = {"format-v1-row-chunks": (make_row_chunks, False), "format-v1-time-chunks": (make_time_chunks, True)}
+
+
+def make(name: str, out_dir: Path = HERE, *, overwrite: bool = False) -> Path:
+    """Write ``<name>.zip`` and ``<name>.json`` into ``out_dir``; return the zip's path.
+
+    Raises
+    ------
+    FileExistsError
+        If the archive exists and ``overwrite`` is false.
+    """
+    from roi_store.store.share import pack_store
+
+    out = out_dir / f"{name}.zip"
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists: an archive is never made again by a newer release")
+    build, deflated = ARCHIVES[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        store_path = Path(tmp) / "store.zarr"
+        build(Path(tmp), store_path)
+        pack_store(store_path, out, overwrite=overwrite)
+    if deflated:
+        deflate(out)
+    (out_dir / f"{name}.json").write_text(json.dumps(expectation(out), indent=2) + "\n")
     return out
 
 
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="+", choices=sorted(ARCHIVES), help="archives to make")
+    parser.add_argument("--out", type=Path, default=HERE, help="folder to write them to (default: tests/data)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing archives (tests only)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    for name in args.names:
+        path = make(name, args.out, overwrite=args.overwrite)
+        print(f"wrote {path} ({path.stat().st_size} bytes)")
+    return 0
+
+
 if __name__ == "__main__":
-    path = make()
-    print(f"wrote {path} ({path.stat().st_size} bytes)")
+    sys.exit(main())
