@@ -10,7 +10,8 @@ from roi_store.cli.options import jobs_option, seed_option
 @click.command()
 @click.argument("out", type=click.Path(file_okay=False, path_type=str))
 @click.option("--preset", type=click.Choice(["tiny", "megc2019"]), default="tiny", show_default=True,
-              help="tiny: a few subjects for quick runs; megc2019: the composite's exact shape (442 clips, 68 subjects).")
+              help="tiny: a few subjects for quick runs; "
+                   "megc2019: the composite's exact shape (442 clips, 68 subjects).")
 @click.option("--scale", type=click.FloatRange(min=0, min_open=True, max=1), default=1.0, show_default=True,
               help="Keep this fraction of each dataset's subjects and clips (benchmarks at reduced size).")
 @seed_option

@@ -4,8 +4,6 @@ Every error a user can cause derives from :class:`RoiStoreError`; the command li
 one line and a non-zero exit. Anything else is a bug and keeps its traceback.
 """
 
-from __future__ import annotations
-
 
 class RoiStoreError(Exception):
     """Root of every error roistore raises on purpose."""

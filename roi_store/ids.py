@@ -37,8 +37,8 @@ _ALLOWED = (
 
 def _q(text: object) -> str:
     # Quoted like repr, but a name that is not UTF-8 shows its bytes as \xNN, as ids do; the
-    # line and paragraph separators, which printable keeps, would still break the line.
-    return "'" + _LINE_BREAKS.sub(lambda m: f"\\u{ord(m.group()):04x}", printable(str(text))) + "'"
+    # line and paragraph separators, which would break the line, show as \uNNNN, as repr does.
+    return "'" + printable(_LINE_BREAKS.sub(lambda m: f"\\u{ord(m.group()):04x}", str(text))) + "'"
 
 
 def _why_not(text: str) -> str | None:
@@ -81,8 +81,7 @@ def check_name(value: object, what: str) -> str:
         One line naming the value, why it is refused and what a name may be.
     """
     text = _text(value)
-    why = _why_not(text)
-    if why:
+    if why := _why_not(text):
         raise AnnotationError(f"invalid {what} {_q(text)}: {why}; rename it ({_ALLOWED})")
     return text
 
@@ -122,14 +121,10 @@ class SubjectSpelling:
             If the value is not a number with or without the prefix.
         """
         text = _text(value)
-        low = text.lower()
-        if self.prefix and low.startswith(self.prefix):
-            low = low[len(self.prefix):]
+        low = text.lower().removeprefix(self.prefix)
         if not _INT.match(low):
             hint = f" or {self.prefix}01" if self.prefix else ""
-            raise AnnotationError(
-                f"invalid {dataset} subject id {_q(text)}: expected a number such as 1, 01{hint}"
-            )
+            raise AnnotationError(f"invalid {dataset} subject id {_q(text)}: expected a number such as 1, 01{hint}")
         return self._spell(int(float(low)))
 
     def clip(self, text: str) -> str:
@@ -144,6 +139,9 @@ class SubjectSpelling:
 
 
 _SPELLINGS: dict[str, SubjectSpelling] = {}
+
+#: A dataset with no declared spelling keeps its names as given.
+_AS_GIVEN = SubjectSpelling()
 
 
 def register_spelling(dataset: str, spelling: SubjectSpelling) -> None:
@@ -171,14 +169,7 @@ def normalise_subject(dataset: str, value: object) -> str:
         If the value is not a subject id of that dataset.
     """
     spelling = _SPELLINGS.get(dataset)
-    if spelling is not None:
-        return spelling.subject(value, dataset)
-    return check_name(value, "subject id")
-
-
-def _spell_clip(dataset: str, text: str) -> str:
-    spelling = _SPELLINGS.get(dataset)
-    return spelling.clip(text) if spelling else text
+    return spelling.subject(value, dataset) if spelling else check_name(value, "subject id")
 
 
 def loose_parts(dataset: object, subject: object, clip: object = "") -> tuple[str, ...]:
@@ -198,7 +189,7 @@ def loose_parts(dataset: object, subject: object, clip: object = "") -> tuple[st
         subj = normalise_subject(ds, subject)
     except AnnotationError:
         subj = _text(subject)
-    name = _spell_clip(ds, _text(clip))
+    name = _SPELLINGS.get(ds, _AS_GIVEN).clip(_text(clip))
     return (ds, subj, name) if name else (ds, subj)
 
 
@@ -215,7 +206,7 @@ class ClipKey:
         """Build a key from raw values in any spelling the datasets use."""
         dataset = check_name(_text(dataset).lower(), "dataset name")
         subj = normalise_subject(dataset, subject)
-        return cls(dataset, subj, check_name(_spell_clip(dataset, _text(clip)), "clip name"))
+        return cls(dataset, subj, check_name(_SPELLINGS.get(dataset, _AS_GIVEN).clip(_text(clip)), "clip name"))
 
     @classmethod
     def parse(cls, clip_id: str) -> ClipKey:

@@ -6,8 +6,6 @@ which no handler can catch: exactly what a power cut or an out-of-memory kill le
 Labels sit between two writes (see ``tests/test_kill.py`` for the list).
 """
 
-from __future__ import annotations
-
 import os
 import signal
 from collections import Counter
@@ -17,12 +15,8 @@ _seen: Counter = Counter()
 
 
 def reached(label: str) -> None:
-    spec = os.environ.get(ENV)
-    if not spec:
-        return
-    target, _, count = spec.rpartition(":")
-    if target != label:
-        return
-    _seen[label] += 1
-    if _seen[label] == int(count):
-        os.kill(os.getpid(), signal.SIGKILL)
+    target, _, count = os.environ.get(ENV, "").rpartition(":")
+    if target == label:
+        _seen[label] += 1
+        if _seen[label] == int(count):
+            os.kill(os.getpid(), signal.SIGKILL)

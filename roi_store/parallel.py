@@ -18,6 +18,7 @@ index), so a cluster run gives what the same run gives locally.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -62,10 +63,9 @@ def check(jobs: int = 1, scheduler: str | None = None, gpu: bool = False) -> Non
         If the scheduler does not answer within :data:`CONNECT_TIMEOUT` seconds, has no worker,
         or has no GPU worker when ``gpu`` is asked for.
     """
-    if scheduler is None:
-        return
-    with _client(jobs, scheduler, gpu):
-        pass
+    if scheduler is not None:
+        with _client(jobs, scheduler, gpu):
+            pass
 
 
 def run_tasks(fn: Callable, calls: Iterable[tuple], *, jobs: int = 1, scheduler: str | None = None,
@@ -104,18 +104,26 @@ def run_tasks(fn: Callable, calls: Iterable[tuple], *, jobs: int = 1, scheduler:
     if scheduler is None:
         if setup is not None and calls:
             setup()
-        if jobs <= 1 or len(calls) <= 1:
-            for args in calls:
-                yield fn(*args)
-            return
-        yield from _run_local(fn, calls, jobs, setup)
+        if jobs > 1 and len(calls) > 1:
+            yield from _run_local(fn, calls, jobs, setup)
+        else:
+            yield from itertools.starmap(fn, calls)
         return
 
     from distributed import KilledWorker
     from joblib import Parallel, delayed, parallel_config
 
     with _client(jobs, scheduler, gpu) as client:
-        _check_shared(client, scheduler, _workers(client, gpu), shared)
+        workers = _workers(client, gpu)
+        for path in (str(p) for p in shared if "://" not in str(p)):  # workers open a URL store over the network
+            seen = client.run(os.path.exists, path, workers=workers)
+            blind = sorted(addr for addr, ok in seen.items() if not ok)
+            if blind:
+                raise ClusterError(
+                    f"{len(blind)} of {len(seen)} workers of the dask scheduler at {scheduler} (first {blind[0]}) "
+                    f"cannot see {path}: every worker must reach the store and the dataset at the same path (a shared "
+                    f"filesystem mounted alike on every machine)"
+                )
         submit = {"resources": {GPU_RESOURCE: 1}} if gpu else {}
         with parallel_config(backend="dask", client=client, **submit):
             parallel = Parallel(return_as="generator_unordered")
@@ -133,7 +141,14 @@ def _one_at_a_time(fn, *args):
         return fn(*args)
 
 
-def _checked_address(scheduler: str) -> str:
+@contextmanager
+def _client(jobs: int, scheduler: str, gpu: bool):
+    if jobs > 1:
+        raise ConfigError(
+            f"--jobs {jobs} and --scheduler exclude each other: on a cluster the workers set the parallelism "
+            f"(dask worker {scheduler} --nworkers N --nthreads 1); drop --jobs"
+        )
+    from distributed import Client
     from distributed.comm.addressing import get_address_host_port, normalize_address, parse_address
     from distributed.comm.registry import get_backend
 
@@ -143,20 +158,9 @@ def _checked_address(scheduler: str) -> str:
         get_address_host_port(address)
     except (ValueError, TypeError) as exc:
         raise ConfigError(
-            f"invalid --scheduler {scheduler!r} ({exc}): give the address 'dask scheduler' prints, such as tcp://HOST:8786"
+            f"invalid --scheduler {scheduler!r} ({exc}): give the address 'dask scheduler' prints, "
+            "such as tcp://HOST:8786"
         ) from None
-    return address
-
-
-@contextmanager
-def _client(jobs: int, scheduler: str, gpu: bool):
-    if jobs > 1:
-        raise ConfigError(
-            f"--jobs {jobs} and --scheduler exclude each other: on a cluster the workers set the parallelism "
-            f"(dask worker {scheduler} --nworkers N --nthreads 1); drop --jobs"
-        )
-    address = _checked_address(scheduler)
-    from distributed import Client
 
     try:
         client = Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
@@ -169,13 +173,13 @@ def _client(jobs: int, scheduler: str, gpu: bool):
         try:
             client.wait_for_workers(1, timeout=CONNECT_TIMEOUT)
         except TimeoutError:
-            raise ClusterError(
-                f"the dask scheduler at {scheduler} has no workers: start some with 'dask worker {address} --nthreads 1'"
-            ) from None
+            raise ClusterError(f"the dask scheduler at {scheduler} has no workers: start some with "
+                               f"'dask worker {address} --nthreads 1'") from None
         if gpu and not _workers(client, gpu):
             raise ClusterError(
                 f"no worker of the dask scheduler at {scheduler} offers a GPU: start GPU workers with "
-                f"'CUDA_VISIBLE_DEVICES=0 dask worker {address} --nthreads 1 --resources {GPU_RESOURCE}=1', or drop --gpu"
+                f"'CUDA_VISIBLE_DEVICES=0 dask worker {address} --nthreads 1 --resources {GPU_RESOURCE}=1', "
+                "or drop --gpu"
             )
         yield client
     finally:
@@ -186,20 +190,6 @@ def _workers(client, gpu: bool) -> list[str]:
     """The addresses of the workers that may run a task (those offering a GPU if ``gpu``)."""
     workers = client.scheduler_info(n_workers=-1)["workers"]
     return [addr for addr, w in workers.items() if not gpu or w.get("resources", {}).get(GPU_RESOURCE, 0) >= 1]
-
-
-def _check_shared(client, scheduler: str, workers: list[str], paths: Iterable[str]) -> None:
-    for path in paths:
-        if "://" in str(path):
-            continue  # a URL store: every worker opens it over the network
-        seen = client.run(os.path.exists, str(path), workers=workers)
-        blind = sorted(addr for addr, ok in seen.items() if not ok)
-        if blind:
-            raise ClusterError(
-                f"{len(blind)} of {len(seen)} workers of the dask scheduler at {scheduler} (first {blind[0]}) cannot see "
-                f"{path}: every worker must reach the store and the dataset at the same path (a shared filesystem "
-                f"mounted alike on every machine)"
-            )
 
 
 def _run_local(fn: Callable, calls: list[tuple], jobs: int, setup: Callable[[], None] | None) -> Iterator:
@@ -217,7 +207,7 @@ def _run_local(fn: Callable, calls: list[tuple], jobs: int, setup: Callable[[], 
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
-    fork = setup is not None and sys.platform == "linux" and "fork" in multiprocessing.get_all_start_methods()
+    fork = setup is not None and sys.platform == "linux"
     context = multiprocessing.get_context("fork" if fork else "spawn")
     pool = ProcessPoolExecutor(max_workers=min(jobs, len(calls)), mp_context=context,
                                initializer=None if fork else setup)
@@ -225,7 +215,8 @@ def _run_local(fn: Callable, calls: list[tuple], jobs: int, setup: Callable[[], 
         with warnings.catch_warnings():
             # Python 3.12+ warns about forking a process that has threads (Zarr's I/O loop, which
             # Zarr restarts in a forked child).
-            warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks",
+                                    category=DeprecationWarning)
             futures = [pool.submit(fn, *args) for args in calls]
         for future in as_completed(futures):
             try:

@@ -6,6 +6,7 @@ ingest writes into the store and ``predict`` feeds to a run's models.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -28,7 +29,21 @@ VIDEO_FACE_STEP = 0.2
 _TIMES_SHOWN = 6
 
 
-def cut_clip(spec: ClipSpec, work: dict, *, name: str | None = None,
+@dataclasses.dataclass(frozen=True)
+class CutSettings:
+    """How a store cuts its clips (from its header), and the landmark model to find faces with."""
+
+    t_max: int
+    scheme: str
+    layout: dict
+    landmarks_model: str | None = None
+
+    @classmethod
+    def of(cls, store, landmarks_model: str | None = None) -> CutSettings:
+        return cls(store.t_max, store.header["region_scheme"], store.header["layout"], landmarks_model)
+
+
+def cut_clip(spec: ClipSpec, work: CutSettings, *, name: str | None = None,
              video: bool = False) -> tuple[list[np.ndarray], dict]:
     """Find the face, plan the cuts and cut every frame of one clip (nothing is written).
 
@@ -36,7 +51,7 @@ def cut_clip(spec: ClipSpec, work: dict, *, name: str | None = None,
     ----------
     spec : ClipSpec
         The clip's frames, in time order.
-    work : dict
+    work : CutSettings
         The store's ``t_max``, ``scheme``, ``layout`` and the ``landmarks_model`` to use.
     name : str, optional
         How messages name the clip (default: its id), e.g. the folder given to ``predict``.
@@ -49,26 +64,26 @@ def cut_clip(spec: ClipSpec, work: dict, *, name: str | None = None,
     tuple
         The six ``(n_frames, h, w)`` blocks and the clip's record fields.
     """
-    t_max = work["t_max"]
     name = name or spec.id
     n = len(spec.frames)
     if n == 0:
         raise FrameError(f"{name} has no frames in {spec.folder}")
-    if n > t_max:
+    if n > work.t_max:
         raise FrameError(
-            f"{name} has {n} frames, more than the store's t_max of {t_max}: "
+            f"{name} has {n} frames, more than the store's t_max of {work.t_max}: "
             f"ingest it into a store made with --t-max {n} or more"
         )
     warnings = list(spec.warnings)
-    face_frame, face, full_shape = locate_face(spec, work["landmarks_model"], name=name, video=video)
-    landmarks = face.landmarks
-    used = frame_label(spec, face_frame, video)
+    face_frame, face, full_shape = locate_face(spec, work.landmarks_model, name=name, video=video)
+    # How messages name a frame: ``frame 30 at 1.00 s`` in a video, else ``frame 3 (img0004.jpg)``.
+    used = (f"frame {face_frame} at {face_frame / spec.fps:.2f} s" if video
+            else f"frame {face_frame} ({spec.frames[face_frame].name})")
     if face_frame:
         before = f"before {face_frame / spec.fps:.2f} s" if video else "on the first frame"
         warnings.append(f"no face {before}; landmarks taken from {used}")
     if face.n_faces > 1:
         warnings.append(f"{face.n_faces} faces on {used}; used the largest")
-    cuts = rg.plan_cuts(landmarks, work["scheme"], work["layout"])
+    cuts = rg.plan_cuts(face.landmarks, work.scheme, work.layout)
     factor = rg.decode_factor(cuts) if can_reduce(spec.frames[0]) else 1
     scaled = [c.scaled(factor) for c in cuts]
     # Only the pixels the cuts read are decoded where the codec allows it (BMP, at full size).
@@ -84,47 +99,27 @@ def cut_clip(spec: ClipSpec, work: dict, *, name: str | None = None,
         elif size != shape:
             raise FrameError(
                 f"{name}: frame {path.name} is {size[1]}x{size[0]} but the clip's first frame is "
-                f"{shape[1]}x{shape[0]} (decoded at 1/{factor}): mixed frame sizes in one clip; fix or remove the odd frames"
+                f"{shape[1]}x{shape[0]} (decoded at 1/{factor}): mixed frame sizes in one clip; "
+                "fix or remove the odd frames"
             )
         for block, c in zip(blocks, scaled):
             block[t] = rg.cut(image, c, origin, size)
-    meta = {
-        "status": COMPLETE,
-        "n_frames": n,
-        "fps": float(spec.fps),
-        "emotion": spec.emotion,
-        "aus": list(spec.aus),
+    return blocks, {
+        "status": COMPLETE, "n_frames": n, "fps": float(spec.fps), "emotion": spec.emotion, "aus": list(spec.aus),
         "onset": spec.onset, "apex": spec.apex, "offset": spec.offset,
         "frames": [p.name for p in spec.frames],
         "frame_numbers": list(spec.frame_numbers),
         "frame_size": [int(full_shape[1]), int(full_shape[0])],
         "decode_factor": factor,
         "face": {
-            "frame": face_frame,
-            "box": list(face.box),
-            "score": round(face.score, 4),
-            "n_faces": face.n_faces,
-            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in landmarks],
+            "frame": face_frame, "box": list(face.box), "score": round(face.score, 4), "n_faces": face.n_faces,
+            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks],
         },
         "cuts": {c.name: {"box": [round(v, 2) for v in c.box],
                           "valid": None if c.valid is None else [round(v, 2) for v in c.valid]} for c in cuts},
         "warnings": warnings,
         "ingested": now(),
     }
-    return blocks, meta
-
-
-def frame_label(spec: ClipSpec, index: int, video: bool = False) -> str:
-    """How messages name frame ``index`` of a clip: ``frame 30 at 1.00 s`` in a video, else
-    ``frame 3 (img0004.jpg)``."""
-    return f"frame {index} at {index / spec.fps:.2f} s" if video else f"frame {index} ({spec.frames[index].name})"
-
-
-def video_face_frames(n_frames: int, fps: float) -> list[int]:
-    """The frames of a video tried for a face, in order: one every :data:`VIDEO_FACE_STEP`
-    seconds of its first :data:`VIDEO_FACE_SECONDS` seconds."""
-    step = max(1, round(VIDEO_FACE_STEP * fps))
-    return list(range(0, min(n_frames, math.ceil(VIDEO_FACE_SECONDS * fps)), step))
 
 
 def locate_face(spec: ClipSpec, model: str | None, *, name: str | None = None, video: bool = False):
@@ -142,33 +137,28 @@ def locate_face(spec: ClipSpec, model: str | None, *, name: str | None = None, v
         id) and the frames tried.
     """
     name = name or spec.id
+    n = len(spec.frames)
     if video:
-        tried = video_face_frames(len(spec.frames), spec.fps)
+        step, limit = max(1, round(VIDEO_FACE_STEP * spec.fps)), math.ceil(VIDEO_FACE_SECONDS * spec.fps)
+        tried = list(range(0, min(n, limit), step))
     else:
-        tried = [0, *[i for i in FALLBACK_FRAMES if i < len(spec.frames)]]
-        if len(spec.frames) > 2:
-            tried.append(len(spec.frames) // 2)
+        tried = [0, *[i for i in FALLBACK_FRAMES if i < n], *([n // 2] if n > 2 else [])]
     for index in dict.fromkeys(tried):
         full = read_grey(spec.frames[index])
         face = find_face(full, model)
         if face is not None:
             return index, face, full.shape
-    if video:
-        raise FaceError(f"no face found in {name} on {_times(tried, spec.fps, len(spec.frames))}: make sure a "
-                        f"frontal face is in view within its first {VIDEO_FACE_SECONDS:g} s, or cut the video "
-                        "to start where it is")
-    raise FaceError(
-        f"no face found on the first frame of {name} ({spec.frames[0].name}) nor on frames "
-        f"{', '.join(str(i) for i in tried[1:]) or '-'}: check the clip folder {spec.folder}"
-    )
-
-
-def _times(tried: list[int], fps: float, n_frames: int) -> str:
-    """'frames at 0.00 s, 0.20 s, ..., 9.80 s (50 frames: every 0.2 s of the first 10 s)'."""
-    times = [f"{i / fps:.2f} s" for i in tried]
+    if not video:
+        raise FaceError(
+            f"no face found on the first frame of {name} ({spec.frames[0].name}) nor on frames "
+            f"{', '.join(str(i) for i in tried[1:]) or '-'}: check the clip folder {spec.folder}"
+        )
+    # 'frames at 0.00 s, 0.20 s, ..., 9.80 s (50 frames: every 0.2 s of the first 10 s)'
+    times = [f"{i / spec.fps:.2f} s" for i in tried]
     if len(times) > _TIMES_SHOWN:
         times = [*times[:_TIMES_SHOWN - 1], "...", times[-1]]
-    step = tried[1] - tried[0] if len(tried) > 1 else 1
-    every = "every frame" if step == 1 else f"every {step / fps:.2g} s"
-    span = "the whole video" if n_frames <= math.ceil(VIDEO_FACE_SECONDS * fps) else f"the first {VIDEO_FACE_SECONDS:g} s"
-    return f"frames at {', '.join(times)} ({len(tried)} frames: {every} of {span})"
+    every = "every frame" if step == 1 or len(tried) < 2 else f"every {step / spec.fps:.2g} s"
+    span = "the whole video" if n <= limit else f"the first {VIDEO_FACE_SECONDS:g} s"
+    raise FaceError(f"no face found in {name} on frames at {', '.join(times)} ({len(tried)} frames: {every} of "
+                    f"{span}): make sure a frontal face is in view within its first {VIDEO_FACE_SECONDS:g} s, "
+                    "or cut the video to start where it is")

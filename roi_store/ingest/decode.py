@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import struct
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -24,6 +24,14 @@ _REDUCED = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
 _JPEG = (".jpg", ".jpeg")
 #: OpenCV's own ceiling (CV_IO_MAX_IMAGE_PIXELS) on the pixels a header may declare.
 _MAX_PIXELS = 1 << 30
+#: BITMAPFILEHEADER + the start of BITMAPINFOHEADER (or a later version of it).
+_BMP_HEAD = struct.Struct("<2sI4xIIiiHHI")
+#: The header of a window's BMP: file header and a BITMAPINFOHEADER (no resolution, no palette).
+_BMP_OUT = struct.Struct("<2sI4xIIiiHHII16x")
+#: The file endings ``predict`` reads as a video (anything OpenCV's video reader opens).
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+#: The frame rate assumed for a video that does not declare one.
+DEFAULT_FPS = 30.0
 
 
 def can_reduce(path: Path) -> bool:
@@ -50,14 +58,14 @@ def read_grey(path: Path, factor: int = 1) -> np.ndarray:
         ) from None
     if not data:
         raise FrameError(f"frame {path} is empty (0 bytes): restore it from the original dataset")
-    if path.suffix.lower() in _JPEG:
+    jpeg = can_reduce(path)
+    if jpeg:
         if not data.startswith(b"\xff\xd8"):
             raise FrameError(f"frame {path} is not a JPEG image (no JPEG start marker): restore or remove it")
         if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
             raise FrameError(f"frame {path} is truncated (no JPEG end marker): restore it from the original dataset")
-    flag = _REDUCED[factor] if factor > 1 and can_reduce(path) else cv2.IMREAD_GRAYSCALE
     try:
-        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _REDUCED[factor] if jpeg else cv2.IMREAD_GRAYSCALE)
     except cv2.error as exc:
         # OpenCV refuses, rather than allocates, a header declaring more than 2**30 pixels.
         if "MAX_IMAGE_PIXELS" in str(exc):
@@ -68,9 +76,13 @@ def read_grey(path: Path, factor: int = 1) -> np.ndarray:
         image = None
     if image is None:
         raise FrameError(f"frame {path} is not a decodable image: restore or remove it")
-    if path.suffix.lower() == ".bmp":
-        _check_bmp_size(path, data)
-    if factor > 1 and not can_reduce(path):
+    # OpenCV decodes a cut-off BMP without complaint; the header says how big the file must be.
+    declared = int.from_bytes(data[2:6], "little") if path.suffix.lower() == ".bmp" and len(data) >= 6 else 0
+    if len(data) < declared:
+        raise FrameError(
+            f"frame {path} is truncated ({len(data)} of {declared} bytes): restore it from the original dataset"
+        )
+    if factor > 1 and not jpeg:
         # A PNG/BMP/TIFF among a clip's JPEGs: the size libjpeg's 1/factor decode gives (rounded up).
         h, w = image.shape
         image = cv2.resize(image, (-(-w // factor), -(-h // factor)), interpolation=cv2.INTER_AREA)
@@ -94,25 +106,17 @@ def read_grey_window(path: Path, factor: int, window: tuple[int, int, int, int] 
     return image, image.shape, (0, 0)
 
 
-#: BITMAPFILEHEADER + the start of BITMAPINFOHEADER (or a later version of it).
-_BMP_HEAD = struct.Struct("<2sI4xIIiiHHI")
-
-
 def _bmp_window(path: Path, window: tuple[int, int, int, int]):
     """The window of an uncompressed, 24-bit BMP as grey pixels, or None for any other file
     (:func:`read_grey` then decodes it whole and reports what is wrong with it)."""
     try:
         with open(path, "rb") as f:
-            head = f.read(_BMP_HEAD.size)
-            if len(head) < _BMP_HEAD.size:
-                return None
-            magic, declared, offset, info, w, h, planes, bits, compression = _BMP_HEAD.unpack(head)
+            magic, declared, offset, info, w, h, planes, bits, compression = _BMP_HEAD.unpack(f.read(_BMP_HEAD.size))
             if (magic != b"BM" or info not in (40, 52, 56, 108, 124) or planes != 1 or bits != 24
                     or compression != 0 or w <= 0 or h == 0 or w * abs(h) > _MAX_PIXELS or offset < 14 + info):
                 return None
             rows, stride = abs(h), (w * 3 + 3) // 4 * 4
-            size = os.fstat(f.fileno()).st_size
-            if size < max(declared, offset + stride * rows):
+            if os.fstat(f.fileno()).st_size < max(declared, offset + stride * rows):
                 return None  # truncated: read_grey says so
             x0, y0 = max(0, window[0]), max(0, window[1])
             x1, y1 = min(w, window[2]), min(rows, window[3])
@@ -120,7 +124,7 @@ def _bmp_window(path: Path, window: tuple[int, int, int, int]):
                 return None
             first = rows - y1 if h > 0 else y0  # a positive height stores the rows bottom-up
             data = os.pread(f.fileno(), (y1 - y0) * stride, offset + first * stride)
-    except OSError:
+    except (OSError, struct.error):  # struct.error: shorter than a BMP header
         return None
     if len(data) != (y1 - y0) * stride:
         return None
@@ -131,35 +135,15 @@ def _bmp_window(path: Path, window: tuple[int, int, int, int]):
     small = np.empty(_BMP_OUT.size + n * cs, dtype=np.uint8)
     small[: _BMP_OUT.size] = np.frombuffer(
         _BMP_OUT.pack(b"BM", small.size, _BMP_OUT.size, 40, cw, n if h > 0 else -n, 1, 24, 0, n * cs), dtype=np.uint8)
-    small[_BMP_OUT.size :].reshape(n, cs)[:, : cw * 3] = np.frombuffer(data, dtype=np.uint8).reshape(n, stride)[:, 3 * x0 : 3 * x1]
+    rows_read = np.frombuffer(data, dtype=np.uint8).reshape(n, stride)
+    small[_BMP_OUT.size :].reshape(n, cs)[:, : cw * 3] = rows_read[:, 3 * x0 : 3 * x1]
     grey = cv2.imdecode(small, cv2.IMREAD_GRAYSCALE)
     if grey is None or grey.shape != (n, cw):
         return None
     return grey, (rows, w), (x0, y0)
 
 
-#: The header of a window's BMP: file header and a BITMAPINFOHEADER (no resolution, no palette).
-_BMP_OUT = struct.Struct("<2sI4xIIiiHHII16x")
-
-
-def _check_bmp_size(path: Path, data: bytes) -> None:
-    # OpenCV decodes a cut-off BMP without complaint; the header says how big the file must be.
-    if len(data) >= 6:
-        declared = int.from_bytes(data[2:6], "little")
-        if declared and len(data) < declared:
-            raise FrameError(
-                f"frame {path} is truncated ({len(data)} of {declared} bytes): restore it from the original dataset"
-            )
-
-
-#: The file endings ``predict`` reads as a video (anything OpenCV's video reader opens).
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
-#: The frame rate assumed for a video that does not declare one.
-DEFAULT_FPS = 30.0
-
-
-@dataclasses.dataclass(frozen=True)
-class VideoFrames:
+class VideoFrames(NamedTuple):
     """A video's frames written as files: their paths in time order, the video's frame rate, and
     whether the video has frames beyond those written."""
 
@@ -198,5 +182,6 @@ def decode_video(video: Path, folder: Path, max_frames: int) -> VideoFrames:
     finally:
         cap.release()
     if not paths:
-        raise FrameError(f"video {video} has no readable frames: re-encode it (e.g. as H.264 .mp4) or give a frame folder")
+        raise FrameError(
+            f"video {video} has no readable frames: re-encode it (e.g. as H.264 .mp4) or give a frame folder")
     return VideoFrames(paths, fps, bool(more))

@@ -9,6 +9,7 @@ another predictor file with ``landmarks_model`` / ``--landmarks-model``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 from pathlib import Path
 
@@ -17,6 +18,10 @@ import numpy as np
 from roi_store.errors import FaceError
 
 PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
+#: Detection passes, cheapest first: (longest image side, dlib upsampling). Faces in ME data
+#: fill much of the frame, so a small image usually suffices; the landmarks are then fitted on
+#: the full-resolution image, so precision does not depend on the pass that found the face.
+DETECT_PASSES = ((400, 0), (800, 0), (800, 1))
 
 
 def default_predictor_path() -> Path:
@@ -49,25 +54,20 @@ class Face:
     n_faces: int  # how many faces the detector saw in the image
 
 
+@functools.cache
 def _models(predictor: str):
     """The detector and the landmark model of ``predictor``, loaded once per process.
 
     Building dlib's detector takes about half a second (it is decoded from a string compiled
     into dlib): once per process, and forked workers inherit it (:func:`preload`).
     """
-    if predictor not in _MODELS:
-        import dlib  # imported here: dlib is only needed by ingest and synth
+    import dlib  # imported here: dlib is only needed by ingest and synth
 
-        _MODELS[predictor] = dlib.get_frontal_face_detector(), dlib.shape_predictor(predictor)
-    return _MODELS[predictor]
-
-
-#: Landmark model file -> (detector, predictor), as this process has loaded them.
-_MODELS: dict[str, tuple] = {}
+    return dlib.get_frontal_face_detector(), dlib.shape_predictor(predictor)
 
 
 def _model_path(landmarks_model: str | Path | None) -> str:
-    return str(landmarks_model) if landmarks_model else str(default_predictor_path())
+    return str(landmarks_model or default_predictor_path())
 
 
 def preload(landmarks_model: str | Path | None = None) -> None:
@@ -77,19 +77,7 @@ def preload(landmarks_model: str | Path | None = None) -> None:
         _models(model)
 
 
-def loaded(landmarks_model: str | Path | None = None) -> bool:
-    """Whether this process has loaded the models of ``landmarks_model`` (nothing is loaded)."""
-    return _model_path(landmarks_model) in _MODELS
-
-
-#: Detection passes, cheapest first: (longest image side, dlib upsampling). Faces in ME data
-#: fill much of the frame, so a small image usually suffices; the landmarks are then fitted on
-#: the full-resolution image, so precision does not depend on the pass that found the face.
-DETECT_PASSES = ((400, 0), (800, 0), (800, 1))
-
-
-def find_face(gray: np.ndarray, landmarks_model: str | Path | None = None,
-              passes: tuple[tuple[int, int], ...] = DETECT_PASSES, upsample: int | None = None) -> Face | None:
+def find_face(gray: np.ndarray, landmarks_model: str | Path | None = None, upsample: int | None = None) -> Face | None:
     """Detect faces in a greyscale uint8 image and return the best one with its 68 landmarks.
 
     Passes run cheapest first until one finds a face. Several faces: the largest wins, ties
@@ -104,8 +92,7 @@ def find_face(gray: np.ndarray, landmarks_model: str | Path | None = None,
         raise FaceError(f"landmark model {model} does not exist: pass an existing --landmarks-model file")
     detector, predictor = _models(model)
     image = np.ascontiguousarray(gray, dtype=np.uint8)
-    if upsample is not None:
-        passes = ((max(image.shape), upsample),)
+    passes = DETECT_PASSES if upsample is None else ((max(image.shape), upsample),)
     for side, upsample in passes:
         scale = max(1.0, max(image.shape) / side)
         # max(1, ...): a sliver of a frame (1 x 5000) must shrink to a pixel, not to an empty image.
@@ -127,5 +114,4 @@ def find_face(gray: np.ndarray, landmarks_model: str | Path | None = None,
 
 def landmark_model_id(landmarks_model: str | Path | None) -> str:
     """A short, stable description of the landmark model for the store's records."""
-    path = Path(landmarks_model) if landmarks_model else default_predictor_path()
-    return path.name
+    return Path(_model_path(landmarks_model)).name

@@ -2,11 +2,11 @@
 
 The coordinating process locks the store (one ingest at a time: a second one stops with a line
 naming the holder), scans the dataset, writes a ``pending`` record (with its reserved array row)
-for every clip still to do, and hands clips to workers (:func:`roi_store.parallel.run_tasks`). A worker finds the face on the
-clip's first frame, decides the six cuts, decodes and cuts every frame and writes its own chunks;
-only then does the coordinator mark the record ``complete``. A killed run therefore leaves
-pending records, never a clip that looks complete but is not, and re-running picks up exactly
-the clips that are not complete.
+for every clip still to do, and hands clips to workers (:func:`roi_store.parallel.run_tasks`). A
+worker finds the face on the clip's first frame, decides the six cuts, decodes and cuts every
+frame and writes its own chunks; only then does the coordinator mark the record ``complete``. A
+killed run therefore leaves pending records, never a clip that looks complete but is not, and
+re-running picks up exactly the clips that are not complete.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from collections.abc import Callable
 from pathlib import Path
+
+from tqdm import tqdm
 
 from roi_store import killpoints, parallel
 from roi_store.errors import ConfigError, RoiStoreError, StoreBusyError, StoreError
 from roi_store.ingest import regions as rg
-from roi_store.ingest.cut import cut_clip
+from roi_store.ingest.cut import CutSettings, cut_clip
 from roi_store.ingest.datasets import get_reader
 from roi_store.ingest.datasets.base import ClipSpec, Skip
 from roi_store.ingest import faces
@@ -46,46 +47,20 @@ class IngestReport:
     frames: int  # frames decoded and cut by this call
 
 
-def settings_for(t_max: int, scheme: str, landmarks_model: str | None, view_file: str | None) -> dict:
+def settings_for(t_max: int, scheme: str, landmarks_model: str | Path | None, view_file: str | Path | None) -> dict:
     """The store settings an ingest with these options needs (recorded in the store header)."""
     layout = rg.default_layout()
-    if scheme not in layout["schemes"]:
-        raise ConfigError(f"invalid region scheme {scheme!r}: allowed values are {', '.join(sorted(layout['schemes']))}")
+    rg.check_scheme(scheme, layout)
     if t_max < 1:
         raise ConfigError(f"invalid --t-max {t_max}: it must be a positive number of frames")
     views = default_views()
     if view_file:
-        classes = views["megc2019"]["classes"]
-        views = {"megc2019": read_view_file(Path(view_file), classes)}
-    return {
-        "t_max": int(t_max),
-        "region_scheme": scheme,
-        "layout": layout,
-        "views": views,
-        "relabel": default_relabel(),
-        "landmarks_model": faces.landmark_model_id(landmarks_model),
-    }
+        views = {"megc2019": read_view_file(Path(view_file), views["megc2019"]["classes"])}
+    return {"t_max": int(t_max), "region_scheme": scheme, "layout": layout, "views": views,
+            "relabel": default_relabel(), "landmarks_model": faces.landmark_model_id(landmarks_model)}
 
 
-def _lock_and_open(path: Path, settings: dict, explicit: dict, dataset: str):
-    """Create the store if needed, lock it for this ingest and open it; the lock and the store."""
-    if not (path / "zarr.json").exists():
-        try:
-            create_store(path, settings).close()
-        except StoreError:
-            if not (path / "zarr.json").exists():
-                raise
-            # another ingest created it meanwhile: append to it as to any existing store
-    lock = locks.acquire(path, f"store {path}", f"roistore ingest --dataset {dataset}", busy=StoreBusyError,
-                         hint="or ingest into another store")
-    try:
-        return lock, _open_checked(path, settings, explicit)
-    except BaseException:
-        lock.release()
-        raise
-
-
-def _open_checked(path: Path, settings: dict, explicit: dict):
+def _open_checked(path: Path, settings: dict, explicit: set):
     store = open_store(path, mode="r+")
     # Appending must not mix clips cut with different settings in one store.
     for key, option in (("t_max", "--t-max"), ("region_scheme", "--scheme"), ("landmarks_model", "--landmarks-model")):
@@ -95,24 +70,15 @@ def _open_checked(path: Path, settings: dict, explicit: dict):
                 f"use the same {option} to append, or choose a new store"
             )
     if "views" in explicit and store.views != settings["views"]:
-        raise ConfigError(f"{path} already defines its megc2019 view differently: drop --view-file or choose a new store")
+        raise ConfigError(
+            f"{path} already defines its megc2019 view differently: drop --view-file or choose a new store")
     return store
 
 
-def ingest(
-    store_path: str | Path,
-    dataset: str,
-    root: str | Path,
-    annotations: str | Path | None = None,
-    *,
-    jobs: int = 1,
-    scheduler: str | None = None,
-    t_max: int | None = None,
-    scheme: str | None = None,
-    landmarks_model: str | Path | None = None,
-    view_file: str | Path | None = None,
-    progress: Callable[[int], None] | bool = False,
-) -> IngestReport:
+def ingest(store_path: str | Path, dataset: str, root: str | Path, annotations: str | Path | None = None, *,
+           jobs: int = 1, scheduler: str | None = None, t_max: int | None = None, scheme: str | None = None,
+           landmarks_model: str | Path | None = None, view_file: str | Path | None = None,
+           progress: bool = False) -> IngestReport:
     """Append one dataset's clips to a store (created if needed); safe to re-run.
 
     Parameters
@@ -138,8 +104,8 @@ def ingest(
         A 68-point dlib shape predictor file (default: the one of ``face-recognition-models``).
     view_file : path, optional
         A clip list in the MEGC 2019 file format that defines the megc2019 view.
-    progress : bool or callable
-        True for a progress bar on stderr; a callable gets the number of clips done.
+    progress : bool
+        True for a progress bar on stderr.
 
     Returns
     -------
@@ -159,14 +125,22 @@ def ingest(
     root = root.absolute()  # frame paths travel to workers, whose working folder may differ
     explicit = {k for k, v in (("t_max", t_max), ("region_scheme", scheme), ("views", view_file)) if v is not None}
     settings = settings_for(t_max or DEFAULT_T_MAX, scheme or rg.default_layout()["default_scheme"],
-                            str(landmarks_model) if landmarks_model else None,
-                            str(view_file) if view_file else None)
+                            landmarks_model, view_file)
     model = os.path.abspath(landmarks_model) if landmarks_model else None  # as workers load it
     items = list(reader.scan(root, Path(annotations) if annotations else None))
     if scheduler is None:
         faces.preload(model)  # a damaged model stops the ingest before anything is written
-    lock, store = _lock_and_open(store_path, settings, explicit, reader.name)
+    if not (store_path / "zarr.json").exists():
+        try:
+            create_store(store_path, settings).close()
+        except StoreError:
+            if not (store_path / "zarr.json").exists():
+                raise
+            # another ingest created it meanwhile: append to it as to any existing store
+    lock = locks.acquire(store_path, f"store {store_path}", f"roistore ingest --dataset {reader.name}",
+                         busy=StoreBusyError, hint="or ingest into another store")
     try:
+        store = _open_checked(store_path, settings, explicit)
         return _ingest(store, reader, items, root, annotations, model, jobs, scheduler, progress)
     finally:
         lock.release()
@@ -184,29 +158,23 @@ def _ingest(store, reader, items: list, root: Path, annotations, model: str | No
 
     # Reserve rows and write pending records before any pixel is written.
     need = [s for s in todo if records.get(s.id) is None or records[s.id].row is None]
-    rows = dict(zip((s.id for s in need), store.reserve_rows(len(need))))
+    rows = {s.id: records[s.id].row for s in todo if s.id in records}
+    rows.update(zip((s.id for s in need), store.reserve_rows(len(need))))
     for s in todo:
-        row = rows.get(s.id, records[s.id].row if s.id in records else None)
-        store.write_record({**_base_record(s, root), "status": PENDING, "row": row})
+        store.write_record({**_base_record(s, root), "status": PENDING, "row": rows[s.id]})
         killpoints.reached("ingest.pending")
-    rows = {s.id: store.records()[s.id].row for s in todo}
 
-    work = {
-        "store": parallel.store_location(store.where),
-        "t_max": store.t_max,
-        "scheme": store.header["region_scheme"],
-        "layout": store.header["layout"],
-        "landmarks_model": model,
-    }
-    shared = [work["store"], str(root), *([model] if model else [])]
-    calls = [(i, spec, rows[spec.id], work) for i, spec in enumerate(largest_first(todo))]
-    order = [spec for _, spec, _, _ in calls]
+    location, cut = parallel.store_location(store.where), CutSettings.of(store, model)
+    shared = [location, str(root), *([model] if model else [])]
+    order = largest_first(todo)
+    calls = [(i, spec, rows[spec.id], location, cut) for i, spec in enumerate(order)]
     added, frames, failed = 0, 0, []
-    bar = _progress_bar(progress, len(todo), reader.name)
+    bar = tqdm(total=len(todo), unit="clip", desc=f"ingest {reader.name}", dynamic_ncols=True, disable=not progress)
     try:
-        results = parallel.run_tasks(_process_indexed, calls, jobs=jobs, scheduler=scheduler, shared=shared,
+        results = parallel.run_tasks(process_clip, calls, jobs=jobs, scheduler=scheduler, shared=shared,
                                      setup=functools.partial(_load_models, model, jobs))
-        for spec, result in ((order[i], result) for i, result in results):
+        for i, result in results:
+            spec = order[i]
             base = {**_base_record(spec, root), "row": rows[spec.id]}
             if result["status"] == COMPLETE:
                 store.write_record({**base, **_labelled(result, spec, store)})
@@ -216,37 +184,17 @@ def _ingest(store, reader, items: list, root: Path, annotations, model: str | No
                 store.write_record({**base, "status": SKIPPED, "reason": result["reason"], "warnings": spec.warnings})
                 failed.append({"id": spec.id, "reason": result["reason"], "source": spec.source})
             killpoints.reached("ingest.record")
-            bar(1)
+            bar.update(1)
     finally:
-        bar(None)
+        bar.close()
     log = {"dataset": reader.name, "root": str(root.resolve()),
            "annotations": str(Path(annotations).resolve()) if annotations else None,
            "started": started, "finished": now(), "added": added, "skipped": len(failed) + len(reader_skips),
            "writer": store.header["writer"]}
     killpoints.reached("ingest.header")
-    store.update_header(
-        ingests=[*store.header["ingests"], log],
-        skipped={**store.header["skipped"], reader.name: reader_skips},
-    )
+    store.update_header(ingests=[*store.header["ingests"], log],
+                        skipped={**store.header["skipped"], reader.name: reader_skips})
     return IngestReport(store.where, reader.name, len(specs), added, already, reader_skips + failed, frames)
-
-
-def _progress_bar(progress, total: int, dataset: str):
-    if callable(progress):
-        done = [0]
-
-        def update(n):
-            if n:
-                done[0] += n
-                progress(done[0])
-
-        return update
-    if not progress:
-        return lambda n: None
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, unit="clip", desc=f"ingest {dataset}", dynamic_ncols=True)
-    return lambda n: bar.update(n) if n else bar.close()
 
 
 def _load_models(model: str | None, jobs: int) -> None:
@@ -271,15 +219,9 @@ def largest_first(specs: list[ClipSpec]) -> list[ClipSpec]:
     return sorted(specs, key=work, reverse=True)
 
 
-def _process_indexed(i: int, spec: ClipSpec, row: int, work: dict):
-    return i, process_clip(spec, row, work)
-
-
 def _base_record(spec: ClipSpec, root: Path) -> dict:
-    return {
-        "id": spec.id, "dataset": spec.key.dataset, "subject": spec.key.subject, "clip": spec.key.clip,
-        "source": spec.source, "folder": os.path.relpath(spec.folder, root).replace(os.sep, "/"),
-    }
+    return {"id": spec.id, "dataset": spec.key.dataset, "subject": spec.key.subject, "clip": spec.key.clip,
+            "source": spec.source, "folder": os.path.relpath(spec.folder, root).replace(os.sep, "/")}
 
 
 def _labelled(result: dict, spec: ClipSpec, store) -> dict:
@@ -293,21 +235,15 @@ def _labelled(result: dict, spec: ClipSpec, store) -> dict:
     return {**result, "labels": labels, "excluded": excluded, "relabel": relabel}
 
 
-def process_clip(spec: ClipSpec, row: int, work: dict) -> dict:
-    """Cut one clip and write its region chunks at ``row``; return its record fields.
+def process_clip(i: int, spec: ClipSpec, row: int, store: str, cut: CutSettings) -> tuple[int, dict]:
+    """Cut clip ``i`` and write its region chunks at ``row`` of ``store``; return ``i`` and its record fields.
 
     Data problems (unreadable frames, no face, too long) come back as
     ``{"status": "skipped", "reason": ...}`` so that one bad clip never stops the others.
     """
     try:
-        return _process(spec, row, work)
+        blocks, meta = cut_clip(spec, cut)
+        write_clip_frames(store, row, dict(zip(meta["cuts"], blocks)))
+        return i, meta
     except RoiStoreError as exc:
-        return {"status": SKIPPED, "reason": printable(str(exc))}
-
-
-
-
-def _process(spec: ClipSpec, row: int, work: dict) -> dict:
-    blocks, meta = cut_clip(spec, work)
-    write_clip_frames(work["store"], row, dict(zip(meta["cuts"], blocks)))
-    return meta
+        return i, {"status": SKIPPED, "reason": printable(str(exc))}

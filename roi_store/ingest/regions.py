@@ -22,15 +22,21 @@ import numpy as np
 
 from roi_store.errors import ConfigError
 
+#: A frame size larger than any frame: only the cuts themselves bound their window.
+_ANY = 1 << 40
+
 
 def default_layout() -> dict:
     """The packaged region layout (schemes, canvas, six regions with boxes and landmarks)."""
     return json.loads(resources.files("roi_store").joinpath("data/regions.json").read_text())
 
 
-def schemes(layout: dict | None = None) -> list[str]:
-    """Names of the placement schemes a layout offers."""
-    return sorted((layout or default_layout())["schemes"])
+def check_scheme(scheme: str, layout: dict) -> None:
+    """Raise :class:`ConfigError` unless ``layout`` offers the placement ``scheme``."""
+    if scheme not in layout["schemes"]:
+        raise ConfigError(
+            f"invalid region scheme {scheme!r}: allowed values are {', '.join(sorted(layout['schemes']))}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,12 +51,8 @@ class Cut:
     def scaled(self, factor: float) -> Cut:
         """The same cut for a frame decoded at 1/factor of full size."""
         f = 1.0 / factor
-        return Cut(
-            self.name,
-            tuple(v * f for v in self.box),
-            None if self.valid is None else tuple(v * f for v in self.valid),
-            self.size,
-        )
+        return Cut(self.name, tuple(v * f for v in self.box),
+                   None if self.valid is None else tuple(v * f for v in self.valid), self.size)
 
 
 def region_size(region: dict) -> tuple[int, int]:
@@ -70,8 +72,7 @@ def face_box(landmarks: np.ndarray) -> tuple[float, float, float, float]:
 def _landmark_cut(region: dict, landmarks: np.ndarray) -> Cut:
     w, h = region_size(region)
     pts = landmarks[region["landmarks"]]
-    x0, y0 = pts.min(axis=0)
-    x1, y1 = pts.max(axis=0)
+    (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
     bw, bh = max(x1 - x0, 1.0), max(y1 - y0, 1.0)
     ml, mt, mr, mb = region["margin"]
     x0, x1 = x0 - ml * bw, x1 + mr * bw
@@ -114,35 +115,25 @@ def plan_cuts(landmarks: np.ndarray, scheme: str, layout: dict | None = None) ->
         Region layout; the packaged default if omitted.
     """
     layout = layout or default_layout()
-    if scheme not in layout["schemes"]:
-        raise ConfigError(
-            f"invalid region scheme {scheme!r}: allowed values are {', '.join(sorted(layout['schemes']))}"
-        )
+    check_scheme(scheme, layout)
     if scheme == "landmarks":
         return [_landmark_cut(r, landmarks) for r in layout["regions"]]
     return _canvas_cuts(layout, landmarks, centred=(scheme == "centred"))
 
 
-def decode_factor(cuts: list[Cut], choices=(8, 4, 2)) -> int:
+def decode_factor(cuts: list[Cut]) -> int:
     """The largest JPEG reduction (1/2, 1/4, 1/8) that still never upsamples a region."""
-    room = min(
-        min((c.box[2] - c.box[0]) / c.size[0], (c.box[3] - c.box[1]) / c.size[1]) for c in cuts
-    )
-    for k in choices:
-        if room >= k:
-            return k
-    return 1
+    room = min(min((c.box[2] - c.box[0]) / c.size[0], (c.box[3] - c.box[1]) / c.size[1]) for c in cuts)
+    return next((k for k in (8, 4, 2) if room >= k), 1)
 
 
 def _span(c: Cut, h: int, w: int) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
     """The whole pixel rectangle of ``c`` and the part of it that is read from an (h, w) frame."""
     x0, y0 = math.floor(c.box[0]), math.floor(c.box[1])
     x1, y1 = max(math.ceil(c.box[2]), x0 + 1), max(math.ceil(c.box[3]), y0 + 1)
-    lx0, ly0, lx1, ly1 = 0, 0, w, h
-    if c.valid is not None:
-        lx0, ly0 = max(0, round(c.valid[0])), max(0, round(c.valid[1]))
-        lx1, ly1 = min(w, round(c.valid[2])), min(h, round(c.valid[3]))
-    return (x0, y0, x1, y1), (max(x0, lx0), max(y0, ly0), min(x1, lx1), min(y1, ly1))
+    vx0, vy0, vx1, vy1 = c.valid or (0, 0, w, h)
+    read = (max(x0, 0, round(vx0)), max(y0, 0, round(vy0)), min(x1, w, round(vx1)), min(y1, h, round(vy1)))
+    return (x0, y0, x1, y1), read
 
 
 def source_window(cuts: list[Cut]) -> tuple[int, int, int, int] | None:
@@ -154,11 +145,8 @@ def source_window(cuts: list[Cut]) -> tuple[int, int, int, int] | None:
     return (min(p[0] for p in parts), min(p[1] for p in parts), max(p[2] for p in parts), max(p[3] for p in parts))
 
 
-#: A frame size larger than any frame: only the cuts themselves bound their window.
-_ANY = 1 << 40
-
-
-def cut(frame: np.ndarray, c: Cut, origin: tuple[int, int] = (0, 0), shape: tuple[int, int] | None = None) -> np.ndarray:
+def cut(frame: np.ndarray, c: Cut, origin: tuple[int, int] = (0, 0),
+        shape: tuple[int, int] | None = None) -> np.ndarray:
     """Cut one region from a greyscale frame: black outside the frame (and ``valid``), resized.
 
     ``frame`` may be only a window of the frame: its top-left pixel is the frame's ``origin``

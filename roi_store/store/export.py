@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from roi_store._version import __version__
-from roi_store.errors import ConfigError, RoiStoreError
+from roi_store.errors import ConfigError
 from roi_store.ids import ClipKey
 from roi_store.store.runs import (commit_doc, embeddings_source, head_document, not_ready, run_document, run_group,
                             run_status)
@@ -74,8 +74,9 @@ def export_run(store: Store, run: str, out: str | Path, fmt: str = "hdf5", *, ov
 
 def _collect(store: Store, run: str):
     """The export's arrays (small ones), its metadata and a reader of each region's embeddings."""
-    group = run_group(store, embeddings_source(store, run))  # a head-only control: its source's embeddings
-    if commit_doc(store, embeddings_source(store, run), "embed") is None:
+    source = embeddings_source(store, run)
+    group = run_group(store, source)  # a head-only control: its source's embeddings
+    if commit_doc(store, source, "embed") is None:
         raise not_ready(store, run, run_status(store, run))
     doc = run_document(store, run)
     head = head_document(store, run) if commit_doc(store, run, "head") is not None else None
@@ -84,15 +85,13 @@ def _collect(store: Store, run: str):
     classes = list(doc["classes"])
     keys = [ClipKey.parse(c) for c in ids]
     lengths = np.array([store.clip(c).n_frames for c in ids], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     folds = sorted(doc["folds"], key=lambda f: f["index"])
     head_folds = {f["index"]: f for f in head["folds"]} if head else {}
     per_fold_cnn = doc["settings"]["cnn_scope"] == "fold"
+    used = head["labels_used"] if head else doc["labels"]
 
     def mask(members) -> np.ndarray:
-        m = np.zeros(len(ids), dtype=np.uint8)
-        m[[index[c] for c in members if c in index]] = 1
-        return m
+        return np.isin(ids, list(members)).astype(np.uint8)
 
     fold_test = np.array([mask(f["test_clips"]) for f in folds])
     # A fold's head trains on the run's clips outside its test clips (recorded by fit-lstm).
@@ -110,11 +109,10 @@ def _collect(store: Store, run: str):
         "labels": _text(doc["true_labels"]),
         "label_index": np.array([classes.index(v) for v in doc["true_labels"]], dtype=np.int64),
         # The head's labels: a head-only control shuffles them after the embed.
-        "train_labels": _text(head["labels_used"] if head else doc["labels"]),
-        "train_label_index": np.array([classes.index(v) for v in (head["labels_used"] if head else doc["labels"])],
-                                      dtype=np.int64),
+        "train_labels": _text(used),
+        "train_label_index": np.array([classes.index(v) for v in used], dtype=np.int64),
         "n_frames": lengths,
-        "offsets": offsets,
+        "offsets": np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
         "fold_names": _text([f["name"] for f in folds]),
         "embedding_fold": np.array([f["index"] if per_fold_cnn else 0 for f in folds], dtype=np.int64),
         "test_fold": test_fold,
@@ -178,10 +176,8 @@ def _write_hdf5(path: str, arrays: dict, meta: dict, embeddings) -> None:
             f.attrs[key] = meta[key]
         f.create_dataset("meta", data=json.dumps(meta), dtype=text)
         for name, value in arrays.items():
-            if value.dtype.kind == "U":
-                f.create_dataset(name, data=value.astype(object), dtype=text)
-            else:
-                f.create_dataset(name, data=value)
+            utf8 = value.dtype.kind == "U"
+            f.create_dataset(name, data=value.astype(object) if utf8 else value, dtype=text if utf8 else None)
         for region in meta["regions"]:
             shape = (meta["embedding_folds"], frames, meta["embedding_dim"])
             ds = f.create_dataset(f"embeddings/{region}", shape=shape, dtype="float16",

@@ -41,25 +41,23 @@ def check(attrs: dict, where: str) -> dict:
     """
     header = attrs.get(ATTRS_KEY)
     if not isinstance(header, dict):
-        raise StoreError(f"{where} is a Zarr group but not a roistore store (no '{ATTRS_KEY}' header): create one with 'roistore ingest'")
+        raise StoreError(f"{where} is a Zarr group but not a roistore store (no '{ATTRS_KEY}' header): "
+                         "create one with 'roistore ingest'")
     if header.get("format") != FORMAT_NAME:
-        raise FormatVersionError(
-            f"{where}: its header names format {header.get('format')!r}, not {FORMAT_NAME!r}, which this roistore "
-            f"({__version__}) cannot read: open it with the tool that wrote it, or re-ingest the dataset"
-        )
+        raise FormatVersionError(f"{where}: its header names format {header.get('format')!r}, not {FORMAT_NAME!r}, "
+                                 f"which this roistore ({__version__}) cannot read: open it with the tool that wrote "
+                                 "it, or re-ingest the dataset")
     version = header.get("format_version")
     if not isinstance(version, int):
         raise StoreError(f"{where}: format_version {version!r} is not an integer: the store header is damaged")
     if version > FORMAT_VERSION:
-        raise FormatVersionError(
-            f"{where} uses roistore format version {version}, newer than this roistore ({__version__}) reads "
-            f"(up to {FORMAT_VERSION}): upgrade roistore (pip install --upgrade roistore)"
-        )
+        raise FormatVersionError(f"{where} uses roistore format version {version}, newer than this roistore "
+                                 f"({__version__}) reads (up to {FORMAT_VERSION}): upgrade roistore "
+                                 "(pip install --upgrade roistore)")
     if version not in READABLE_VERSIONS:
-        raise FormatVersionError(
-            f"{where} uses roistore format version {version}, which this roistore ({__version__}) no longer reads: "
-            "re-ingest the dataset, or open it with the roistore release that wrote it"
-        )
+        raise FormatVersionError(f"{where} uses roistore format version {version}, which this roistore "
+                                 f"({__version__}) no longer reads: re-ingest the dataset, or open it with the "
+                                 "roistore release that wrote it")
     validate_document(header, "store", where)
     return header
 
@@ -80,13 +78,20 @@ def _validator(name: str) -> jsonschema.protocols.Validator:
     return jsonschema.Draft202012Validator(doc)
 
 
+def document_problem(doc: dict, name: str, where: str) -> str | None:
+    """Why ``doc`` does not match schema ``name`` (one line naming the first problem), or None."""
+    error = min(_validator(name).iter_errors(doc), key=lambda e: list(e.absolute_path), default=None)
+    if error is None:
+        return None
+    at = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+    return f"{where}: {name} document does not match its schema at {at}: {error.message}"
+
+
 def validate_document(doc: dict, name: str, where: str) -> None:
     """Validate ``doc`` against schema ``name``; one-line ValidationError naming the first problem."""
-    validator = _validator(name)
-    error = next(iter(sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))), None)
-    if error is not None:
-        at = "/".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise ValidationError(f"{where}: {name} document does not match its schema at {at}: {error.message}")
+    problem = document_problem(doc, name, where)
+    if problem:
+        raise ValidationError(problem)
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -108,6 +113,10 @@ def printable(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", raw.decode("utf-8", "backslashreplace"))
 
 
+#: Types :func:`json_safe` returns as they are.
+_KEPT = {int, float, bool, type(None)}
+
+
 def json_safe(doc):
     """``doc`` with every string in it, keys included, passed through :func:`printable`."""
     if isinstance(doc, str):
@@ -120,7 +129,3 @@ def json_safe(doc):
             return list(doc)  # nothing to change (frames, frame numbers): one pass in C, not one call each
         return [json_safe(v) for v in doc]
     return doc
-
-
-#: Types :func:`json_safe` returns as they are.
-_KEPT = {int, float, bool, type(None)}

@@ -45,31 +45,25 @@ def read_view_file(path: Path, classes: list[str]) -> dict:
     except OSError as exc:
         raise AnnotationError(f"cannot read view file {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
-        raise AnnotationError(
-            f"cannot read view file {path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
-            f"{exc.start}); save it as CSV (UTF-8)"
-        ) from None
+        raise AnnotationError(f"cannot read view file {path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+                              f"{exc.start}); save it as CSV (UTF-8)") from None
     for n, row in enumerate(csv.reader(text.splitlines()), start=1):
         if not row or all(not c.strip() for c in row):
             continue
-        if len(row) < 4:
-            raise AnnotationError(
-                f"{path} row {n}: expected 4 columns (dataset, subject, filename, label), got {len(row)}"
-            )
-        dataset, subject, clip, label = (c.strip() for c in row[:4])
-        try:
+        try:  # every complaint about a row is prefixed with where it is
+            if len(row) < 4:
+                raise AnnotationError(f"expected 4 columns (dataset, subject, filename, label), got {len(row)}")
+            dataset, subject, clip, label = (c.strip() for c in row[:4])
             key = ClipKey.make(dataset, subject, clip)
+            if re.fullmatch(r"\d+", label) and int(label) < len(classes):
+                label = classes[int(label)]
+            if label not in classes:
+                raise AnnotationError(f"invalid label {label!r}: allowed values are 0..{len(classes) - 1} or "
+                                      f"{', '.join(classes)}")
+            if key.id in entries:
+                raise AnnotationError(f"clip {key.id} is listed twice")
         except AnnotationError as exc:
             raise AnnotationError(f"{path} row {n}: {exc}") from None
-        if re.fullmatch(r"\d+", label) and int(label) < len(classes):
-            label = classes[int(label)]
-        if label not in classes:
-            raise AnnotationError(
-                f"{path} row {n}: invalid label {label!r}: allowed values are "
-                f"0..{len(classes) - 1} or {', '.join(classes)}"
-            )
-        if key.id in entries:
-            raise AnnotationError(f"{path} row {n}: clip {key.id} is listed twice")
         entries[key.id] = label
     if not entries:
         raise AnnotationError(f"view file {path} lists no clips")
@@ -92,15 +86,6 @@ def view_label(view: dict, key: ClipKey, emotion: str) -> tuple[str | None, str 
     return label, None
 
 
-def _au_numbers(aus: list[str]) -> set[int]:
-    out = set()
-    for au in aus:
-        m = re.search(r"(\d+)", str(au))
-        if m:
-            out.add(int(m.group(1)))
-    return out
-
-
 def relabel_vectors(label: str | None, aus: list[str], table: dict, regions: list[str]) -> dict | None:
     """Per-region 4-class targets for a clip with 3-class ``label``.
 
@@ -112,7 +97,7 @@ def relabel_vectors(label: str | None, aus: list[str], table: dict, regions: lis
         return None
     not_me = table["not_me"]
     default = [label if label in table["default"][r] else not_me for r in regions]
-    numbers = _au_numbers(aus)
+    numbers = {int(m.group(1)) for m in (re.search(r"(\d+)", str(au)) for au in aus) if m}
     if numbers:
         au = [label if numbers & set(table["au"][r]) else not_me for r in regions]
     else:

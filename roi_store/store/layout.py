@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter, defaultdict
+from collections import Counter
 
 import zarr
 import zarr.codecs
 
-from roi_store.errors import StoreError
 from roi_store.store import format as fmt
 from roi_store.ids import ClipKey
 from roi_store.store.labels import MEGC2019
@@ -80,11 +79,8 @@ def record_problem(doc: object, path: str) -> str | None:
     """None for a record this module can use; else why not (the schema's first complaint)."""
     if isinstance(doc, dict) and _usable(doc):
         return None
-    try:
-        fmt.validate_document(doc, "clip", f"clip {doc.get('id', path) if isinstance(doc, dict) else path}")
-    except StoreError as exc:
-        return str(exc)
-    return f"{path}: record is damaged"
+    where = f"clip {doc.get('id', path) if isinstance(doc, dict) else path}"
+    return fmt.document_problem(doc, "clip", where) or f"{path}: record is damaged"
 
 
 def _usable(doc: dict) -> bool:
@@ -108,6 +104,7 @@ def _usable(doc: dict) -> bool:
 def summary(store) -> dict:
     """What ``roistore info --json`` prints for ``store`` (a stable interface; see README)."""
     clips = store.clips
+    records = store.records().values()
     out: dict = {
         "store": store.where,
         "format_version": store.header["format_version"],
@@ -119,13 +116,12 @@ def summary(store) -> dict:
         "t_max": store.t_max,
         "datasets": {},
         "views": {},
-        "skipped": [],
-        "pending": [r.id for r in store.records().values() if r.status == PENDING],
+        "skipped": [{"id": r.id, "reason": r.data.get("reason", ""), "source": r.data.get("source", "")}
+                    for r in records if r.status == SKIPPED],
+        "pending": [r.id for r in records if r.status == PENDING],
     }
-    by_ds = defaultdict(list)
-    for c in clips:
-        by_ds[c.dataset].append(c)
-    for ds, items in sorted(by_ds.items()):
+    for ds in sorted({c.dataset for c in clips}):
+        items = [c for c in clips if c.dataset == ds]
         out["datasets"][ds] = {
             "clips": len(items),
             "subjects": len({c.subject for c in items}),
@@ -134,14 +130,9 @@ def summary(store) -> dict:
         }
     for name, view in store.views.items():
         members = [c for c in clips if c.labels.get(name)]
-        vds = {}
-        for ds in sorted({c.dataset for c in members}):
-            sub = [c for c in members if c.dataset == ds]
-            vds[ds] = _view_counts(sub, name, view["classes"])
+        vds = {ds: _view_counts([c for c in members if c.dataset == ds], name, view["classes"])
+               for ds in sorted({c.dataset for c in members})}
         out["views"][name] = {**_view_counts(members, name, view["classes"]), "datasets": vds}
-    for r in store.records().values():
-        if r.status == SKIPPED:
-            out["skipped"].append({"id": r.id, "reason": r.data.get("reason", ""), "source": r.data.get("source", "")})
     for items in store.header.get("skipped", {}).values():
         out["skipped"].extend(items)
     return out

@@ -56,19 +56,24 @@ def process_start(pid: int) -> str | None:
     return fields[19] if fields and len(fields) > 19 else None
 
 
+def pid_alive(pid: int | str) -> bool:
+    """Whether a process ``pid`` exists on this host (the signal test: a reused pid passes)."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # alive, owned by another user
+        pass
+    return True
+
+
 def owner_alive(owner: dict) -> bool | None:
     """True/False if the lock's owner process is alive on this host; None if it ran on another host."""
     if owner.get("host") != platform.node():
         return None
     pid = owner.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
+    if not isinstance(pid, int) or pid <= 0 or not pid_alive(pid):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        pass
     fields = _proc_stat(pid)
     if fields is None:
         return True  # no /proc: trust the signal test

@@ -18,9 +18,10 @@ from roi_store import killpoints
 from roi_store.errors import RoiStoreError, StoreError
 from roi_store.store import format as fmt
 from roi_store.store import lock as locks
-from roi_store.store.runs import (COMMIT, COMPLETE, FAILED, HEAD, PLAN_KEYS, RUNS, _attrs, _run_path, commit_doc,
-                                  create_embedding_arrays, fold_checksum, fold_docs, who)
-from roi_store.store.store import Store, now
+from roi_store.store.lock import now
+from roi_store.store.runs import (COMMIT, COMPLETE, FAILED, HEAD, PLAN_KEYS, RUNS, RunData, _attrs, _run_path,
+                                  commit_doc, fold_checksum, fold_docs, who)
+from roi_store.store.store import Store
 
 
 class RunWriter:
@@ -85,17 +86,18 @@ class RunWriter:
         old = _attrs(self.store, self.path, "run")
         doc = {**doc, "name": self.name, "created": now(), **who(), "format_version": fmt.FORMAT_VERSION}
         fmt.validate_document(doc, "run", f"{self.store.where} run {self.name}")
-        if old is not None and _plan(old) == _plan(doc) and not overwrite:
-            self._delete(FAILED)
-            return COMPLETE if commit_doc(self.store, self.name, "embed") else "resume"
-        kinds = [f"a head-only control of run {d['embeddings_from']['run']!r}" if d.get("embeddings_from")
-                 else "a run with its own embeddings" for d in (old or {}, doc)]
-        if old is not None and not overwrite and kinds[0] != kinds[1]:
-            raise StoreError(f"run {self.name!r} of {self.store.where} is {kinds[0]}, not {kinds[1]}: "
-                             "choose another run name, or pass --overwrite to replace it")
         if old is not None and not overwrite:
+            if _plan(old) == _plan(doc):
+                self._delete(FAILED)
+                return COMPLETE if commit_doc(self.store, self.name, "embed") else "resume"
+            kinds = [f"a head-only control of run {d['embeddings_from']['run']!r}" if d.get("embeddings_from")
+                     else "a run with its own embeddings" for d in (old, doc)]
+            if kinds[0] != kinds[1]:
+                raise StoreError(f"run {self.name!r} of {self.store.where} is {kinds[0]}, not {kinds[1]}: "
+                                 "choose another run name, or pass --overwrite to replace it")
             raise StoreError(f"run {self.name!r} already exists in {self.store.where}, {_differences(old, doc)}: "
-                             "re-run with the same settings to resume it, choose another --run name, or pass --overwrite")
+                             "re-run with the same settings to resume it, choose another --run name, "
+                             "or pass --overwrite")
         self._clear()  # an overwritten run, or leftovers of an attempt killed before its plan was written
         if self.path in self.store.zgroup:
             self.group.attrs["run"] = doc
@@ -109,24 +111,21 @@ class RunWriter:
         old = _attrs(self.store, f"{self.path}/{HEAD}", "head")
         head = {**head, "created": now(), **who(), "format_version": fmt.FORMAT_VERSION}
         fmt.validate_document(head, "run.head", f"{self.store.where} run {self.name} head")
-        same = old is not None and _jsonable(old["settings"]) == _jsonable(head["settings"]) \
-            and old["labels_used"] == head["labels_used"]
-        if same and not overwrite:
-            self._delete(FAILED)
-            return COMPLETE if commit_doc(self.store, self.name, "head") else "resume"
         if old is not None and not overwrite:
+            if _jsonable(old["settings"]) == _jsonable(head["settings"]) and old["labels_used"] == head["labels_used"]:
+                self._delete(FAILED)
+                return COMPLETE if commit_doc(self.store, self.name, "head") else "resume"
             raise StoreError(f"run {self.name!r} already has a head {_differences(old, head)}: "
                              "re-run with the same settings to resume it, or pass --overwrite")
-        self._delete(HEAD)
-        self._delete("models/head")
-        self._delete(FAILED)
+        for sub in (HEAD, "models/head", FAILED):
+            self._delete(sub)
         self.group.create_group(HEAD, attributes={"head": head})
         killpoints.reached("head.planned")
         return "new"
 
     def embedding_arrays(self, regions: list[str], n_folds: int, n_clips: int, t_max: int, dim: int) -> None:
         """Create the run's embedding arrays that do not exist yet (a resumed run may have some)."""
-        create_embedding_arrays(self.group, regions, n_folds, n_clips, t_max, dim)
+        RunData(self.group, self.name).embedding_arrays(regions, n_folds, n_clips, t_max, dim)
 
     def commit(self, stage: str, expected_folds: int, summary: dict) -> dict:
         """Write the stage's commit marker last: a summary with the checksum over its fold markers.
@@ -139,10 +138,11 @@ class RunWriter:
         docs = fold_docs(self.store, self.name, stage)
         missing = sorted(set(range(expected_folds)) - set(docs))
         if missing:
-            raise StoreError(f"run {self.name!r}: {stage} folds {missing} have no marker; re-run the command to finish them")
+            raise StoreError(f"run {self.name!r}: {stage} folds {missing} have no marker; "
+                             "re-run the command to finish them")
         killpoints.reached(f"{stage}.commit")
-        doc = {"stage": stage, "committed": now(), **who(), "format_version": fmt.FORMAT_VERSION, "folds": expected_folds,
-               "checksum": fold_checksum(list(docs.values())), **summary}
+        doc = {"stage": stage, "committed": now(), **who(), "format_version": fmt.FORMAT_VERSION,
+               "folds": expected_folds, "checksum": fold_checksum(list(docs.values())), **summary}
         fmt.validate_document(doc, "run.commit", f"{self.store.where} run {self.name} commit")
         path = COMMIT if stage == "embed" else f"{HEAD}/{COMMIT}"
         self.group.create_group(path, overwrite=True, attributes={"commit": doc})

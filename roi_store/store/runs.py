@@ -35,13 +35,13 @@ from pathlib import Path
 import numpy as np
 import zarr
 import zarr.codecs
-import zarr.errors
 
 from roi_store import killpoints
 from roi_store.errors import FormatVersionError, RoiStoreError, StoreError
 from roi_store.store import format as fmt
 from roi_store.store import lock as locks
-from roi_store.store.store import Store, compressors
+from roi_store.store.layout import compressors
+from roi_store.store.store import Store
 
 RUNS = "runs"
 FOLDS, COMMIT, HEAD, FAILED = "folds", "commit", "head", "failed"
@@ -80,29 +80,20 @@ def _run_path(name: str) -> str:
     return f"{RUNS}/{check_run_name(name)}"
 
 
-def _children(store: Store, path: str) -> list[str]:
-    """Names directly under ``path`` in the store (nodes or not), without Zarr's stray-object warnings."""
-    return sorted({key[len(path) + 1:].split("/", 1)[0] for key in store.stored_keys(f"{path}/")})
-
-
 def _attrs(store: Store, path: str, key: str) -> dict | None:
     """``attrs[key]`` of the group at ``path``, or None if there is no such group (yet).
 
-    Raises
-    ------
-    FormatVersionError
-        If the document was written by a newer run format than this roistore reads.
+    A document written by a newer run format than this roistore reads raises FormatVersionError.
     """
-    if path not in store.zgroup:
-        return None
-    node = store.zgroup[path]
+    node = store.zgroup.get(path)
     doc = node.attrs.get(key) if isinstance(node, zarr.Group) else None
     if doc is None:
         return None
     version = doc.get("format_version", 1) if isinstance(doc, dict) else 1
     if isinstance(version, int) and version > fmt.FORMAT_VERSION:
         raise FormatVersionError(f"{store.where}: {path} was written by run format version {version}, newer than this "
-                                 f"roistore reads (up to {fmt.FORMAT_VERSION}): upgrade roistore (pip install --upgrade roistore)")
+                                 f"roistore reads (up to {fmt.FORMAT_VERSION}): upgrade roistore "
+                                 "(pip install --upgrade roistore)")
     return dict(doc)
 
 
@@ -122,25 +113,15 @@ def run_group(store: Store, name: str) -> zarr.Group:
 def fold_docs(store: Store, name: str, stage: str) -> dict[int, dict]:
     """The fold markers of ``stage`` ("embed" or "head"), by fold index."""
     base = f"{_run_path(name)}/{FOLDS}" if stage == "embed" else f"{_run_path(name)}/{HEAD}/{FOLDS}"
-    if base not in store.zgroup:
-        return {}
-    out = {}
-    for child in _children(store, base):
-        doc = _attrs(store, f"{base}/{child}", "fold") if child.isdigit() else None
-        if doc is not None:
-            out[int(child)] = doc
-    return out
+    # The names below base, nodes or not, from one listing (without Zarr's stray-object warnings).
+    children = sorted({key[len(base) + 1:].split("/", 1)[0] for key in store.stored_keys(f"{base}/")})
+    docs = {int(c): _attrs(store, f"{base}/{c}", "fold") for c in children if c.isdigit()}
+    return {k: doc for k, doc in docs.items() if doc is not None}
 
 
 def commit_doc(store: Store, name: str, stage: str) -> dict | None:
     path = f"{_run_path(name)}/{COMMIT}" if stage == "embed" else f"{_run_path(name)}/{HEAD}/{COMMIT}"
     return _attrs(store, path, "commit")
-
-
-def lock_owner(store: Store, name: str) -> dict | None:
-    """Who holds the run's lock (or held it, if that process died), or None."""
-    root = getattr(store.zgroup.store, "root", None)
-    return locks.read_owner(Path(root) / _run_path(name) / locks.LOCK) if root is not None else None
 
 
 def embeddings_source(store: Store, name: str) -> str:
@@ -159,33 +140,31 @@ def run_status(store: Store, name: str) -> dict:
     doc = _attrs(store, path, "run") or {}
     head = _attrs(store, f"{path}/{HEAD}", "head")
     failure = _attrs(store, f"{path}/{FAILED}", "failure")
-    owner = lock_owner(store, name)
+    root = getattr(store.zgroup.store, "root", None)  # who holds the lock (or held it, if that process died)
+    owner = (locks.read_owner(Path(root) / path / locks.LOCK) if root is not None else None) or {}
     source = embeddings_source(store, name)
     embedded, fitted = commit_doc(store, source, "embed"), commit_doc(store, name, "head")
-    stage = "head" if head is not None or source != name or (owner or {}).get("command") == "fit-lstm" else "embed"
+    stage = "head" if head is not None or source != name or owner.get("command") == "fit-lstm" else "embed"
     committed = fitted if stage == "head" else embedded
-    alive = locks.owner_alive(owner) if owner else False
     if committed is not None:
         state = COMPLETE
-    elif owner and alive is not False:
+    elif owner and locks.owner_alive(owner) is not False:
         state = RUNNING
     elif failure is not None and failure.get("stage") == stage:
         state = FAILED_STATE
     else:
         state = INCOMPLETE
-    n_emb = doc.get("embedding_folds") or 0
-    out = {"name": name, "state": state, "stage": stage,
-           "reason": failure["reason"] if state == FAILED_STATE else None,
-           "user": doc.get("user", (owner or {}).get("user")), "host": doc.get("host", (owner or {}).get("host")),
-           "created": doc.get("created"), "finished": (committed or {}).get("committed"),
-           "writer": owner if state == RUNNING else None,
-           "settings": doc.get("settings"), "head_settings": (head or {}).get("settings"),
-           "leakage": bool(doc.get("leakage")), "clips": len(doc.get("clips", [])),
-           "embeddings_from": source if source != name else None,
-           "folds": {"embed": [len(fold_docs(store, source, "embed")), n_emb],
-                     "head": [len(fold_docs(store, name, "head")), len(doc.get("folds", []))] if head else None},
-           "fitted": fitted is not None}
-    return out
+    return {"name": name, "state": state, "stage": stage,
+            "reason": failure["reason"] if state == FAILED_STATE else None,
+            "user": doc.get("user", owner.get("user")), "host": doc.get("host", owner.get("host")),
+            "created": doc.get("created"), "finished": (committed or {}).get("committed"),
+            "writer": owner if state == RUNNING else None,
+            "settings": doc.get("settings"), "head_settings": (head or {}).get("settings"),
+            "leakage": bool(doc.get("leakage")), "clips": len(doc.get("clips", [])),
+            "embeddings_from": source if source != name else None,
+            "folds": {"embed": [len(fold_docs(store, source, "embed")), doc.get("embedding_folds") or 0],
+                      "head": [len(fold_docs(store, name, "head")), len(doc.get("folds", []))] if head else None},
+            "fitted": fitted is not None}
 
 
 def list_runs(store: Store) -> list[dict]:
@@ -238,7 +217,8 @@ def not_ready(store: Store, name: str, status: dict) -> RoiStoreError:
         return RoiStoreError(f"run {source!r} has no complete embed ({status['state']}): re-run the same "
                              f"'roistore embed {store.where} --run {source}' command to resume it")
     return RoiStoreError(f"run {name!r} has no fitted head ({status['stage']} {status['state']}): run "
-                         f"'roistore fit-lstm {store.where} --run {name}' (the same command resumes an interrupted fit)")
+                         f"'roistore fit-lstm {store.where} --run {name}' "
+                         "(the same command resumes an interrupted fit)")
 
 
 # --- writing -------------------------------------------------------------------------------
@@ -246,37 +226,9 @@ def put_bytes(group: zarr.Group, path: str, data: bytes) -> str:
     """Store a file's bytes as a checksummed uint8 array (models; never pickled objects); its digest."""
     arr = np.frombuffer(data, dtype=np.uint8)
     # Trained weights do not compress: checksum only, in 8 MiB chunks.
-    a = group.create_array(path, shape=arr.shape, chunks=(min(len(arr), 1 << 23),), dtype="uint8",
-                           compressors=[zarr.codecs.Crc32cCodec()], overwrite=True)
-    a[:] = arr
+    group.create_array(path, shape=arr.shape, chunks=(min(len(arr), 1 << 23),), dtype="uint8",
+                       compressors=[zarr.codecs.Crc32cCodec()], overwrite=True)[:] = arr
     return digest(data)
-
-
-def get_bytes(group: zarr.Group, path: str) -> bytes:
-    if path not in group:
-        raise StoreError(f"model {path} is missing from run {group.attrs.get('run', {}).get('name')}: re-run the command that makes it")
-    return group[path][:].tobytes()
-
-
-def create_embedding_arrays(group: zarr.Group, regions: list[str], n_folds: int, n_clips: int, t_max: int,
-                            dim: int) -> None:
-    """``embeddings/<region>`` float16 (folds, clips, t_max, dim) under ``group``, one chunk per fold; existing ones kept."""
-    for r in regions:
-        if f"embeddings/{r}" in group:
-            continue
-        group.create_array(f"embeddings/{r}", shape=(n_folds, n_clips, t_max, dim), chunks=(1, n_clips, t_max, dim),
-                           dtype="float16", fill_value=0, compressors=compressors(),
-                           dimension_names=("fold", "clip", "frame", "feature"))
-        killpoints.reached("embed.arrays")
-
-
-def write_fold_marker(group: zarr.Group, stage: str, index: int, doc: dict) -> None:
-    """Mark fold ``index`` of ``stage`` done: after its chunks and models, one document, written once."""
-    doc = {**doc, "format_version": fmt.FORMAT_VERSION}
-    fmt.validate_document(doc, "run.fold", f"run fold {index}")
-    path = f"{FOLDS}/{index}" if stage == "embed" else f"{HEAD}/{FOLDS}/{index}"
-    group.create_group(path, overwrite=True, attributes={"fold": doc})
-    killpoints.reached(f"{stage}.fold")
 
 
 class RunData:
@@ -297,9 +249,7 @@ class RunData:
     def part(self, name: str, *, fresh: bool = False) -> RunData:
         """The group ``name`` below the run (``final``); ``fresh`` replaces whatever it held."""
         if fresh:
-            if name in self._group:
-                del self._group[name]
-            self._group.create_group(name)
+            self._group.create_group(name, overwrite=True)
         elif name not in self._group:
             raise StoreError(f"{self.where} has no {name} group: re-run the command that makes it")
         return RunData(self._group[name], f"{self.where} ({name})")
@@ -309,16 +259,22 @@ class RunData:
 
     def document(self, key: str, path: str = "") -> dict | None:
         """``attrs[key]`` of the group ``path`` below the run, or None."""
-        if path and path not in self._group:
-            return None
-        doc = (self._group[path] if path else self._group).attrs.get(key)
+        node = self._group.get(path) if path else self._group
+        doc = node.attrs.get(key) if node is not None else None
         return dict(doc) if doc is not None else None
 
     def write_document(self, key: str, doc: dict) -> None:
         self._group.attrs[key] = doc
 
     def embedding_arrays(self, regions: list[str], n_folds: int, n_clips: int, t_max: int, dim: int) -> None:
-        create_embedding_arrays(self._group, regions, n_folds, n_clips, t_max, dim)
+        """``embeddings/<region>`` float16 (folds, clips, t_max, dim), one chunk per fold; existing ones kept."""
+        for r in regions:
+            if f"embeddings/{r}" in self._group:
+                continue
+            self._group.create_array(f"embeddings/{r}", shape=(n_folds, n_clips, t_max, dim),
+                                     chunks=(1, n_clips, t_max, dim), dtype="float16", fill_value=0,
+                                     compressors=compressors(), dimension_names=("fold", "clip", "frame", "feature"))
+            killpoints.reached("embed.arrays")
 
     def embeddings(self, region: str, fold: int) -> np.ndarray:
         """Fold ``fold``'s embeddings of ``region``: float16 (clips, t_max, dim)."""
@@ -332,10 +288,18 @@ class RunData:
         return put_bytes(self._group, path, data)
 
     def model(self, path: str) -> bytes:
-        return get_bytes(self._group, path)
+        if path not in self._group:
+            raise StoreError(f"model {path} is missing from run {self._group.attrs.get('run', {}).get('name')}: "
+                             "re-run the command that makes it")
+        return self._group[path][:].tobytes()
 
     def mark_fold(self, stage: str, index: int, doc: dict) -> None:
-        write_fold_marker(self._group, stage, index, doc)
+        """Mark fold ``index`` of ``stage`` done: after its chunks and models, one document, written once."""
+        doc = {**doc, "format_version": fmt.FORMAT_VERSION}
+        fmt.validate_document(doc, "run.fold", f"run fold {index}")
+        path = f"{FOLDS}/{index}" if stage == "embed" else f"{HEAD}/{FOLDS}/{index}"
+        self._group.create_group(path, overwrite=True, attributes={"fold": doc})
+        killpoints.reached(f"{stage}.fold")
 
     def fold_marker(self, stage: str, index: int) -> dict:
         """Fold ``index``'s marker of ``stage`` (empty if there is none)."""

@@ -17,8 +17,10 @@ import zipfile
 from pathlib import Path
 
 from roi_store.errors import StoreError
+from roi_store.store.layout import PENDING
+from roi_store.store.lock import LOCK
 from roi_store.store.runs import list_runs
-from roi_store.store.store import PENDING, open_store
+from roi_store.store.store import open_store
 
 #: Run states that mean a command is still writing the run (or was killed while it did).
 BUSY_STATES = ("running", "incomplete")
@@ -80,11 +82,11 @@ def pack_store(store_path: str | Path, out: str | Path, *, force: bool = False, 
 
     pending = [r.id for r in store.records().values() if r.status == PENDING]
     runs = list_runs(store)
-    busy = [f"run {r['name']!r} is {r['state']}" for r in runs if r.get("state") in BUSY_STATES]
-    unfinished = busy
+    unfinished = [f"run {r['name']!r} is {r['state']}" for r in runs if r.get("state") in BUSY_STATES]
     if pending:
         many = len(pending) > 1
-        unfinished = [f"{len(pending)} clip{'s are' if many else ' is'} pending ({pending[0]}{', ...' if many else ''})", *busy]
+        unfinished.insert(0, f"{len(pending)} clip{'s are' if many else ' is'} pending ({pending[0]}"
+                             f"{', ...' if many else ''})")
     if unfinished and not force:
         raise StoreError(f"{store.where} is not finished: {'; '.join(unfinished)}: re-run the interrupted ingest, "
                          "wait for the run to end (or delete it), or pass --force to pack it as it is")
@@ -147,8 +149,8 @@ def _store_files(root: Path) -> list[tuple[str, Path]]:
                 raise StoreError(f"{path} is a link or a special file: a store folder holds plain files only; "
                                  "replace it with the file itself")
         for name in filenames:
-            if name.endswith(PARTIAL_SUFFIX):
-                continue  # a chunk or zarr.json whose writer was killed mid-write: never part of the store
+            if name.endswith(PARTIAL_SUFFIX) or name == LOCK or (name.startswith(f"{LOCK}.") and name.endswith(".tmp")):
+                continue  # a file whose writer was killed mid-write, or a writer's claim: never part of the store
             path = Path(dirpath) / name
             out.append((path.relative_to(root).as_posix(), path))
     return sorted(out)

@@ -32,15 +32,17 @@ from roi_store.errors import StoreError
 from roi_store.ids import ClipKey
 from roi_store.store import format as fmt
 from roi_store.store.labels import MEGC2019
-from roi_store.store.lock import now
-from roi_store.store.layout import (  # noqa: F401 -- the layout's names, for callers
-    CLIPS, COMPLETE, PENDING, REGIONS, SKIPPED, TIME_CHUNK, ZSTD_LEVEL, ClipRecord, chunk_keys, clip_path, compressors,
+from roi_store.store.layout import (  # noqa: F401 -- COMPLETE, PENDING, SKIPPED: the layout's names, for callers
+    CLIPS, COMPLETE, PENDING, REGIONS, SKIPPED, TIME_CHUNK, ClipRecord, chunk_keys, clip_path, compressors,
     record_problem, summary)
+from roi_store.store.lock import now, pid_alive
 from roi_store.store.sources import is_url, local_store_path, open_url, open_zip, read_only_message
 
 #: Clips read by one Zarr call: Zarr fetches and decodes a call's chunks concurrently (its
 #: ``async.concurrency`` setting), and a call holds its clips padded to the longest one.
 READ_BATCH = 32
+#: What to do about a damaged store (the end of those errors).
+_RESTORE = "restore the store from a backup or re-ingest into a new store"
 
 
 class Store:
@@ -51,10 +53,9 @@ class Store:
     """
 
     def __init__(self, group: zarr.Group, where: str, mode: str, source: str = "dir"):
-        self._group = group
-        self.where = where
-        self.mode = mode
-        self.source = source
+        #: The underlying Zarr root group (for the store modules only: ``runs``, ``validate``, ``share``).
+        self.zgroup = group
+        self.where, self.mode, self.source = where, mode, source
         self.header = fmt.check(dict(group.attrs), where)
         self._records: dict[str, ClipRecord] | None = None
         self._arrays: dict[str, zarr.Array] = {}  # opened region arrays (their metadata read once)
@@ -63,7 +64,7 @@ class Store:
 
     def close(self) -> None:
         """Release the underlying Zarr store (the open zip file of a packed store)."""
-        self._group.store.close()
+        self.zgroup.store.close()
 
     def __enter__(self) -> Store:
         return self
@@ -103,28 +104,20 @@ class Store:
         """
         if self._records is None:
             found: dict[str, ClipRecord] = {}
-            damaged: list[str] = []
+            self.damaged = []
             for path, node in self._clip_groups():
-                if isinstance(node, Exception):
-                    damaged.append(f"{path}/zarr.json is damaged ({type(node).__name__})")
-                    continue
                 doc = node.attrs.get("record") if isinstance(node, zarr.Group) else None
-                if not doc:
-                    continue
-                problem = record_problem(doc, path)
-                if problem:
-                    damaged.append(problem)
-                    continue
-                rec = ClipRecord.from_doc(doc)
-                found[rec.id] = rec
+                if isinstance(node, Exception):
+                    self.damaged.append(f"{path}/zarr.json is damaged ({type(node).__name__})")
+                elif doc and (problem := record_problem(doc, path)):
+                    self.damaged.append(problem)
+                elif doc:
+                    found[doc["id"]] = ClipRecord.from_doc(doc)
             self._records = dict(sorted(found.items()))
-            self.damaged = damaged
         if strict and self.damaged:
             more = f" (and {len(self.damaged) - 1} more)" if len(self.damaged) > 1 else ""
-            raise StoreError(
-                f"{self.where}: {self.damaged[0]}{more}: run 'roistore validate {self.where}' to list the "
-                "damage; restore the store from a backup or re-ingest into a new store"
-            )
+            raise StoreError(f"{self.where}: {self.damaged[0]}{more}: run 'roistore validate {self.where}' to list the "
+                             f"damage; {_RESTORE}")
         return self._records
 
     def _clip_groups(self) -> list[tuple[str, zarr.Group | Exception]]:
@@ -134,7 +127,7 @@ class Store:
         that fails (a damaged ``zarr.json``) are the groups read one by one, to name each bad one.
         """
         try:
-            return [(f"{CLIPS}/{path}", node) for path, node in self._group[CLIPS].members(max_depth=None)]
+            return [(f"{CLIPS}/{path}", node) for path, node in self.zgroup[CLIPS].members(max_depth=None)]
         except Exception:  # noqa: BLE001 -- zarr raises JSON, key and value errors for a bad document
             pass
         out = []
@@ -143,7 +136,7 @@ class Store:
             if 2 <= len(parts) <= 5 and parts[-1] == "zarr.json":
                 path = "/".join(parts[:-1])
                 try:
-                    out.append((path, self._group[path]))
+                    out.append((path, self.zgroup[path]))
                 except Exception as exc:  # noqa: BLE001 -- as above
                     out.append((path, exc))
         return out
@@ -157,8 +150,8 @@ class Store:
         Zarr's store API is asynchronous; the listing runs on an event loop of its own in a worker
         thread, so that it works the same from a script and from a notebook whose loop is running.
         """
-        zstore = self._group.store
-        base = f"{self._group.store_path.path}/{prefix}" if self._group.store_path.path else prefix
+        zstore = self.zgroup.store
+        base = f"{self.zgroup.store_path.path}/{prefix}" if self.zgroup.store_path.path else prefix
 
         async def listing() -> list[str]:
             return [k async for k in zstore.list_prefix(base)]
@@ -178,7 +171,7 @@ class Store:
         key = ClipKey.parse(clip_id)
         rec = self.records().get(key.id)
         if rec is None or rec.status != COMPLETE:
-            state = "not in the store" if rec is None else f"{rec.status}"
+            state = "not in the store" if rec is None else rec.status
             raise StoreError(f"clip {key.id} is {state} in {self.where}: list the clips with 'roistore info --json'")
         return rec
 
@@ -208,8 +201,8 @@ class Store:
             arr = self.array(region)
         for rec in recs:
             if rec.row >= arr.shape[0]:
-                self._missing(rec, region, f"row {rec.row}")
-        out: dict[int, np.ndarray] = {}
+                raise self._bad_clip(rec, region, f"is missing its chunk (row {rec.row})")
+        out: list[np.ndarray] = [None] * len(recs)
         order = sorted(range(len(recs)), key=lambda i: recs[i].n_frames)
         for start in range(0, len(order), READ_BATCH):
             batch = [recs[i] for i in order[start:start + READ_BATCH]]
@@ -217,25 +210,22 @@ class Store:
             try:
                 block = arr.get_orthogonal_selection(([r.row for r in batch], slice(0, longest)))
             except Exception as exc:  # codec errors (checksum, zstd) come as several types
-                bad = self._damaged_clip(arr, batch)
-                raise StoreError(f"clip {bad.id}: region {region} of {self.where} is damaged ({type(exc).__name__}: "
-                                 f"checksum or compression): {self._todo}") from None
+                for bad in batch:  # the first clip whose frames cannot be read, to name it
+                    try:
+                        arr[bad.row, : bad.n_frames]
+                    except Exception:  # noqa: BLE001 -- as above
+                        break
+                else:
+                    bad = batch[0]
+                state = f"is damaged ({type(exc).__name__}: checksum or compression)"
+                raise self._bad_clip(bad, region, state) from None
             for i, rec, frames in zip(order[start:start + READ_BATCH], batch, block):
                 self._check_written(arr, rec, region, frames[:rec.n_frames])
                 out[i] = frames[:rec.n_frames]
-        return [out[i] for i in range(len(recs))]
-
-    @staticmethod
-    def _damaged_clip(arr: zarr.Array, batch: list[ClipRecord]) -> ClipRecord:
-        """The first clip of ``batch`` whose frames cannot be read (to name it)."""
-        for rec in batch:
-            try:
-                arr[rec.row, : rec.n_frames]
-            except Exception:  # noqa: BLE001 -- as in clips_frames
-                return rec
-        return batch[0]
+        return out
 
     def _check_written(self, arr: zarr.Array, rec: ClipRecord, region: str, frames: np.ndarray) -> None:
+        # A missing chunk would read as zeros (the fill value): silently wrong data.
         step, base = arr.chunks[1], f"{REGIONS}/{region}/"
         keys = [base + key for key in chunk_keys(arr, rec.row, rec.n_frames)]
         blank = [key for j, key in enumerate(keys) if not frames[j * step:(j + 1) * step].any()]
@@ -243,20 +233,11 @@ class Store:
             stored = set(self.stored_keys(base))
             for key in blank:
                 if key not in stored:
-                    self._missing(rec, region, key)
+                    raise self._bad_clip(rec, region, f"is missing its chunk ({key})")
 
-    @property
-    def _todo(self) -> str:
-        return f"run 'roistore validate {self.where}'; restore the store from a backup or re-ingest into a new store"
-
-    def _missing(self, rec: ClipRecord, region: str, key: str):
-        # A missing chunk would read as zeros (the fill value): silently wrong data.
-        raise StoreError(f"clip {rec.id}: region {region} of {self.where} is missing its chunk ({key}): {self._todo}")
-
-    @property
-    def zgroup(self) -> zarr.Group:
-        """The underlying Zarr root group (for the store modules only: ``runs``, ``validate``, ``share``)."""
-        return self._group
+    def _bad_clip(self, rec: ClipRecord, region: str, state: str) -> StoreError:
+        return StoreError(f"clip {rec.id}: region {region} of {self.where} {state}: "
+                          f"run 'roistore validate {self.where}'; {_RESTORE}")
 
     def view_clips(self, view: str = MEGC2019) -> list[ClipRecord]:
         """Complete clips that have a label in ``view``, sorted by id."""
@@ -272,19 +253,15 @@ class Store:
         StoreError
             If the array is missing or its metadata cannot be read.
         """
-        if region in self._arrays:
-            return self._arrays[region]
         try:
-            arr = self._arrays[region] = self._group[f"{REGIONS}/{region}"]
-            return arr
+            if region not in self._arrays:
+                self._arrays[region] = self.zgroup[f"{REGIONS}/{region}"]
+            return self._arrays[region]
         except KeyError:
             state = "is missing"
         except Exception as exc:  # a damaged zarr.json: JSON, key or value errors
             state = f"is damaged ({type(exc).__name__})"
-        raise StoreError(
-            f"{self.where}: array {REGIONS}/{region} {state}: restore the store from a backup or re-ingest into a "
-            "new store"
-        )
+        raise StoreError(f"{self.where}: array {REGIONS}/{region} {state}: {_RESTORE}")
 
     # --- writing (coordinator only) ---------------------------------------------------------
     def _require_writable(self) -> None:
@@ -298,7 +275,7 @@ class Store:
         self._require_writable()
         header = fmt.json_safe(fmt.stamp({**self.header, **changes}))
         fmt.validate_document(header, "store", self.where)
-        self._group.attrs[fmt.ATTRS_KEY] = header
+        self.zgroup.attrs[fmt.ATTRS_KEY] = header
         self.header = header
 
     def write_record(self, doc: dict) -> ClipRecord:
@@ -310,12 +287,11 @@ class Store:
         self._require_writable()
         doc = fmt.json_safe(doc)  # file names that are not UTF-8 become \xNN escapes
         fmt.validate_document(doc, "clip", f"{self.where} clip {doc.get('id')}")
-        key = ClipKey.parse(doc["id"])
-        path = clip_path(key)
+        path = clip_path(ClipKey.parse(doc["id"]))
         try:
-            self._group[path].attrs.put({"record": doc})
+            self.zgroup[path].attrs.put({"record": doc})
         except KeyError:  # a new clip
-            self._group.create_group(path, attributes={"record": doc})
+            self.zgroup.create_group(path, attributes={"record": doc})
         rec = ClipRecord.from_doc(doc)
         if self._records is not None:
             self._records[rec.id] = rec
@@ -365,9 +341,7 @@ def write_clip_frames(store_path: str, row: int, blocks: dict[str, np.ndarray]) 
         for name, block in blocks.items():
             arr = arrays[name]
             span = min(-(-len(block) // arr.chunks[1]) * arr.chunks[1], arr.shape[1])
-            padded = np.zeros((span, *block.shape[1:]), dtype=np.uint8)
-            padded[:len(block)] = block
-            arr[row, :span] = padded
+            arr[row, :span] = np.pad(block, ((0, span - len(block)), (0, 0), (0, 0)))
             killpoints.reached("ingest.chunk")
 
 
@@ -407,7 +381,8 @@ def open_store(path: str | Path, mode: str = "r") -> Store:
     if not (Path(path) / "zarr.json").is_file():
         if Path(path).suffix.lower() == ".zip":
             raise StoreError(f"no such file {where}: check the path")
-        raise StoreError(f"no roistore store at {where}: create one with 'roistore ingest {where} --dataset ... --root ...'")
+        raise StoreError(f"no roistore store at {where}: create one with "
+                         f"'roistore ingest {where} --dataset ... --root ...'")
     try:
         group = zarr.open_group(where, mode=mode)
     except Exception as exc:  # zarr raises a variety of types for a damaged zarr.json
@@ -433,7 +408,7 @@ def create_store(path: str | Path, settings: dict) -> Store:
     # half-store at ``path``, only a hidden folder that the next create removes.
     final.parent.mkdir(parents=True, exist_ok=True)
     for old in final.parent.glob(f".{final.name}.creating-*"):
-        if not _pid_alive(old.name.rpartition("-")[2]):
+        if not pid_alive(old.name.rpartition("-")[2]):
             shutil.rmtree(old, ignore_errors=True)
     building = final.parent / f".{final.name}.creating-{os.getpid()}"
     group = zarr.open_group(str(building), mode="w")
@@ -441,11 +416,9 @@ def create_store(path: str | Path, settings: dict) -> Store:
     for region in settings["layout"]["regions"]:
         x0, y0, x1, y1 = region["box"]
         h, w = int(y1 - y0), int(x1 - x0)
-        group.create_array(
-            f"{REGIONS}/{region['name']}", shape=(0, t_max, h, w), chunks=(1, min(TIME_CHUNK, t_max), h, w),
-            dtype="uint8", fill_value=0, compressors=compressors(),
-            dimension_names=("clip", "frame", "y", "x"),
-        )
+        group.create_array(f"{REGIONS}/{region['name']}", shape=(0, t_max, h, w),
+                           chunks=(1, min(TIME_CHUNK, t_max), h, w), dtype="uint8", fill_value=0,
+                           compressors=compressors(), dimension_names=("clip", "frame", "y", "x"))
     group.require_group(CLIPS)
     group.attrs[fmt.ATTRS_KEY] = header
     killpoints.reached("store.create")
@@ -455,15 +428,6 @@ def create_store(path: str | Path, settings: dict) -> Store:
         os.rename(building, final)
     except OSError as exc:
         shutil.rmtree(building, ignore_errors=True)
-        raise StoreError(f"{where} was created by another process meanwhile ({exc.strerror}): re-run to append to it") from None
+        raise StoreError(f"{where} was created by another process meanwhile ({exc.strerror}): "
+                         "re-run to append to it") from None
     return Store(zarr.open_group(where, mode="r+"), where, "r+")
-
-
-def _pid_alive(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True

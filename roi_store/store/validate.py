@@ -8,9 +8,10 @@ import numpy as np
 
 from roi_store.errors import RoiStoreError
 from roi_store.store import format as fmt
+from roi_store.store.layout import COMPLETE, REGIONS, SKIPPED, chunk_keys
 from roi_store.store.runs import (FAILED, HEAD, RUNS, commit_doc, digest, embeddings_source, fold_checksum, fold_docs,
-                            run_names, run_status)
-from roi_store.store.store import COMPLETE, REGIONS, SKIPPED, Store, chunk_keys
+                                  run_names, run_status)
+from roi_store.store.store import Store
 
 
 @dataclasses.dataclass
@@ -39,10 +40,8 @@ def validate_store(store: Store) -> ValidationReport:
     marker); runs that are not committed are listed in ``runs`` with their state, not reported
     as problems.
     """
-    problems: list[str] = []
-    chunks = 0
     records = store.records(strict=False)
-    problems += store.damaged
+    problems, chunks = list(store.damaged), 0
     arrays = {}
     for name in store.regions:
         try:
@@ -50,15 +49,13 @@ def validate_store(store: Store) -> ValidationReport:
         except RoiStoreError as exc:
             problems.append(str(exc))
     for name, arr in arrays.items():
-        expect = (store.t_max,)
-        if arr.shape[1:2] != expect or arr.dtype != "uint8":
-            problems.append(f"{REGIONS}/{name}: shape {arr.shape} / dtype {arr.dtype} does not match t_max {store.t_max}")
+        if arr.shape[1:2] != (store.t_max,) or arr.dtype != "uint8":
+            problems.append(f"{REGIONS}/{name}: shape {arr.shape} / dtype {arr.dtype} "
+                            f"does not match t_max {store.t_max}")
     stored = {name: set(store.stored_keys(f"{REGIONS}/{name}/")) for name in arrays}
     for rec in records.values():
-        try:
-            fmt.validate_document(rec.data, "clip", f"clip {rec.id}")
-        except RoiStoreError as exc:
-            problems.append(str(exc))
+        if problem := fmt.document_problem(rec.data, "clip", f"clip {rec.id}"):
+            problems.append(problem)
             continue
         if rec.status != COMPLETE:
             continue
@@ -71,22 +68,18 @@ def validate_store(store: Store) -> ValidationReport:
             if missing:
                 problems.append(f"clip {rec.id}: chunk {REGIONS}/{name}/{missing[0]} is missing")
                 continue
-            step, parts, damaged = arr.chunks[1], [], False
+            step, past = arr.chunks[1], False
             for j, key in enumerate(keys):  # chunk by chunk, to name the damaged one
                 try:
-                    parts.append(arr[rec.row, j * step:(j + 1) * step])
-                    chunks += 1
+                    part = arr[rec.row, j * step:(j + 1) * step]
                 except Exception as exc:  # codec errors (checksum, zstd) come as several types
                     problems.append(f"clip {rec.id}: chunk {REGIONS}/{name}/{key} is damaged ({exc})")
-                    damaged = True
                     break
-            if damaged:
-                continue
-            parts.append(arr[rec.row, len(keys) * step:])  # past the clip's chunks: the zero fill value
-            block = np.concatenate(parts)
-            if block[rec.n_frames:].any():
-                problems.append(f"clip {rec.id}: {REGIONS}/{name} has data past its {rec.n_frames} frames")
-    ids = [r.id for r in records.values()]
+                chunks += 1
+                past = past or part[rec.n_frames - j * step:].any()
+            else:  # past the clip's chunks: the zero fill value
+                if past or arr[rec.row, len(keys) * step:].any():
+                    problems.append(f"clip {rec.id}: {REGIONS}/{name} has data past its {rec.n_frames} frames")
     rows = [r.row for r in records.values() if r.row is not None]
     if len(set(rows)) != len(rows):
         problems.append("two clip records share one array row")
@@ -98,7 +91,7 @@ def validate_store(store: Store) -> ValidationReport:
         chunks += n
         status = run_status(store, name)
         runs.append({"name": name, "state": status["state"], "stage": status["stage"], "chunks": n})
-    return ValidationReport(store.where, len(ids), chunks, problems, incomplete, runs)
+    return ValidationReport(store.where, len(records), chunks, problems, incomplete, runs)
 
 
 def _check_run(store: Store, name: str) -> tuple[list[str], int]:
@@ -111,35 +104,31 @@ def _check_run(store: Store, name: str) -> tuple[list[str], int]:
     chunks = 0
     where = f"run {name}"
     path = f"{RUNS}/{name}"
-    doc = store.zgroup[path].attrs.get("run") if path in store.zgroup else None
+    group = store.zgroup.get(path)
+    doc = group.attrs.get("run") if group is not None else None
     for part, key in (("", "run"), (f"/{HEAD}", "head"), (f"/{FAILED}", "failure")):
-        node = f"{path}{part}"
-        if node in store.zgroup and key in store.zgroup[node].attrs:
-            try:
-                fmt.validate_document(dict(store.zgroup[node].attrs[key]), "run" if key == "run" else f"run.{key}", where)
-            except RoiStoreError as exc:
-                problems.append(str(exc))
-    group = store.zgroup[path] if path in store.zgroup else None
+        node = store.zgroup.get(f"{path}{part}")
+        if node is not None and key in node.attrs:
+            kind = "run" if key == "run" else f"run.{key}"
+            if problem := fmt.document_problem(dict(node.attrs[key]), kind, where):
+                problems.append(problem)
     source = embeddings_source(store, name)
-    if commit_doc(store, name, "head") is not None and commit_doc(store, source, "embed") is None:
+    fitted, embedded = commit_doc(store, name, "head"), commit_doc(store, source, "embed")
+    if fitted is not None and embedded is None:
         problems.append(f"{where}: its head is committed but its embed is not"
                         + (f" (it reuses run {source}'s embeddings)" if source != name else ""))
-    elif source != name and commit_doc(store, name, "head") is not None \
-            and commit_doc(store, source, "embed")["checksum"] != doc["embeddings_from"].get("checksum"):
+    elif source != name and fitted is not None and embedded["checksum"] != doc["embeddings_from"].get("checksum"):
         problems.append(f"{where}: its head was fitted on run {source}'s embeddings, which changed since (embedded "
                         f"again): refit it with 'roistore fit-lstm --run {source} --permute-labels SEED "
                         f"--control-run {name} --overwrite'")
-    for stage in ("embed", "head"):
-        commit = commit_doc(store, name, stage)
+    for stage, commit in (("embed", commit_doc(store, name, "embed")), ("head", fitted)):
         if commit is None:
             continue
         if doc is None:
             problems.append(f"{where}: committed {stage} without a plan document")
             continue
-        try:
-            fmt.validate_document(commit, "run.commit", f"{where} {stage} commit")
-        except RoiStoreError as exc:
-            problems.append(str(exc))
+        if problem := fmt.document_problem(commit, "run.commit", f"{where} {stage} commit"):
+            problems.append(problem)
             continue
         folds = fold_docs(store, name, stage)
         missing = sorted(set(range(commit["folds"])) - set(folds))
@@ -147,24 +136,22 @@ def _check_run(store: Store, name: str) -> tuple[list[str], int]:
             problems.append(f"{where}: {stage} is committed but folds {missing} have no marker")
             continue
         if fold_checksum(list(folds.values())) != commit["checksum"]:
-            problems.append(f"{where}: {stage} fold markers do not match the commit's checksum (changed after the commit)")
+            problems.append(f"{where}: {stage} fold markers do not match the commit's checksum "
+                            "(changed after the commit)")
         for k, fold in sorted(folds.items()):
-            try:
-                fmt.validate_document(fold, "run.fold", f"{where} {stage} fold {k}")
-            except RoiStoreError as exc:
-                problems.append(str(exc))
+            if problem := fmt.document_problem(fold, "run.fold", f"{where} {stage} fold {k}"):
+                problems.append(problem)
                 continue
             for kind, items in fold["digests"].items():
                 for item, want in items.items():
                     if kind == "embeddings":
-                        label, n, read = f"{path}/embeddings/{item}[{k}]", 1, _embedding_reader(store, path, item, k)
+                        sub, label, n = f"embeddings/{item}", f"{path}/embeddings/{item}[{k}]", 1
                     else:
                         sub = f"models/cnn/{k}/{item}" if stage == "embed" else f"models/head/{k}"
-                        label = f"{path}/{sub}"
-                        n = group[sub].nchunks if sub in group else 0
-                        read = _bytes_reader(group, sub)
+                        label, n = f"{path}/{sub}", group[sub].nchunks if sub in group else 0
                     try:
-                        got = digest(read())
+                        got = digest(_embeddings(store, f"{path}/{sub}", k) if kind == "embeddings"
+                                     else group[sub][:].tobytes())
                     except Exception as exc:  # a missing array, or codec errors (checksum, zstd)
                         problems.append(f"{where}: {label} is missing or damaged ({type(exc).__name__}: {exc})")
                         continue
@@ -174,19 +161,13 @@ def _check_run(store: Store, name: str) -> tuple[list[str], int]:
     return problems, chunks
 
 
-def _embedding_reader(store: Store, path: str, region: str, fold: int):
-    def read():
-        base = f"{path}/embeddings/{region}"
-        arr = store.zgroup[base]
-        key = arr.metadata.encode_chunk_key((fold, 0, 0, 0))
-        if f"{base}/{key}" not in store.stored_keys(f"{base}/"):
-            raise KeyError(f"chunk {key} is missing")
-        return arr[fold]
-    return read
-
-
-def _bytes_reader(group, sub: str):
-    return lambda: group[sub][:].tobytes()
+def _embeddings(store: Store, base: str, fold: int) -> np.ndarray:
+    """Fold ``fold`` of the embedding array at ``base``; KeyError if its chunk was never written (not zeros)."""
+    arr = store.zgroup[base]
+    key = arr.metadata.encode_chunk_key((fold, 0, 0, 0))
+    if f"{base}/{key}" not in store.stored_keys(f"{base}/"):
+        raise KeyError(f"chunk {key} is missing")
+    return arr[fold]
 
 
 __all__ = ["ValidationReport", "validate_store"]

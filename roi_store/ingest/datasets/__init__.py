@@ -17,13 +17,7 @@ from __future__ import annotations
 
 from roi_store.errors import ConfigError
 from roi_store.ids import register_spelling
-from roi_store.ingest.datasets.base import (
-    IMAGE_SUFFIXES,
-    ClipSpec,
-    DatasetReader,
-    Skip,
-    frame_number,
-)
+from roi_store.ingest.datasets.base import IMAGE_SUFFIXES, ClipSpec, DatasetReader, Skip, frame_number
 from roi_store.ingest.datasets.casme2 import CASME2Reader
 from roi_store.ingest.datasets.manifest import ManifestReader
 from roi_store.ingest.datasets.samm import SAMMReader
@@ -33,16 +27,12 @@ from roi_store.ingest.datasets.smic import SMICReader
 NATIVE_READERS: tuple[DatasetReader, ...] = (CASME2Reader(), SAMMReader(), SMICReader())
 
 #: Every reader by name; the CLI's ``--dataset`` choices are these keys.
-READERS: dict[str, DatasetReader] = {
-    reader.name: reader for reader in (*NATIVE_READERS, ManifestReader(natives=NATIVE_READERS))
-}
+READERS: dict[str, DatasetReader] = {r.name: r for r in (*NATIVE_READERS, ManifestReader(natives=NATIVE_READERS))}
 
 # ClipKey lives below the readers (the store uses it) and cannot import them: they hand it
 # their spellings. ``import roi_store`` imports this module, so no id is made before this ran.
 for _reader in NATIVE_READERS:
-    if _reader.spelling is not None:
-        register_spelling(_reader.name, _reader.spelling)
-del _reader
+    register_spelling(_reader.name, _reader.spelling)
 
 
 def get_reader(name: str) -> DatasetReader:
@@ -62,25 +52,12 @@ def get_reader(name: str) -> DatasetReader:
     ConfigError
         If no reader has that name.
     """
-    reader = READERS.get(str(name).strip().lower())
-    if reader is None:
-        raise ConfigError(
-            f"unknown dataset {name!r}: allowed values are {', '.join(sorted(READERS))}"
-        )
+    if (reader := READERS.get(str(name).strip().lower())) is None:
+        raise ConfigError(f"unknown dataset {name!r}: allowed values are {', '.join(sorted(READERS))}")
     return reader
 
 
 __all__ = [
-    "IMAGE_SUFFIXES",
-    "NATIVE_READERS",
-    "READERS",
-    "CASME2Reader",
-    "ClipSpec",
-    "DatasetReader",
-    "ManifestReader",
-    "SAMMReader",
-    "SMICReader",
-    "Skip",
-    "frame_number",
-    "get_reader",
+    "IMAGE_SUFFIXES", "NATIVE_READERS", "READERS", "CASME2Reader", "ClipSpec", "DatasetReader", "ManifestReader",
+    "SAMMReader", "SMICReader", "Skip", "frame_number", "get_reader",
 ]

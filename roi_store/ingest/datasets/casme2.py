@@ -15,22 +15,20 @@ Everything roistore knows about CASME II's layout is declared here; the sheet/fo
 from __future__ import annotations
 
 from roi_store.ids import SubjectSpelling
-from roi_store.ingest.datasets.coded import CodedLayout, CodedReader
+from roi_store.ingest.datasets.coded import CodedReader
 
-#: The seven labels of the published sheets, lower case.
-EMOTIONS = frozenset(
-    {"others", "disgust", "happiness", "surprise", "repression", "sadness", "fear"}
-)
 
-#: ``sub`` and two digits, as the subject folders are named.
-SPELLING = SubjectSpelling(prefix="sub", width=2)
+class CASME2Reader(CodedReader):
+    """Reader of CASME II's raw frame folders (200 fps) and coding sheet."""
 
-LAYOUT = CodedLayout(
-    dataset="casme2",
-    fps=200.0,
-    spelling=SPELLING,
-    sheet_glob="CASME2-coding*.xlsx",
-    columns={
+    name = "casme2"
+    fps = 200.0
+    #: ``sub`` and two digits, as the subject folders are named.
+    spelling = SubjectSpelling(prefix="sub", width=2)
+    #: The seven labels of the published sheets, lower case.
+    emotions = frozenset({"others", "disgust", "happiness", "surprise", "repression", "sadness", "fear"})
+    sheet_glob = "CASME2-coding*.xlsx"
+    columns = {
         "subject": "Subject",
         "clip": "Filename",
         "onset": "OnsetFrame",
@@ -38,18 +36,5 @@ LAYOUT = CodedLayout(
         "offset": "OffsetFrame",
         "aus": "Action Units",
         "emotion": "Estimated Emotion",
-    },
-    known_emotions=EMOTIONS,
-    root_hint="the CASME2_RAW_selected/ folder that holds sub01, sub02, ...",
-    find_header=False,
-)
-
-
-class CASME2Reader(CodedReader):
-    """Reader of CASME II's raw frame folders (200 fps) and coding sheet.
-
-    ``scan(root, annotations=None)`` takes ``CASME2_RAW_selected/`` as ``root``; the default
-    sheet is the newest-looking ``CASME2-coding*.xlsx`` beside it or inside it.
-    """
-
-    layout = LAYOUT
+    }
+    root_hint = "the CASME2_RAW_selected/ folder that holds sub01, sub02, ..."

@@ -1,137 +1,71 @@
 """Assembly: what a reader found (a folder and its annotation) made into ClipSpecs and Skips.
 
-Every reader collects ``(sort key, item)`` pairs and hands them to :func:`emit_sorted`, which
-yields them in ClipKey order and lists each clip's frames only when it is reached. What cannot
-be a clip is named by :func:`skip_item` with the id every other clip of its subject has
-(``casme2/sub01/...`` whether a sheet said ``01`` or a folder said ``sub01``), so a refused
-clip is recorded once, under one id.
+Readers find clip folders with :func:`walk_clip_folders` and hand ``(sort key, item)`` pairs, an
+item being a Skip or a ClipSpec with no frames yet, to :func:`emit_sorted`, which yields them in
+ClipKey order and lists each clip's frames only when it is reached. What cannot be a clip is
+named by :func:`skip_item` with the id every other clip of its subject has (``casme2/sub01/...``
+whether a sheet said ``01`` or a folder said ``sub01``), so a refused clip is recorded once,
+under one id.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from roi_store.ids import ClipKey, loose_parts
+from roi_store.errors import AnnotationError, DatasetError
+from roi_store.ids import ClipKey, loose_parts, normalise_subject
 from roi_store.ingest.datasets.base import ClipSpec, Skip
 from roi_store.ingest.datasets.frames import ClipProblem, list_frames, select_frames
+from roi_store.ingest.datasets.paths import subdirs
 
 
-@dataclasses.dataclass
-class Annotation:
-    """What a sheet row, manifest row or folder name says about one clip."""
-
-    emotion: str
-    source: str
-    aus: list[str] = dataclasses.field(default_factory=list)
-    aus_raw: str = ""
-    onset: int | None = None
-    apex: int | None = None
-    offset: int | None = None
-    warnings: list[str] = dataclasses.field(default_factory=list)
-    #: No apex annotated: use the middle frame on disk as the usual stand-in (SMIC).
-    apex_from_middle: bool = False
-    #: This clip's own frame rate (manifest rows); None means the reader's.
-    fps: float | None = None
+#: A sort key (``(dataset, subject, clip)`` strings) and a Skip or a clip whose frames are still to be listed.
+Item = tuple[tuple[str, ...], Skip | ClipSpec]
 
 
-def make_clip(key: ClipKey, folder: Path, root: Path, fps: float, ann: Annotation) -> ClipSpec:
-    """List a clip's frames, select its annotated range and build the ClipSpec.
-
-    Parameters
-    ----------
-    key : ClipKey
-    folder : Path
-        The clip folder, lexically under ``root``.
-    root : Path
-        The resolved dataset root.
-    fps : float
-    ann : Annotation
-
-    Returns
-    -------
-    ClipSpec
-
-    Raises
-    ------
-    ClipProblem
-        See :func:`~roi_store.ingest.datasets.frames.list_frames` and ``select_frames``.
-    """
-    chosen = select_frames(list_frames(folder, root), ann.onset, ann.offset)
-    warnings = list(ann.warnings) + chosen.warnings
-    apex = ann.apex
-    if ann.apex_from_middle:
-        apex = chosen.numbers[len(chosen.numbers) // 2]
-    elif apex is not None and apex not in set(chosen.numbers):
-        warnings.append(f"apex frame {apex} missing on disk")
-    return ClipSpec(
-        key=key,
-        folder=folder,
-        frames=chosen.paths,
-        frame_numbers=chosen.numbers,
-        fps=float(fps),
-        emotion=ann.emotion,
-        aus=list(ann.aus),
-        onset=ann.onset,
-        apex=apex,
-        offset=ann.offset,
-        source=ann.source,
-        warnings=warnings,
-        aus_raw=ann.aus_raw,
-    )
-
-
-#: What :func:`emit_sorted` takes: a finished Skip, or a clip still to be listed.
-Pending = Skip | tuple[ClipKey, Path, Annotation]
-
-#: A sort key (``(dataset, subject, clip)`` strings) and what to yield there.
-Item = tuple[tuple[str, ...], Pending]
-
-
-def emit_sorted(items: Iterable[Item], root: Path, fps: float) -> Iterator[ClipSpec | Skip]:
+def emit_sorted(items: Iterable[Item], root: Path, apex_from_middle: bool = False) -> Iterator[ClipSpec | Skip]:
     """Yield items in ClipKey order, listing each clip's frames only when it is reached.
 
+    A clip comes with its annotated range of frames selected, or as a Skip saying why it cannot
+    (see :func:`~roi_store.ingest.datasets.frames.list_frames` and ``select_frames``).
+
     Parameters
     ----------
-    items : iterable of (sort key, Skip or (ClipKey, folder, Annotation))
+    items : iterable of (sort key, Skip or ClipSpec)
         Sort keys are ``(dataset, subject, clip)`` strings; ties keep their input order, so a
-        sheet's first row comes before its duplicate.
+        sheet's first row comes before its duplicate. A ClipSpec has no frames yet; its folder
+        lies lexically under ``root``.
     root : Path
         The resolved dataset root.
-    fps : float
-        Frame rate for every clip (a manifest passes each clip's own via its Annotation).
+    apex_from_middle : bool
+        No apex is annotated: use the middle frame on disk as the usual stand-in (SMIC).
 
     Yields
     ------
     ClipSpec or Skip
     """
-    ordered = sorted(enumerate(items), key=lambda t: (t[1][0], t[0]))
-    for _, (_, item) in ordered:
+    for _, item in sorted(items, key=lambda t: t[0]):
         if isinstance(item, Skip):
             yield item
             continue
-        key, folder, ann = item
         try:
-            yield make_clip(key, folder, root, ann.fps or fps, ann)
+            chosen = select_frames(list_frames(item.folder, root), item.onset, item.offset)
         except ClipProblem as exc:
-            yield Skip(key.id, str(exc), ann.source)
+            yield Skip(item.id, str(exc), item.source)
+            continue
+        warnings = item.warnings + chosen.warnings
+        apex = item.apex
+        if apex_from_middle:
+            apex = chosen.numbers[len(chosen.numbers) // 2]
+        elif apex is not None and apex not in set(chosen.numbers):
+            warnings.append(f"apex frame {apex} missing on disk")
+        yield dataclasses.replace(item, frames=chosen.paths, frame_numbers=chosen.numbers, apex=apex, warnings=warnings)
 
 
-def key_order(key: ClipKey) -> tuple[str, ...]:
-    """The sort key of a valid clip: its parts, in ClipKey's own field order."""
-    return (key.dataset, key.subject, key.clip)
-
-
-def key_skip(key: ClipKey, reason: str, source: str) -> tuple[tuple[str, ...], Skip]:
-    """A Skip for a clip with a valid key (a duplicate, a row with no folder), with its sort key."""
-    return key_order(key), Skip(key.id, reason, source)
-
-
-def skip_item(
-    dataset: object, subject: object, clip: object, reason: str, source: str
-) -> tuple[tuple[str, ...], Skip]:
-    """A Skip for what has no valid key, named and sorted as near canonical as it goes.
+def skip_item(dataset: object, subject: object, clip: object, reason: str, source: str) -> Item:
+    """A Skip named and sorted as near canonical as it goes (as its key, for a valid clip).
 
     Parameters
     ----------
@@ -147,3 +81,83 @@ def skip_item(
     """
     parts = loose_parts(dataset, subject, clip)
     return parts, Skip("/".join(parts), reason, source)
+
+
+def walk_clip_folders(
+    root: Path, dataset: str, root_hint: str, groups: Callable[..., list[tuple[str, Path]]] | None = None,
+    on_clip: Callable[[ClipKey, Path, str], ClipSpec] | None = None,
+) -> tuple[dict[ClipKey, Path], list[Item], dict[tuple[str, ...], Skip]]:
+    """Find every ``ROOT/subject/clip`` (or ``ROOT/subject/.../group/clip``) folder; record whatever cannot be one.
+
+    Parameters
+    ----------
+    root : Path
+        The resolved dataset root.
+    dataset : str
+        For subject/clip normalisation through :meth:`ClipKey.make`.
+    root_hint : str
+        For the error when ROOT holds no subject folder at all.
+    groups : callable, optional
+        ``groups(subject, folder, dirs, skip)``: the ``(group, folder)`` pairs that hold a subject's
+        clip folders (SMIC's emotion folders), listed with ``dirs(folder, subject)``, refusing with
+        ``skip(subject, clip, reason)``. Default: the subject folder itself, group ``""``.
+    on_clip : callable, optional
+        ``on_clip(key, folder, group)``: a clip's ClipSpec, added where the clip is found.
+
+    Returns
+    -------
+    (dict of ClipKey to Path, list of Item, dict of id parts to Skip)
+        Clip folders by key (the first one when two spellings give the same key), the items, and
+        the Skips of clip folders that cannot be used (an invalid name, a symlink out, a loop)
+        by their :func:`~roi_store.ids.loose_parts`, so that a sheet row for one of them adds
+        its row to that Skip instead of making a second one.
+
+    Raises
+    ------
+    DatasetError
+        If ROOT holds no subject folder (usually: the wrong folder was given).
+    """
+    found: dict[ClipKey, Path] = {}
+    items: list[Item] = []
+    refused: dict[tuple[str, ...], Skip] = {}
+
+    def skip(subject: str, clip: str, reason: str) -> None:
+        parts, skipped = skip_item(dataset, subject, clip, reason, "folder name")
+        items.append((parts, skipped))
+        if clip:
+            refused.setdefault(parts, skipped)
+
+    def dirs(folder: Path, subject: str = "") -> list[tuple[str, Path]]:
+        listed, bad = subdirs(folder, root)
+        for name, path, reason in bad:
+            if subject:  # a clip folder
+                skip(subject, name, f"folder {path} {reason}")
+            else:
+                skip(name, "", f"folder {path} {reason}")
+        return listed
+
+    n_subjects = 0
+    for sname, spath in dirs(root):
+        try:
+            normalise_subject(dataset, sname)
+        except AnnotationError:
+            skip(sname, "", f"folder {spath} is not a {dataset} subject folder; ignored")
+            continue
+        n_subjects += 1
+        for group, gpath in groups(sname, spath, dirs, skip) if groups else [("", spath)]:
+            for cname, cpath in dirs(gpath, sname):
+                try:
+                    key = ClipKey.make(dataset, sname, cname)
+                except AnnotationError as exc:
+                    skip(sname, cname, f"folder {cpath}: {exc}")
+                    continue
+                if key in found:
+                    reason = f"folder {cpath} is the same clip as {found[key]}; the first is used"
+                    items.append(skip_item(dataset, sname, cname, reason, "folder name"))
+                    continue
+                found[key] = cpath
+                if on_clip:
+                    items.append((dataclasses.astuple(key), on_clip(key, cpath, group)))
+    if n_subjects == 0:
+        raise DatasetError(f"no {dataset} subject folders in {root}: give {root_hint}")
+    return found, items, refused

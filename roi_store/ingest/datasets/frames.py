@@ -46,14 +46,10 @@ def format_ranges(ranges: Sequence[tuple[int, int]], limit: int = _LIST_LIMIT) -
     return ", ".join(parts)
 
 
-def _names(names: Sequence[str], limit: int = _LIST_LIMIT) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-def _count(items: Sequence[object], noun: str) -> str:
-    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
-
+def _ignored(names: Sequence[str], noun: str, why: str) -> str:
+    more = f" and {len(names) - _LIST_LIMIT} more" if len(names) > _LIST_LIMIT else ""
+    plural = "" if len(names) == 1 else "s"
+    return f"ignored {len(names)} {noun}{plural} {why}: {', '.join(names[:_LIST_LIMIT])}{more}"
 
 
 @dataclasses.dataclass
@@ -87,8 +83,7 @@ def list_frames(folder: Path, root: Path) -> FrameListing:
         If the folder resolves outside ``root``, a frame is a symlink out of it, two files
         share a frame number, or no frame file is left.
     """
-    reason = outside_root(folder, root)
-    if reason:
+    if reason := outside_root(folder, root):
         raise ClipProblem(f"clip folder {reason}")
     if not folder.is_dir():
         raise ClipProblem(f"{folder} is not a folder")
@@ -103,16 +98,12 @@ def list_frames(folder: Path, root: Path) -> FrameListing:
     unreadable: list[str] = []
     for entry in entries:
         # Dot files include macOS "._img46.jpg" companions, which carry an image suffix and the
-        # frame's number but no image: taking them would create false duplicates.
-        if entry.name.startswith("."):
+        # frame's number but no image: taking them would create false duplicates. Other suffixes
+        # (Thumbs.db, notes.txt, ...) are not frames, not worth a warning.
+        if entry.name.startswith(".") or Path(entry.name).suffix.lower() not in IMAGE_SUFFIXES:
             continue
-        if Path(entry.name).suffix.lower() not in IMAGE_SUFFIXES:
-            continue  # Thumbs.db, notes.txt, ...: not frames, not worth a warning
         if entry.is_symlink() and escapes_root(folder / entry.name, root):
-            raise ClipProblem(
-                f"frame {entry.name} resolves to a place outside the dataset root (symlink); "
-                "not read"
-            )
+            raise ClipProblem(f"frame {entry.name} resolves to a place outside the dataset root (symlink); not read")
         try:
             regular = entry.is_file()
         except OSError:
@@ -131,37 +122,22 @@ def list_frames(folder: Path, root: Path) -> FrameListing:
         n = min(clashes)
         more = f" (and {len(clashes) - 1} more numbers)" if len(clashes) > 1 else ""
         raise ClipProblem(
-            f"two frame files share frame number {n}: {', '.join(clashes[n])}{more}; "
-            "keep one file per frame"
+            f"two frame files share frame number {n}: {', '.join(clashes[n])}{more}; keep one file per frame"
         )
     warnings = []
     if unnumbered:
-        warnings.append(
-            f"ignored {_count(unnumbered, 'image file')} with no frame number in the name: "
-            f"{_names(unnumbered)}"
-        )
+        warnings.append(_ignored(unnumbered, "image file", "with no frame number in the name"))
     if unreadable:
         warnings.append(
-            f"ignored {_count(unreadable, 'image name')} that cannot be read as a file "
-            f"(broken link, loop or folder): {_names(unreadable)}"
+            _ignored(unreadable, "image name", "that cannot be read as a file (broken link, loop or folder)")
         )
     if not by_number:
-        raise ClipProblem(
-            "no frame files in folder"
-            + (f" ({'; '.join(warnings)})" if warnings else "")
-        )
+        raise ClipProblem("no frame files in folder" + (f" ({'; '.join(warnings)})" if warnings else ""))
     numbers = sorted(by_number)
     return FrameListing(numbers, [folder / by_number[n][0] for n in numbers], warnings)
 
 
-def _gaps(numbers: Sequence[int]) -> list[tuple[int, int]]:
-    # From neighbouring pairs, so a huge jump costs nothing to describe.
-    return [(a + 1, b - 1) for a, b in zip(numbers, numbers[1:]) if b - a > 1]
-
-
-def select_frames(
-    listing: FrameListing, onset: int | None = None, offset: int | None = None
-) -> FrameListing:
+def select_frames(listing: FrameListing, onset: int | None = None, offset: int | None = None) -> FrameListing:
     """Keep the frames whose number lies in ``[onset, offset]`` (all frames if not given).
 
     Parameters
@@ -189,21 +165,16 @@ def select_frames(
     else:
         kept = [(n, p) for n, p in zip(listing.numbers, listing.paths) if onset <= n <= offset]
         if not kept:
-            have = listing.numbers
             raise ClipProblem(
                 f"annotated frames {onset}-{offset} not on disk "
-                f"(the folder holds frames {format_ranges([(have[0], have[-1])])})"
+                f"(the folder holds frames {format_ranges([(listing.numbers[0], listing.numbers[-1])])})"
             )
-        numbers = [n for n, _ in kept]
-        paths = [p for _, p in kept]
-        edges = []
-        if numbers[0] > onset:
-            edges.append((onset, numbers[0] - 1))
-        if numbers[-1] < offset:
-            edges.append((numbers[-1] + 1, offset))
+        numbers, paths = (list(column) for column in zip(*kept))
+        edges = [(a, b) for a, b in ((onset, numbers[0] - 1), (numbers[-1] + 1, offset)) if a <= b]
         if edges:
             warnings.append(f"annotated frames {format_ranges(edges)} missing on disk")
-    gaps = _gaps(numbers)
+    # From neighbouring pairs, so a huge jump costs nothing to describe.
+    gaps = [(a + 1, b - 1) for a, b in zip(numbers, numbers[1:]) if b - a > 1]
     if gaps:
         warnings.append(f"frames {format_ranges(gaps)} missing inside the clip")
     return FrameListing(numbers, paths, warnings)

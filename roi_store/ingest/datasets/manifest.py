@@ -18,35 +18,18 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from roi_store.errors import AnnotationError
-from roi_store.ids import ClipKey
+from roi_store.ids import ClipKey, loose_parts
 from roi_store.ingest.datasets.base import ClipSpec, DatasetReader, Skip
-from roi_store.ingest.datasets.cells import (
-    BadCell,
-    cell_int,
-    is_blank,
-    normalise_emotion,
-    parse_apex,
-    parse_aus,
-)
-from roi_store.ingest.datasets.clips import (
-    Annotation,
-    Item,
-    emit_sorted,
-    key_order,
-    key_skip,
-    skip_item,
-)
+from roi_store.ingest.datasets.cells import (BadCell, cell_int, is_blank, match_columns, normalise_emotion, parse_apex,
+                                             parse_aus)
+from roi_store.ingest.datasets.clips import Item, emit_sorted
 from roi_store.ingest.datasets.paths import outside_root, resolve_root
-from roi_store.ingest.datasets.sheets import match_columns
 
 #: Column key -> header name (the same here; the coded readers map keys to their sheets' names).
 COLUMNS = {k: k for k in ("dataset", "subject", "clip", "folder", "label")}
 OPTIONAL = {k: k for k in ("onset", "apex", "offset", "aus", "fps")}
 
-_HINT = (
-    "a manifest needs the columns dataset, subject, clip, folder, label "
-    "(optional: onset, apex, offset, aus, fps)"
-)
+_HINT = "a manifest needs the columns dataset, subject, clip, folder, label (optional: onset, apex, offset, aus, fps)"
 
 
 class ManifestReader:
@@ -54,19 +37,18 @@ class ManifestReader:
 
     Parameters
     ----------
-    fps : float
-        Frame rate for rows with no ``fps`` cell whose dataset is not one roistore knows;
-        such clips carry a warning saying the default was assumed.
     natives : iterable of DatasetReader
         The native readers: a row naming one of their datasets takes its labels and fps.
     """
 
     name = "manifest"
+    #: Frame rate for rows with no ``fps`` cell whose dataset is not one roistore knows; such
+    #: clips carry a warning saying the default was assumed.
+    fps = 30.0
     spelling = None
     emotions = None
 
-    def __init__(self, fps: float = 30.0, natives: Iterable[DatasetReader] = ()) -> None:
-        self.fps = float(fps)
+    def __init__(self, natives: Iterable[DatasetReader] = ()) -> None:
         self._natives = {reader.name: reader for reader in natives}
 
     def scan(self, root: Path, annotations: Path | None = None) -> Iterator[ClipSpec | Skip]:
@@ -99,32 +81,25 @@ class ManifestReader:
             )
         path = Path(annotations)
         root = resolve_root(root, expected="the folder the manifest's 'folder' paths start from")
-        header, rows = _read_csv(path)
-        index = match_columns(header, COLUMNS, OPTIONAL, file=path.name, header_row=1, hint=_HINT)
-        items: list[Item] = []
         first_row: dict = {}
-        for number, row in rows:
-            cells = {k: (row[i] if i < len(row) else "") for k, i in index.items()}
-            items.append(self._row(path, root, number, cells, first_row))
-        return emit_sorted(items, root, self.fps)
+        items = [self._row(path, root, number, cells, first_row) for number, cells in _read_csv(path)]
+        return emit_sorted(items, root)
 
-    def _row(
-        self, path: Path, root: Path, number: int, v: dict[str, str], first_row: dict
-    ) -> Item:
+    def _row(self, path: Path, root: Path, number: int, v: dict[str, str], first_row: dict) -> Item:
         where = f"{path.name} row {number}"
         ds, subj, clip = v["dataset"], v["subject"], v["clip"]
+        # Valid or not, a row is named by the id its clip would have (for a valid one, its key).
+        parts = loose_parts(ds, subj, clip)
+
+        def skip(reason: str) -> Item:
+            return parts, Skip("/".join(parts), f"{where}: {reason}", where)
+
         try:
             key = ClipKey.make(ds, subj, clip)
         except AnnotationError as exc:
-            return skip_item(ds, subj, clip, f"{where}: {exc}", where)
-
-        def skip(reason: str) -> tuple[tuple[str, ...], Skip]:
-            return key_skip(key, f"{where}: {reason}", where)
-
-        if key in first_row:
-            first = first_row[key]
+            return skip(str(exc))
+        if (first := first_row.setdefault(key, number)) != number:
             return skip(f"duplicate of row {first} for the same clip; the first row is used")
-        first_row[key] = number
 
         folder_text = v["folder"].strip()
         if not folder_text:
@@ -133,15 +108,13 @@ class ManifestReader:
             return skip(f"folder {folder_text!r} contains a NUL character; fix the manifest cell")
         # Refused on the text alone, before any file system call: nothing outside the root is
         # ever looked at, whatever the file system would make of it.
-        win = PureWindowsPath(folder_text)
-        if PurePosixPath(folder_text).is_absolute() or win.is_absolute() or win.drive:
+        if PurePosixPath(folder_text).is_absolute() or PureWindowsPath(folder_text).drive:
             return skip(f"folder {folder_text!r} is an absolute path; give it relative to the root")
-        parts = folder_text.replace("\\", "/").split("/")
-        if ".." in parts:
+        steps = folder_text.replace("\\", "/").split("/")
+        if ".." in steps:
             return skip(f"folder {folder_text!r} contains '..'; give a path inside the root")
-        folder = root.joinpath(*[p for p in parts if p not in ("", ".")])
-        why = outside_root(folder, root)
-        if why:
+        folder = root.joinpath(*[p for p in steps if p not in ("", ".")])
+        if why := outside_root(folder, root):
             return skip(f"folder {folder} {why}")
         if not os.path.isdir(folder):
             return skip(f"{folder} is not a folder")
@@ -159,10 +132,9 @@ class ManifestReader:
                 return skip(f"onset/offset {exc}")
             if onset > offset:
                 return skip(f"onset {onset} > offset {offset}")
+        if given or not is_blank(v.get("apex")):
+            # With no range to check it against, emit_sorted warns if its frame is not on disk.
             apex, warnings = parse_apex(v.get("apex"), onset, offset, "apex")
-        elif not is_blank(v.get("apex")):
-            # No range to check it against: make_clip warns if its frame is not on disk.
-            apex, warnings = parse_apex(v["apex"], None, None, "apex")
 
         native = self._natives.get(key.dataset)
         fps_text = v.get("fps", "")
@@ -178,15 +150,14 @@ class ManifestReader:
         else:
             fps = self.fps
             warnings.append(f"fps not given; assumed {self.fps:g} (add an 'fps' column)")
-        labels = native.emotions if native else None
-        emotion, more = normalise_emotion(v["label"], labels, key.dataset)
+        emotion, more = normalise_emotion(v["label"], native.emotions if native else None, key.dataset)
         aus, aus_raw = parse_aus(v.get("aus"))
-        warnings += more
-        ann = Annotation(emotion, where, aus, aus_raw, onset, apex, offset, warnings, fps=fps)
-        return key_order(key), (key, folder, ann)
+        return parts, ClipSpec(key, folder, [], [], fps, emotion, aus=aus, onset=onset, apex=apex, offset=offset,
+                               source=where, warnings=warnings + more, aus_raw=aus_raw)
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
+    """The manifest's rows that are not blank: each row's number (the header is row 1) and its cells by column key."""
     if not path.is_file():
         raise AnnotationError(f"manifest not found: {path}")
     try:
@@ -207,5 +178,9 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
         raise AnnotationError(f"{path.name}: not a valid CSV file ({exc}); {_HINT}") from None
     if not records or not any(c.strip() for c in records[0]):
         raise AnnotationError(f"{path.name}: no header in row 1; {_HINT}")
-    rows = [(i + 1, r) for i, r in enumerate(records) if i > 0 and any(c.strip() for c in r)]
-    return records[0], rows
+    index = match_columns(records[0], COLUMNS, OPTIONAL, file=path.name, header_row=1, hint=_HINT)
+    return [
+        (i + 1, {k: (row[j] if j < len(row) else "") for k, j in index.items()})
+        for i, row in enumerate(records)
+        if i > 0 and any(c.strip() for c in row)
+    ]

@@ -2,18 +2,19 @@
 
 Symlinks out of the root, ``..`` and symlink loops become a recorded reason, never a read and
 never a hang. Only links are followed (``os.path.realpath``) and folders listed; no file is
-opened here.
+opened here, so a link that points out of the dataset is refused before any of its content is
+touched.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 from pathlib import Path
 
 from roi_store.errors import DatasetError
 from roi_store.ingest.datasets.base import one_line
+
 
 def resolve_root(root: Path | str, *, expected: str) -> Path:
     """The dataset root, fully resolved, or a one-line DatasetError.
@@ -36,15 +37,10 @@ def resolve_root(root: Path | str, *, expected: str) -> Path:
         If the folder does not exist or is not a folder.
     """
     path = Path(root).expanduser()
-    try:
-        ok = path.is_dir()
-    except OSError:  # a symlink loop or a permission problem reads the same to the user
-        ok = False
-    if not ok:
+    if not os.path.isdir(path):  # a symlink loop or a permission problem reads the same to the user
         state = "is not a folder" if path.exists() else "not found"
         raise DatasetError(
-            f"dataset root {str(path)!r} {state}: give the folder that holds the subject "
-            f"folders ({expected})"
+            f"dataset root {str(path)!r} {state}: give the folder that holds the subject folders ({expected})"
         )
     return Path(os.path.realpath(path))
 
@@ -57,10 +53,6 @@ def escapes_root(path: Path, root: Path) -> bool:
 
 def outside_root(path: Path, root: Path) -> str | None:
     """Why ``path`` may not be read, or None when it resolves to a place inside ``root``.
-
-    Only links are followed (``os.path.realpath``); nothing is opened, so a link that points
-    out of the dataset is refused before any of its content is touched, and a link loop ends
-    in a reason instead of a hang.
 
     Parameters
     ----------
@@ -84,21 +76,12 @@ def outside_root(path: Path, root: Path) -> str | None:
     return None
 
 
-@dataclasses.dataclass
-class BadEntry:
-    """A folder entry that could not be followed safely."""
-
-    name: str
-    path: Path
-    reason: str
-
-
-def subdirs(folder: Path, root: Path) -> tuple[list[tuple[str, Path]], list[BadEntry]]:
+def subdirs(folder: Path, root: Path) -> tuple[list[tuple[str, Path]], list[tuple[str, Path, str]]]:
     """The sub-folders of ``folder`` that are safe to enter, sorted by name.
 
     Hidden entries (``.DS_Store``, ``._sub01``) and plain files are ignored. Symlinks are
     followed only when they stay inside ``root``; those that leave it, loop or dangle are
-    returned as :class:`BadEntry` so the reader can record them.
+    returned as ``(name, path, reason)`` so the reader can record them.
 
     Parameters
     ----------
@@ -109,27 +92,25 @@ def subdirs(folder: Path, root: Path) -> tuple[list[tuple[str, Path]], list[BadE
 
     Returns
     -------
-    (list of (name, Path), list of BadEntry)
+    (list of (name, Path), list of (name, Path, reason))
     """
     dirs: list[tuple[str, Path]] = []
-    bad: list[BadEntry] = []
+    bad: list[tuple[str, Path, str]] = []
     try:
         with os.scandir(folder) as it:
             entries = sorted(it, key=lambda e: e.name)
     except OSError as exc:
-        return [], [BadEntry(folder.name, folder, f"cannot be listed ({one_line(exc.strerror)})")]
+        return [], [(folder.name, folder, f"cannot be listed ({one_line(exc.strerror)})")]
     for entry in entries:
         if entry.name.startswith("."):
             continue
         path = folder / entry.name
-        if entry.is_symlink():
-            reason = outside_root(path, root)
-            if reason:
-                bad.append(BadEntry(entry.name, path, reason))
-                continue
+        reason = outside_root(path, root) if entry.is_symlink() else None
         try:
-            if entry.is_dir():
+            if not reason and entry.is_dir():
                 dirs.append((entry.name, path))
         except OSError as exc:
-            bad.append(BadEntry(entry.name, path, f"cannot be read ({one_line(exc.strerror)})"))
+            reason = f"cannot be read ({one_line(exc.strerror)})"
+        if reason:
+            bad.append((entry.name, path, reason))
     return dirs, bad

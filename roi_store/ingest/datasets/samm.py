@@ -18,22 +18,20 @@ Everything roistore knows about SAMM's layout is declared here; the sheet/folder
 from __future__ import annotations
 
 from roi_store.ids import SubjectSpelling
-from roi_store.ingest.datasets.coded import CodedLayout, CodedReader
+from roi_store.ingest.datasets.coded import CodedReader
 
-#: The eight labels of the published sheet, lower case (SAMM says "Other", not "Others").
-EMOTIONS = frozenset(
-    {"anger", "other", "happiness", "surprise", "contempt", "disgust", "fear", "sadness"}
-)
 
-#: Three digits, no prefix, as the subject folders are named.
-SPELLING = SubjectSpelling(prefix="", width=3)
+class SAMMReader(CodedReader):
+    """Reader of SAMM's frame folders (200 fps) and FACS code sheet (micro-expressions)."""
 
-LAYOUT = CodedLayout(
-    dataset="samm",
-    fps=200.0,
-    spelling=SPELLING,
-    sheet_glob="SAMM_Micro_FACS_Codes*.xlsx",
-    columns={
+    name = "samm"
+    fps = 200.0
+    #: Three digits, no prefix, as the subject folders are named.
+    spelling = SubjectSpelling(prefix="", width=3)
+    #: The eight labels of the published sheet, lower case (SAMM says "Other", not "Others").
+    emotions = frozenset({"anger", "other", "happiness", "surprise", "contempt", "disgust", "fear", "sadness"})
+    sheet_glob = "SAMM_Micro_FACS_Codes*.xlsx"
+    columns = {
         "subject": "Subject",
         "clip": "Filename",
         "onset": "Onset Frame",
@@ -41,19 +39,7 @@ LAYOUT = CodedLayout(
         "offset": "Offset Frame",
         "aus": "Action Units",
         "emotion": "Estimated Emotion",
-    },
-    known_emotions=EMOTIONS,
-    root_hint="the SAMM/ folder that holds 006, 007, ...",
-    sheet="MICRO_ONLY",
-    find_header=True,
-)
-
-
-class SAMMReader(CodedReader):
-    """Reader of SAMM's frame folders (200 fps) and FACS code sheet (micro-expressions).
-
-    ``scan(root, annotations=None)`` takes ``SAMM/`` as ``root``; the default sheet is the
-    newest-looking ``SAMM_Micro_FACS_Codes*.xlsx`` beside it or inside it.
-    """
-
-    layout = LAYOUT
+    }
+    root_hint = "the SAMM/ folder that holds 006, 007, ..."
+    sheet = "MICRO_ONLY"
+    find_header = True

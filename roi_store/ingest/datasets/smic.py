@@ -11,28 +11,15 @@ are all the subject ``s1``, and clip names, which start with the subject, follow
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from roi_store.errors import AnnotationError, DatasetError
-from roi_store.ids import ClipKey, SubjectSpelling, normalise_subject
+from roi_store.errors import AnnotationError
+from roi_store.ids import ClipKey, SubjectSpelling
 from roi_store.ingest.datasets.base import ClipSpec, Skip
 from roi_store.ingest.datasets.cells import normalise_emotion
-from roi_store.ingest.datasets.clips import (
-    Annotation,
-    Item,
-    emit_sorted,
-    key_order,
-    key_skip,
-    skip_item,
-)
-from roi_store.ingest.datasets.paths import resolve_root, subdirs
-
-#: The three labels, as the emotion folders are named.
-EMOTIONS = frozenset({"negative", "positive", "surprise"})
-
-#: ``s`` and the number unpadded, as the subject folders are named; clip names follow it.
-SPELLING = SubjectSpelling(prefix="s", width=0, clip_follows_subject=True)
+from roi_store.ingest.datasets.clips import emit_sorted, walk_clip_folders
+from roi_store.ingest.datasets.paths import resolve_root
 
 _ROOT_HINT = "the HS/ folder that holds s1, s2, ..."
 
@@ -42,8 +29,10 @@ class SMICReader:
 
     name = "smic"
     fps = 100.0
-    spelling = SPELLING
-    emotions = EMOTIONS
+    #: ``s`` and the number unpadded, as the subject folders are named; clip names follow it.
+    spelling = SubjectSpelling(prefix="s", width=0, clip_follows_subject=True)
+    #: The three labels, as the emotion folders are named.
+    emotions = frozenset({"negative", "positive", "surprise"})
 
     def scan(self, root: Path, annotations: Path | None = None) -> Iterator[ClipSpec | Skip]:
         """Yield every micro clip under ``root`` in ClipKey order, or a Skip saying why not.
@@ -74,56 +63,19 @@ class SMICReader:
                 "the emotion folders; use a manifest CSV to label clips yourself"
             )
         root = resolve_root(root, expected=_ROOT_HINT)
-        items: list[Item] = []
-        seen: dict[ClipKey, Path] = {}
-        subjects, bad = subdirs(root, root)
-        items += [_bad(b.name, "", b.path, b.reason) for b in bad]
-        n_subjects = 0
-        for sname, spath in subjects:
-            try:
-                normalise_subject("smic", sname)
-            except AnnotationError:
-                items.append(_bad(sname, "", spath, "is not a smic subject folder; ignored"))
-                continue
-            n_subjects += 1
-            inner, bad = subdirs(spath, root)
-            items += [_bad(sname, b.name, b.path, b.reason) for b in bad]
-            micro = [p for n, p in inner if n.lower() == "micro"]  # non_micro is not ours
-            if not micro:
-                items.append(_bad(sname, "", spath, "holds no micro/ folder"))
-                continue
-            emotions, bad = subdirs(micro[0], root)
-            items += [_bad(sname, b.name, b.path, b.reason) for b in bad]
-            for ename, epath in emotions:
-                clips, bad = subdirs(epath, root)
-                items += [_bad(sname, b.name, b.path, b.reason) for b in bad]
-                for cname, cpath in clips:
-                    items.append(self._clip(sname, ename, cname, cpath, seen))
-        if n_subjects == 0:
-            raise DatasetError(f"no smic subject folders in {root}: give {_ROOT_HINT}")
-        return emit_sorted(items, root, self.fps)
+        items = walk_clip_folders(root, self.name, _ROOT_HINT, _emotion_folders, self._clip)[1]
+        return emit_sorted(items, root, apex_from_middle=True)
 
-    def _clip(
-        self, sname: str, ename: str, cname: str, cpath: Path, seen: dict[ClipKey, Path]
-    ) -> Item:
-        try:
-            key = ClipKey.make("smic", sname, cname)
-        except AnnotationError as exc:
-            return _bad(sname, cname, cpath, f": {exc}")
-        if key in seen:
-            reason = f"folder {cpath} is the same clip as {seen[key]}; the first is used"
-            return key_skip(key, reason, "folder name")
-        seen[key] = cpath
-        emotion, warnings = normalise_emotion(ename, EMOTIONS, "smic")
-        ann = Annotation(
-            emotion=emotion,
-            source=f"folder name (micro/{ename}/); apex = middle frame, SMIC codes no apex",
-            warnings=warnings,
-            apex_from_middle=True,
-        )
-        return key_order(key), (key, cpath, ann)
+    def _clip(self, key: ClipKey, folder: Path, emotion_folder: str) -> ClipSpec:
+        emotion, warnings = normalise_emotion(emotion_folder, self.emotions, self.name)
+        source = f"folder name (micro/{emotion_folder}/); apex = middle frame, SMIC codes no apex"
+        return ClipSpec(key, folder, [], [], self.fps, emotion, source=source, warnings=warnings)
 
 
-def _bad(subject: str, clip: str, path: Path, reason: str) -> Item:
-    sep = "" if reason.startswith(":") else " "
-    return skip_item("smic", subject, clip, f"folder {path}{sep}{reason}", "folder name")
+def _emotion_folders(subject: str, folder: Path, dirs: Callable, skip: Callable) -> list[tuple[str, Path]]:
+    """A subject's ``micro/<emotion>`` folders, by emotion; ``non_micro`` is not ours."""
+    micro = [p for n, p in dirs(folder, subject) if n.lower() == "micro"]
+    if not micro:
+        skip(subject, "", f"folder {folder} holds no micro/ folder")
+        return []
+    return dirs(micro[0], subject)
