@@ -312,7 +312,7 @@ def fake_runs(monkeypatch):
     head_doc = lambda store, name: {"classes": CLASSES, "settings": runs[name][1],  # noqa: E731
                                     "predictions": runs[name][2], "timings": {}}
     status = lambda store, name: {"name": name, "settings": runs[name][0], "head_settings": runs[name][1],  # noqa: E731
-                                  "state": "complete", "stage": "head", "scores": {"UF1": 0.0, "UAR": 0.0}}
+                                  "state": "complete", "stage": "head", "fitted": True}
     for module in (rp, ev):
         monkeypatch.setattr(module, "run_document", run_doc)
         monkeypatch.setattr(module, "head_document", head_doc)

@@ -19,16 +19,13 @@ from roi_store.store.store import Store
 BATCH = 32
 
 
-def clip_digests(store: Store, clip_ids: list[str] | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> dict[str, str]:
-    """``sha256:...`` of each clip's frames of every region (all complete clips by default).
+def clip_digests(store: Store, progress: Callable[[int, int], None] | None = None) -> dict[str, str]:
+    """``sha256:...`` of each complete clip's frames of every region.
 
     Parameters
     ----------
     store : Store
         The store to read.
-    clip_ids : list of str, optional
-        The clips to hash (default: every complete clip).
     progress : callable, optional
         Called with (clips hashed, clips) after each batch of the last region.
 
@@ -37,7 +34,7 @@ def clip_digests(store: Store, clip_ids: list[str] | None = None,
     dict
         Clip id -> digest.
     """
-    ids = [c.id for c in store.clips] if clip_ids is None else list(clip_ids)
+    ids = [c.id for c in store.clips]
     hashes = {i: hashlib.sha256() for i in ids}
     for r_i, region in enumerate(store.regions):
         for start in range(0, len(ids), BATCH):
@@ -66,7 +63,7 @@ def audit_store(store: Store, progress: Callable[[int, int], None] | None = None
         per view, the copies it includes (where two or more are, a composite holds both).
     """
     clips = {c.id: c for c in store.clips}
-    digests = clip_digests(store, list(clips), progress)
+    digests = clip_digests(store, progress)
     by_digest: dict[str, list[str]] = {}
     for clip_id, d in digests.items():
         by_digest.setdefault(d, []).append(clip_id)

@@ -40,20 +40,13 @@ PUBLISHED = {"smic": {"negative": 70, "positive": 51, "surprise": 43},
 VARIANT_441_MISSING = "samm/032/032_3_1"
 
 
-def megc_subject(dataset: str, subject: str) -> str:
-    """The subject as the challenge writes it: ``sub01``, ``006``, SMIC ``s01`` (the store: ``s1``)."""
-    if dataset == "smic":
-        m = re.fullmatch(r"s(\d+)", subject)
-        return f"s{int(m.group(1)):02d}" if m else subject
-    return subject
+def megc_name(dataset: str, name: str) -> str:
+    """A subject or video as the challenge writes it: SMIC ``s1`` -> ``s01``, ``s1_ne_01`` -> ``s01_ne_01``.
 
-
-def megc_video(dataset: str, clip: str) -> str:
-    """The video as the challenge writes it (SMIC ``s1_ne_01`` -> ``s01_ne_01``; others unchanged)."""
-    if dataset == "smic":
-        m = re.fullmatch(r"s(\d+)(_.*)", clip)
-        return f"s{int(m.group(1)):02d}{m.group(2)}" if m else clip
-    return clip
+    Other datasets' names (``sub01``, ``006``, ``EP02_01f``) are unchanged.
+    """
+    m = re.fullmatch(r"s(\d+)(_.*)?", name) if dataset == "smic" else None
+    return f"s{int(m.group(1)):02d}{m.group(2) or ''}" if m else name
 
 
 def megc_log(predictions: list[dict], classes: list[str], run: str = "") -> str:
@@ -89,16 +82,12 @@ def megc_log(predictions: list[dict], classes: list[str], run: str = "") -> str:
     for p in predictions:
         blocks.setdefault(subject_of(p["id"]), []).append(p)
 
-    def order(subject: str):
-        return min(p.get("fold") or 0 for p in blocks[subject]), natural_key(subject)
-
     lines = []
-    for subject in sorted(blocks, key=order):
+    for subject in sorted(blocks, key=lambda s: (min(p.get("fold") or 0 for p in blocks[s]), natural_key(s))):
         dataset, name = subject.split("/")
-        lines.append(f"{dataset} {megc_subject(dataset, name)}")
+        lines.append(f"{dataset} {megc_name(dataset, name)}")
         for p in sorted(blocks[subject], key=lambda p: natural_key(p["id"])):
-            clip = p["id"].split("/")[2]
-            lines.append(f"{megc_video(dataset, clip)} {CODES[p['true']]} {CODES[p['pred']]}")
+            lines.append(f"{megc_name(dataset, p['id'].split('/')[2])} {CODES[p['true']]} {CODES[p['pred']]}")
     return "\n".join(lines) + "\n"
 
 
@@ -197,7 +186,8 @@ def compare_view(listed: dict[str, str], records) -> dict:
     rules: dict[str, tuple[str | None, str | None]] = {}
     for rec in records:
         if rec.status != "complete":
-            rules[rec.id] = (None, f"{rec.status} at ingest" + (f": {rec.data['reason']}" if rec.data.get("reason") else ""))
+            reason = f": {rec.data['reason']}" if rec.data.get("reason") else ""
+            rules[rec.id] = (None, f"{rec.status} at ingest{reason}")
         else:
             rules[rec.id] = view_label(view, ClipKey(rec.dataset, rec.subject, rec.clip), rec.emotion)
     diffs = []
@@ -239,7 +229,8 @@ def format_view_check(check: dict, store: str = "the store") -> str:
         lines.append(f"recognised: {check['variant']}")
     if check["counts"]["differences"]:
         lines.append("counts against the published composite (442 clips): " + "; ".join(
-            f"{d['dataset']} {d['class']} {d['file']} (published {d['published']})" for d in check["counts"]["differences"]))
+            f"{d['dataset']} {d['class']} {d['file']} (published {d['published']})"
+            for d in check["counts"]["differences"]))
     else:
         lines.append("counts match the published composite (442 clips: SMIC 164, CASME II 145, SAMM 133)")
     return "\n".join(lines)

@@ -96,10 +96,3 @@ def uf1_uar(true, pred, n_classes: int, convention: str = "present") -> tuple[fl
     """
     uf1, uar = scores_from_confusion(confusion(true, pred, n_classes), convention)
     return float(uf1), float(uar)
-
-
-def per_class_recall(true, pred, n_classes: int) -> list[float | None]:
-    """Recall of each class (None for a class absent from ``true``)."""
-    m = confusion(true, pred, n_classes)
-    n = m.sum(axis=1)
-    return [float(m[c, c] / n[c]) if n[c] else None for c in range(n_classes)]

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from roi_store.evaluation.stats import METRICS, groups_of, intervals, null_p_value, subject_table
-from roi_store.evaluation.metrics import confusion, per_class_recall, scores_from_confusion
+from roi_store.evaluation.metrics import scores_from_confusion
+from roi_store.evaluation.stats import METRICS, groups_of, intervals, null_p_value, subject_counts, subject_table
 from roi_store.store.runs import head_document, list_runs, run_document
 from roi_store.store.store import Store
 
 LEAKAGE_WARNING = ("LEAKAGE: the region CNNs were trained on every clip, test subjects included "
                    "(--cnn-scope global); these scores are optimistic")
-
-
 CONVENTION = ("a class absent from a column's truth is left out of its UF1 and UAR (roistore's convention); "
               "the challenge's scoring counts such a class with F1 0 in UF1 when it is predicted")
-#: Settings in which a null (permutation-control) run may differ from the run it controls.
 #: Subjects of each dataset in the MEGC 2019 composite: its LOSO protocol has one fold per subject.
 CHALLENGE_SUBJECTS = {"smic": 16, "casme2": 24, "samm": 28}
+#: Settings in which a null (permutation-control) run may differ from the run it controls.
 PERMUTATION_KEYS = ("permute_labels", "permute_within", "head_only_permutation")
 
 
@@ -41,19 +40,22 @@ def scores(predictions: list[dict], classes: list[str]) -> dict:
         "UAR"}}``, at full precision; ``challenge`` is scored with the challenge's convention
         (:mod:`roi_store.evaluation.metrics`), equal to UF1/UAR when no class is absent.
     """
-    index = {c: i for i, c in enumerate(classes)}
     out = {}
     for name, preds in groups_of(predictions).items():
-        t = [index[p["true"]] for p in preds]
-        y = [index[p["pred"]] for p in preds]
-        m = confusion(t, y, len(classes))
+        m = subject_counts(preds, classes)[1].sum(axis=0)
+        n = m.sum(axis=1)
         uf1, uar = scores_from_confusion(m)
         cf1, car = scores_from_confusion(m, "challenge")
         out[name] = {"UF1": float(uf1), "UAR": float(uar), "clips": len(preds),
-                     "recall": dict(zip(classes, per_class_recall(t, y, len(classes)))),
-                     "absent": [c for c, n in zip(classes, m.sum(axis=1)) if n == 0],
+                     "recall": {c: float(m[i, i] / n[i]) if n[i] else None for i, c in enumerate(classes)},
+                     "absent": [c for c, k in zip(classes, n) if k == 0],
                      "challenge": {"UF1": float(cf1), "UAR": float(car)}}
     return out
+
+
+def head_scores(head: dict) -> dict:
+    """UF1 and UAR of FULL and each dataset (:func:`scores`) of a head document's predictions."""
+    return {g: {m: v[m] for m in METRICS} for g, v in scores(head["predictions"], head["classes"]).items()}
 
 
 def _without_permutation(settings: dict | None) -> dict:
@@ -78,24 +80,17 @@ def null_runs(store: Store, run: str, embed_settings: dict, head_settings: dict)
         if _without_permutation(other["settings"]) != _without_permutation(embed_settings) or \
                 _without_permutation(hs) != _without_permutation(head_settings):
             continue
-        head = head_document(store, other["name"])
         out.append({"run": other["name"], "permute_labels": hs["permute_labels"],
                     "permute_within": hs.get("permute_within") or (other["settings"] or {}).get("permute_within"),
-                    "scores": {g: {m: v[m] for m in METRICS}
-                               for g, v in scores(head["predictions"], head["classes"]).items()}})
+                    "scores": head_scores(head_document(store, other["name"]))})
     return out
 
 
 def scored_runs(store: Store) -> list[dict]:
-    """Every run's :func:`~roi_store.store.runs.run_status`, with ``scores``: FULL UF1 and UAR once its head is fitted."""
-    out = []
-    for status in list_runs(store):
-        full = None
-        if status["fitted"]:
-            head = head_document(store, status["name"])
-            full = scores(head["predictions"], head["classes"])["FULL"]
-        out.append({**status, "scores": {"UF1": full["UF1"], "UAR": full["UAR"]} if full else None})
-    return out
+    """Every run's :func:`~roi_store.store.runs.run_status`, with ``scores``: FULL UF1 and UAR once its head is
+    fitted."""
+    return [{**r, "scores": head_scores(head_document(store, r["name"]))["FULL"] if r["fitted"] else None}
+            for r in list_runs(store)]
 
 
 def run_report(store: Store, run: str, *, resamples: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
@@ -120,19 +115,15 @@ def run_report(store: Store, run: str, *, resamples: int = 2000, seed: int = 0, 
     RoiStoreError
         If the run has no fitted head.
     """
-    doc = run_document(store, run)
-    head = head_document(store, run)
-    classes = head["classes"]
-    preds = head["predictions"]
-    idx = {c: i for i, c in enumerate(classes)}
-    conf = confusion([idx[p["true"]] for p in preds], [idx[p["pred"]] for p in preds], len(classes))
+    doc, head = run_document(store, run), head_document(store, run)
+    classes, preds = head["classes"], head["predictions"]
     e, h = doc["settings"], head["settings"]
     out = {
         "run": run,
         "state": doc.get("state"),
         "classes": classes,
         "scores": scores(preds, classes),
-        "confusion": conf.tolist(),
+        "confusion": subject_counts(preds, classes)[1].sum(axis=0).tolist(),
         "predictions": [{"id": p["id"], "fold": p["fold"], "true": p["true"], "pred": p["pred"], "probs": p["probs"]}
                         for p in preds],
         "leakage": bool(doc.get("leakage")),
@@ -164,11 +155,9 @@ def run_report(store: Store, run: str, *, resamples: int = 2000, seed: int = 0, 
 
 def challenge_folds(folds: list[dict]) -> dict:
     """Whether a LOSO run of the megc2019 view has the challenge's 68 folds (16 SMIC, 24 CASME II, 28 SAMM)."""
-    subjects: dict[str, int] = {}
-    for fold in folds:
-        tested = fold.get("test_subjects") or sorted({c.rsplit("/", 1)[0] for c in fold.get("test_clips", [])})
-        for s in tested:
-            subjects[s.split("/")[0]] = subjects.get(s.split("/")[0], 0) + 1
+    tested = [s for fold in folds
+              for s in fold.get("test_subjects") or sorted({c.rsplit("/", 1)[0] for c in fold.get("test_clips", [])})]
+    subjects = dict(Counter(s.split("/")[0] for s in tested))
     return {"folds": len(folds), "subjects": subjects, "challenge": dict(CHALLENGE_SUBJECTS),
             "conformant": len(folds) == sum(CHALLENGE_SUBJECTS.values()) and subjects == CHALLENGE_SUBJECTS}
 
@@ -181,25 +170,22 @@ def format_report(rep: dict) -> str:
     """A Table-2-style text table with intervals, recall, confusion matrix, settings, null runs and subjects."""
     cols = ["FULL"] + [d for d in ("smic", "casme2", "samm") if d in rep["scores"]] + \
         sorted(k for k in rep["scores"] if k not in ("FULL", "smic", "casme2", "samm"))
-    lines = []
-    if rep.get("warning"):
-        lines += [f"!! {rep['warning']}", ""]
-    title = f"run {rep['run']}" + (f" (preset {rep['preset']})" if rep.get("preset") else "") + \
-        (" (permutation control)" if rep["permuted"] else "")
-    lines.append(title)
-    lines.append(f"{'':<10}" + "".join(f"{c:>16}" for c in cols))
-    lines.append(f"{'':<10}" + "".join(f"{'UF1':>8}{'UAR':>8}" for _ in cols))
-    lines.append(f"{'method':<10}" + "".join(_cell(rep['scores'][c]['UF1']) + _cell(rep['scores'][c]['UAR']) for c in cols))
+    lines = [f"!! {rep['warning']}", ""] if rep.get("warning") else []
+    lines += [f"run {rep['run']}" + (f" (preset {rep['preset']})" if rep.get("preset") else "")
+              + (" (permutation control)" if rep["permuted"] else ""),
+              f"{'':<10}" + "".join(f"{c:>16}" for c in cols),
+              f"{'':<10}" + "".join(f"{'UF1':>8}{'UAR':>8}" for _ in cols),
+              f"{'method':<10}" + "".join(_cell(rep["scores"][c]["UF1"]) + _cell(rep["scores"][c]["UAR"])
+                                          for c in cols)]
     unc = rep.get("uncertainty")
     if unc:
         pct = f"{round(unc['level'] * 100)}%"
         for m in METRICS:
-            lines.append(f"{m + ' ' + pct:<10}" + "".join(
-                f"{'[' + format(unc['intervals'][c][m][0], '.3f') + ',' + format(unc['intervals'][c][m][1], '.3f') + ']':>16}"
-                for c in cols))
+            cells = ("[{:.3f},{:.3f}]".format(*unc["intervals"][c][m]) for c in cols)
+            lines.append(f"{m + ' ' + pct:<10}" + "".join(f"{cell:>16}" for cell in cells))
     for ctrl in rep.get("controls", []):
         lines.append(f"{'perm ' + str(ctrl['permute_labels']):<10}" + "".join(
-            _cell(ctrl['scores'][c]['UF1']) + _cell(ctrl['scores'][c]['UAR']) if c in ctrl["scores"] else f"{'-':>16}"
+            _cell(ctrl["scores"][c]["UF1"]) + _cell(ctrl["scores"][c]["UAR"]) if c in ctrl["scores"] else f"{'-':>16}"
             for c in cols) + f"   (control run {ctrl['run']})")
     lines.append(f"{'clips':<10}" + "".join(f"{rep['scores'][c]['clips']:>16}" for c in cols))
     if unc:
@@ -220,24 +206,21 @@ def format_report(rep: dict) -> str:
             lines.append(f"{c}: no {', '.join(sc['absent'])} clips; UF1/UAR above leave the absent class out "
                          f"(roistore's convention); the challenge's convention (a predicted-but-absent class counts "
                          f"with F1 0): UF1 {sc['challenge']['UF1']:.4f}, UAR {sc['challenge']['UAR']:.4f}")
-    lines.append("")
-    lines.append("recall per class (FULL): " + ", ".join(
-        f"{k} {v:.3f}" if v is not None else f"{k} -" for k, v in rep["scores"]["FULL"]["recall"].items()))
-    lines.append("confusion (rows true, columns predicted):")
     width = max(len(c) for c in rep["classes"]) + 2
-    lines.append(" " * width + "".join(f"{c:>{width}}" for c in rep["classes"]))
+    lines += ["", "recall per class (FULL): " + ", ".join(
+        f"{k} {v:.3f}" if v is not None else f"{k} -" for k, v in rep["scores"]["FULL"]["recall"].items()),
+        "confusion (rows true, columns predicted):", " " * width + "".join(f"{c:>{width}}" for c in rep["classes"])]
     for c, row in zip(rep["classes"], rep["confusion"]):
         lines.append(f"{c:<{width}}" + "".join(f"{v:>{width}}" for v in row))
     e, h = rep["settings"]["embed"], rep["settings"]["head"]
-    lines.append("")
-    lines.append(("preset " + str(rep["preset"]) + ", " if rep.get("preset") else "") +
-                 f"protocol {e['protocol']}{' K=' + str(e['folds']) if e.get('folds') else ''} ({rep['folds']} folds), "
-                 f"view {e['view']}, cnn scope {e['cnn_scope']}, relabel {e['relabel']}, cnn epochs {e['epochs']}, "
-                 f"head epochs {h['epochs']}, masked {h['masked']}, seed {e['seed']}/{h['seed']}, device {rep.get('device')}")
+    lines += ["", ("preset " + str(rep["preset"]) + ", " if rep.get("preset") else "")
+              + f"protocol {e['protocol']}{' K=' + str(e['folds']) if e.get('folds') else ''} ({rep['folds']} folds), "
+              f"view {e['view']}, cnn scope {e['cnn_scope']}, relabel {e['relabel']}, cnn epochs {e['epochs']}, "
+              f"head epochs {h['epochs']}, masked {h['masked']}, seed {e['seed']}/{h['seed']}, "
+              f"device {rep.get('device')}"]
     if rep.get("subjects"):
-        lines.append("")
-        lines.append("per subject (recall: mean over the subject's classes):")
-        lines.append(f"{'subject':<16}{'folds':>8}{'clips':>7}{'correct':>9}{'accuracy':>10}{'recall':>8}")
+        lines += ["", "per subject (recall: mean over the subject's classes):",
+                  f"{'subject':<16}{'folds':>8}{'clips':>7}{'correct':>9}{'accuracy':>10}{'recall':>8}"]
         for s in rep["subjects"]:
             folds = ",".join(str(f) for f in s["folds"])
             lines.append(f"{s['subject']:<16}{folds:>8}{s['clips']:>7}{s['correct']:>9}{s['accuracy']:>10.3f}"
@@ -249,9 +232,8 @@ def format_report(rep: dict) -> str:
                       f"challenge's 68 (smic 16, casme2 24, samm 28): not comparable with MEGC 2019 results"]
     if rep.get("megc_log"):
         log = rep["megc_log"]
-        lines.append("")
-        lines.append(f"wrote MEGC 2019 log {log['path']}: {log['folds']} folds, {log['clips']} clips; scored from "
-                     f"the file as the challenge does: UF1 {log['UF1']:.4f}, UAR {log['UAR']:.4f}")
+        lines += ["", f"wrote MEGC 2019 log {log['path']}: {log['folds']} folds, {log['clips']} clips; scored from "
+                      f"the file as the challenge does: UF1 {log['UF1']:.4f}, UAR {log['UAR']:.4f}"]
     return "\n".join(lines)
 
 
@@ -287,10 +269,7 @@ def write_plots(rep: dict, out_dir: str | Path) -> list[Path]:
     for (i, j), v in np.ndenumerate(conf):
         ax.text(j, i, str(v), ha="center", va="center", color="black" if v < conf.max() / 2 else "white")
     ax.set_title(f"{rep['run']}: confusion (pooled)")
-    fig.tight_layout()
-    p1 = out / f"{rep['run']}_confusion.png"
-    fig.savefig(p1, dpi=120)
-    plt.close(fig)
+    paths = [_save(fig, plt, out / f"{rep['run']}_confusion.png")]
     names = list(rep["scores"])
     fig, ax = plt.subplots(figsize=(6, 3.5))
     x = np.arange(len(names))
@@ -300,11 +279,7 @@ def write_plots(rep: dict, out_dir: str | Path) -> list[Path]:
     ax.set_ylim(0, 1)
     ax.legend()
     ax.set_title(f"{rep['run']}: UF1 / UAR per dataset")
-    fig.tight_layout()
-    p2 = out / f"{rep['run']}_datasets.png"
-    fig.savefig(p2, dpi=120)
-    plt.close(fig)
-    paths = [p1, p2]
+    paths.append(_save(fig, plt, out / f"{rep['run']}_datasets.png"))
     if rep.get("uncertainty"):
         paths.append(_interval_plot(rep, out, plt))
     if rep.get("subjects"):
@@ -313,7 +288,6 @@ def write_plots(rep: dict, out_dir: str | Path) -> list[Path]:
 
 
 def _interval_plot(rep: dict, out: Path, plt) -> Path:
-    """UF1 and UAR of each column with its bootstrap interval (and the null runs' scores as crosses)."""
     unc = rep["uncertainty"]
     names = list(unc["intervals"])
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -331,15 +305,17 @@ def _interval_plot(rep: dict, out: Path, plt) -> Path:
     ax.legend(loc="lower right")
     ax.set_title(f"{rep['run']}: {round(unc['level'] * 100)} % subject-bootstrap intervals"
                  + (" (x: null runs)" if rep.get("controls") else ""), fontsize=9)
+    return _save(fig, plt, out / f"{rep['run']}_intervals.png")
+
+
+def _save(fig, plt, path: Path) -> Path:
     fig.tight_layout()
-    path = out / f"{rep['run']}_intervals.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
 
 def _subject_plot(rep: dict, out: Path, plt) -> Path:
-    """Each subject's recall and accuracy, grouped by dataset, with its clip count."""
     subjects = rep["subjects"]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.16 * len(subjects) + 2), 3.5))
     x = np.arange(len(subjects))
@@ -355,8 +331,4 @@ def _subject_plot(rep: dict, out: Path, plt) -> Path:
     handles = [Patch(color=f"C{i % 10}", label=d) for i, d in enumerate(datasets)]
     ax.legend(handles=[*ax.get_legend_handles_labels()[0], *handles], fontsize=7, ncol=len(datasets) + 1)
     ax.set_title(f"{rep['run']}: per subject (clips in brackets)", fontsize=9)
-    fig.tight_layout()
-    path = out / f"{rep['run']}_subjects.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, plt, out / f"{rep['run']}_subjects.png")

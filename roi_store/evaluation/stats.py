@@ -113,16 +113,6 @@ def _weights(n: int, resamples: int, rng: np.random.Generator) -> tuple[np.ndarr
     return w.astype(float), exact
 
 
-def _signs(n: int, permutations: int, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
-    """(P, n) 0/1 swap patterns over n subjects; all 2**n of them when that is at most ``permutations``."""
-    exact = 2 ** n <= permutations
-    if exact:
-        flips = (np.arange(2 ** n)[:, None] >> np.arange(n)) & 1
-    else:
-        flips = rng.integers(0, 2, size=(permutations, n))
-    return flips.astype(float), exact
-
-
 def _pooled(weights: np.ndarray, counts: np.ndarray) -> np.ndarray:
     s, c, _ = counts.shape
     return (weights @ counts.reshape(s, c * c)).reshape(-1, c, c)
@@ -214,7 +204,11 @@ def paired_permutation(counts_a: np.ndarray, counts_b: np.ndarray, *, permutatio
         ``{"UF1": p, "UAR": p, "permutations": P, "exact": bool}``.
     """
     s, c, _ = counts_a.shape
-    flips, exact = _signs(s, permutations, np.random.default_rng(seed))
+    exact = 2 ** s <= permutations  # then all 2**S 0/1 swap patterns, else P random ones
+    if exact:
+        flips = ((np.arange(2 ** s)[:, None] >> np.arange(s)) & 1).astype(float)
+    else:
+        flips = np.random.default_rng(seed).integers(0, 2, size=(permutations, s)).astype(float)
     delta = (counts_b - counts_a).reshape(s, c * c).astype(float)
     moved = (flips @ delta).reshape(-1, c, c)
     total_a, total_b = counts_a.sum(axis=0), counts_b.sum(axis=0)
@@ -245,18 +239,13 @@ def intervals(predictions: list[dict], classes: list[str], *, resamples: int = 2
     dict
         ``{"method", "level", "resamples", "seed", "intervals": {group: bootstrap result}}``.
     """
-    out = {}
-    for name, preds in groups_of(predictions).items():
-        out[name] = bootstrap(subject_counts(preds, classes)[1], resamples=resamples, seed=seed, level=level)
+    out = {name: bootstrap(subject_counts(preds, classes)[1], resamples=resamples, seed=seed, level=level)
+           for name, preds in groups_of(predictions).items()}
     return {"method": "subject-level (cluster) bootstrap of the pooled predictions, percentile interval",
             "level": level, "resamples": resamples, "seed": seed, "intervals": out}
 
 
 # --- two runs ---------------------------------------------------------------------------------
-def _scored(store, run: str) -> tuple[dict, dict]:
-    return run_document(store, run), head_document(store, run)
-
-
 def compare_runs(store, run_a: str, run_b: str, *, resamples: int = 2000, permutations: int = 10000,
                  seed: int = 0, level: float = 0.95) -> dict:
     """Difference A - B of two fitted runs over the same clips, with a paired interval and p-value.
@@ -281,7 +270,8 @@ def compare_runs(store, run_a: str, run_b: str, *, resamples: int = 2000, permut
     RunMismatchError
         If the runs differ in view, classes, clips or ground truth.
     """
-    (doc_a, head_a), (doc_b, head_b) = _scored(store, run_a), _scored(store, run_b)
+    doc_a, head_a = run_document(store, run_a), head_document(store, run_a)
+    doc_b, head_b = run_document(store, run_b), head_document(store, run_b)
     va, vb = doc_a["settings"]["view"], doc_b["settings"]["view"]
     what = f"cannot compare runs {run_a!r} and {run_b!r}"
     if va != vb:
@@ -292,9 +282,9 @@ def compare_runs(store, run_a: str, run_b: str, *, resamples: int = 2000, permut
     pb = {p["id"]: p for p in head_b["predictions"]}
     if set(pa) != set(pb):
         only_a, only_b = sorted(set(pa) - set(pb)), sorted(set(pb) - set(pa))
-        example = (only_a or only_b)[0]
         raise RunMismatchError(f"{what}: they score different clips ({len(only_a)} only in {run_a!r}, "
-                               f"{len(only_b)} only in {run_b!r}, e.g. {example}); compare runs over the same clips")
+                               f"{len(only_b)} only in {run_b!r}, e.g. {(only_a or only_b)[0]}); compare runs over "
+                               "the same clips")
     wrong = sorted(i for i in pa if pa[i]["true"] != pb[i]["true"])
     if wrong:
         raise RunMismatchError(f"{what}: they score {len(wrong)} clips against other labels (e.g. {wrong[0]}: "
@@ -302,8 +292,7 @@ def compare_runs(store, run_a: str, run_b: str, *, resamples: int = 2000, permut
                                "against its shuffled labels, and a store re-ingested with other labels changes them")
     classes = head_a["classes"]
     preds_a = sorted(pa.values(), key=lambda p: p["id"])
-    preds_b = [pb[p["id"]] for p in preds_a]
-    groups_b = groups_of(preds_b)
+    groups_b = groups_of([pb[p["id"]] for p in preds_a])
     out = {}
     for name, ga in groups_of(preds_a).items():
         subjects, ca = subject_counts(ga, classes)
@@ -377,7 +366,7 @@ def repeats(store, names: list[str], *, skip_unfinished: bool = False) -> dict:
     RoiStoreError
         If a run has no fitted head (unless ``skip_unfinished``), or no run is left.
     """
-    from roi_store.evaluation.report import scores
+    from roi_store.evaluation.report import head_scores
 
     runs, skipped, settings = [], [], []
     for name in names:
@@ -389,16 +378,14 @@ def repeats(store, names: list[str], *, skip_unfinished: bool = False) -> dict:
             if (status["head_settings"] or {}).get("permute_labels") is not None:
                 skipped.append({"run": name, "reason": "permutation control"})
                 continue
-        doc, head = _scored(store, name)
+        doc, head = run_document(store, name), head_document(store, name)
         runs.append({"run": name, "seed": doc["settings"].get("seed"), "head_seed": head["settings"].get("seed"),
-                     "scores": {g: {m: v[m] for m in METRICS}
-                                for g, v in scores(head["predictions"], head["classes"]).items()}})
+                     "scores": head_scores(head)})
         settings.append({**{f"embed.{k}": v for k, v in doc["settings"].items()},
                          **{f"head.{k}": v for k, v in head["settings"].items()}})
     if not runs:
         raise RoiStoreError(f"no fitted run among {', '.join(names) or 'the names given'}: fit their heads first")
-    keys = sorted({k for s in settings for k in s})
-    varies = [k for k in keys if len({repr(s.get(k)) for s in settings}) > 1]
+    varies = [k for k in sorted({k for s in settings for k in s}) if len({repr(s.get(k)) for s in settings}) > 1]
     summary = {}
     for g in runs[0]["scores"]:
         summary[g] = {}
@@ -421,13 +408,8 @@ def format_repeats(rep: dict) -> str:
             f"{r['scores'][c]['UF1']:>8.4f}{r['scores'][c]['UAR']:>8.4f}" if c in r["scores"] else f"{'-':>16}"
             for c in cols))
     for stat in ("mean", "sd", "min", "max"):
-        cells = []
-        for c in cols:
-            for m in METRICS:
-                v = rep["summary"][c][m][stat]
-                cells.append(f"{v:>8.4f}" if v is not None else f"{'-':>8}")
-        lines.append(f"{stat:<16}" + "".join(cells))
+        values = [rep["summary"][c][m][stat] for c in cols for m in METRICS]
+        lines.append(f"{stat:<16}" + "".join(f"{v:>8.4f}" if v is not None else f"{'-':>8}" for v in values))
     lines.append("sd: sample standard deviation (n - 1); min/max: the range over the runs")
-    for s in rep["skipped"]:
-        lines.append(f"skipped {s['run']}: {s['reason']}")
+    lines += [f"skipped {s['run']}: {s['reason']}" for s in rep["skipped"]]
     return "\n".join(lines)

@@ -10,6 +10,7 @@ import io
 import os
 import tempfile
 import zipfile
+from pathlib import Path
 
 from roi_store import parallel
 from roi_store.errors import ConfigError, RoiStoreError
@@ -21,13 +22,10 @@ def cores() -> int:
 
 
 def map_tasks(fn, calls: list[tuple], jobs: int, say, label: str, *, scheduler: str | None = None,
-              gpu: bool = False, shared: tuple[str, ...] = ()) -> list:
-    """``fn(*args)`` for each call, where :func:`roi_store.parallel.run_tasks` puts it; results in completion order."""
-    out = []
-    for res in parallel.run_tasks(fn, calls, jobs=jobs, scheduler=scheduler, gpu=gpu, shared=shared):
-        out.append(res)
-        say(f"{label} {res['index']} done ({len(out)}/{len(calls)})")
-    return out
+              gpu: bool = False, shared: tuple[str, ...] = ()) -> None:
+    """``fn(*args)`` for each call, where :func:`roi_store.parallel.run_tasks` puts it; ``say`` a line as each ends."""
+    for k, res in enumerate(parallel.run_tasks(fn, calls, jobs=jobs, scheduler=scheduler, gpu=gpu, shared=shared), 1):
+        say(f"{label} {res['index']} done ({k}/{len(calls)})")
 
 
 def select_device(gpu: int | None = None, cpu: bool = False, threads: int | None = None) -> None:
@@ -41,10 +39,9 @@ def select_device(gpu: int | None = None, cpu: bool = False, threads: int | None
     if "KERAS_BACKEND" not in os.environ:
         import importlib.util
 
-        for name in ("tensorflow", "jax", "torch"):
-            if importlib.util.find_spec(name) is not None:
-                os.environ["KERAS_BACKEND"] = name
-                break
+        name = next((n for n in ("tensorflow", "jax", "torch") if importlib.util.find_spec(n) is not None), None)
+        if name:
+            os.environ["KERAS_BACKEND"] = name
     if gpu is not None and cpu:
         raise ConfigError("--gpu and --cpu exclude each other: pass one")
     if cpu:
@@ -53,13 +50,10 @@ def select_device(gpu: int | None = None, cpu: bool = False, threads: int | None
         if gpu < 0:
             raise ConfigError(f"invalid --gpu {gpu}: give a GPU index such as 0")
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    if threads:
-        # Every op runs on one thread, and independent ops (the six region CNNs of a step) run
-        # side by side on ``threads``: an op's arithmetic, hence every result, is then the same
-        # whatever the number of jobs or cores.
-        for var in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
-            os.environ[var] = "1"
-        os.environ["TF_NUM_INTEROP_THREADS"] = str(threads)
+    # Every op runs on one thread, and independent ops (the six region CNNs of a step) run
+    # side by side on ``threads``: an op's arithmetic, hence every result, is then the same
+    # whatever the number of jobs or cores.
+    os.environ.update(TF_NUM_INTRAOP_THREADS="1", OMP_NUM_THREADS="1", TF_NUM_INTEROP_THREADS=str(threads))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -69,15 +63,15 @@ def keras():
         import keras as k
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise RoiStoreError(
-            f"Keras is not installed ({exc}): pip install 'roistore[cpu]' (or '[tensorflow]' for GPUs), or JAX/PyTorch with KERAS_BACKEND set"
+            f"Keras is not installed ({exc}): pip install roistore (TensorFlow included; 'roistore[gpu]' for NVIDIA "
+            "GPUs), or JAX/PyTorch with KERAS_BACKEND set"
         ) from None
     return k
 
 
 def device_name() -> str:
     """The device the backend computes on, in words (e.g. 'cpu' or 'gpu: <card name>')."""
-    k = keras()
-    backend = k.backend.backend()
+    backend = keras().backend.backend()
     try:
         if backend == "tensorflow":
             import tensorflow as tf
@@ -117,8 +111,7 @@ def model_to_bytes(model) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.keras")
         model.save(path)
-        with open(path, "rb") as fh:
-            return fh.read()
+        return Path(path).read_bytes()
 
 
 def model_from_bytes(data: bytes):
@@ -127,9 +120,9 @@ def model_from_bytes(data: bytes):
     from roi_store.method import models  # noqa: F401 - registers the custom loss for deserialisation
 
     if not zipfile.is_zipfile(io.BytesIO(data)):
-        raise RoiStoreError("a stored model is not a .keras archive: the store is damaged; re-run the command that made it")
+        raise RoiStoreError("a stored model is not a .keras archive: the store is damaged; re-run the command that "
+                            "made it")
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.keras")
-        with open(path, "wb") as fh:
-            fh.write(data)
+        Path(path).write_bytes(data)
         return k.saving.load_model(path, compile=False, safe_mode=True)

@@ -16,13 +16,11 @@ from collections.abc import Callable
 import numpy as np
 
 from roi_store import killpoints, parallel
-
-from roi_store.method import backend
-
-from roi_store.method import presets
 from roi_store.errors import ConfigError
-from roi_store.store.labels import MEGC2019, relabel_vectors
+from roi_store.method import backend, presets
+from roi_store.method.presets import check_choice
 from roi_store.method.protocols import make_folds, read_same_person, subject_of
+from roi_store.store.labels import MEGC2019, relabel_vectors
 from roi_store.store.run_writer import RunWriter
 from roi_store.store.runs import COMPLETE, RunData, digest, fold_docs, run_document
 from roi_store.store.store import Store, now, open_store
@@ -34,7 +32,14 @@ CNN_SCOPES = ("fold", "global")
 #: from who the subject is.
 INPUT_SCALE = {"delta": 64.0, "frames": 255.0}
 INPUTS = tuple(INPUT_SCALE)
+#: How the region CNN pools its 72 channels before the dense layer. "gap": a global average pool,
+#: 72 values into dense 1024 (the paper's network: about 1.09 M parameters with the head);
+#: "flatten": a 2x2 average pool flattened into dense 1024 (tens of millions of parameters).
 POOLS = ("gap", "flatten")
+RELABEL_VARIANTS = ("au", "default")
+#: Where a permutation control shuffles labels: inside each dataset (each keeps its class counts),
+#: inside each subject (each keeps its own), or across every clip.
+PERMUTE_WITHIN = ("dataset", "subject", "all")
 
 
 def cnn_input(frames: np.ndarray, mode: str, first: np.ndarray | None = None) -> np.ndarray:
@@ -42,26 +47,16 @@ def cnn_input(frames: np.ndarray, mode: str, first: np.ndarray | None = None) ->
 
     ``first``: each frame's clip's first frame (default: ``frames[0]``, one clip).
     """
-    if mode not in INPUT_SCALE:
-        raise ConfigError(f"invalid --input {mode!r}: allowed values are {', '.join(INPUTS)}")
+    check_choice("--input", mode, INPUTS)
     x = frames.astype(np.float32)
     if mode == "delta":
         x = x - (frames[:1] if first is None else first).astype(np.float32)
     return (x / INPUT_SCALE[mode])[..., None]
 
 
-RELABEL_VARIANTS = ("au", "default")
-
-
-#: Where a permutation control shuffles labels: inside each dataset (each keeps its class counts),
-#: inside each subject (each keeps its own), or across every clip.
-PERMUTE_WITHIN = ("dataset", "subject", "all")
-
-
 def permutation_groups(clips, within: str) -> list[str] | None:
     """Each clip's group for :func:`permuted_labels` (``clips``: records or ``dataset/subject/clip`` ids)."""
-    if within not in PERMUTE_WITHIN:
-        raise ConfigError(f"invalid --permute-within {within!r}: allowed values are {', '.join(PERMUTE_WITHIN)}")
+    check_choice("--permute-within", within, PERMUTE_WITHIN)
     if within == "all":
         return None
     keys = [c.split("/") if isinstance(c, str) else (c.dataset, c.subject) for c in clips]
@@ -88,8 +83,7 @@ def permuted_labels(labels: list[str], seed: int, groups: list[str] | None = Non
     """
     rng = np.random.default_rng(seed)
     if groups is None:
-        perm = rng.permutation(len(labels))
-        return [labels[j] for j in perm]
+        return [labels[j] for j in rng.permutation(len(labels))]
     out = list(labels)
     for g in sorted(set(groups)):
         members = [i for i, x in enumerate(groups) if x == g]
@@ -100,16 +94,9 @@ def permuted_labels(labels: list[str], seed: int, groups: list[str] | None = Non
 
 def run_targets(store: Store, clips, view: str, labels: list[str], variant: str, permuted: bool) -> list[list[str]]:
     """Per clip, per region 4-class CNN targets ("not me" relabelling) for the labels in use."""
-    if variant not in RELABEL_VARIANTS:
-        raise ConfigError(f"invalid relabel variant {variant!r}: allowed values are {', '.join(RELABEL_VARIANTS)}")
-    out = []
-    for c, label in zip(clips, labels):
-        if permuted:
-            vec = relabel_vectors(label, c["aus"], store.header["relabel"], store.regions)
-        else:
-            vec = c["relabel"][view]
-        out.append(vec[variant])
-    return out
+    check_choice("relabel variant", variant, RELABEL_VARIANTS)
+    return [(relabel_vectors(label, c["aus"], store.header["relabel"], store.regions) if permuted
+             else c["relabel"][view])[variant] for c, label in zip(clips, labels)]
 
 
 def plan_run(store: Store, view: str, protocol: str, folds: int | None, seed: int,
@@ -124,11 +111,9 @@ def plan_run(store: Store, view: str, protocol: str, folds: int | None, seed: in
     clips = store.view_clips(view)
     if not clips:
         raise ConfigError(f"view {view!r} of {store.where} has no clips: ingest datasets first")
-    true = [c.labels[view] for c in clips]
+    labels = [c.labels[view] for c in clips]
     if permute_labels is not None:
-        labels = permuted_labels(true, permute_labels, permutation_groups(clips, permute_within or "dataset"))
-    else:
-        labels = true
+        labels = permuted_labels(labels, permute_labels, permutation_groups(clips, permute_within or "dataset"))
     plan = make_folds(clips, protocol, folds, seed, same_person)
     for fold in plan:
         test = set(fold["test_subjects"])
@@ -147,15 +132,12 @@ def cnn_plan(clips, plan: list[dict], cnn_scope: str, cnn_folds: int | None, pro
       subject, which never saw it;
     - ``global``: one CNN on every clip (leaks test subjects; for comparison only).
     """
-    everyone = [c.id for c in clips]
     if cnn_scope == "global":
-        tasks = [{"index": 0, "name": "all", "train_clips": everyone}]
-        for fold in plan:
-            fold["embedding_fold"] = 0
+        tasks = [{"index": 0, "name": "all", "train_clips": [c.id for c in clips]}]
+        emb_folds = [0] * len(plan)
     elif cnn_folds is None:
         tasks = [{"index": f["index"], "name": f["name"], "train_clips": f["train_clips"]} for f in plan]
-        for fold in plan:
-            fold["embedding_fold"] = fold["index"]
+        emb_folds = [f["index"] for f in plan]
     else:
         if protocol != "loso":
             raise ConfigError(f"--cnn-folds cross-fits the CNNs of a LOSO run: use --protocol loso, not {protocol}")
@@ -166,42 +148,21 @@ def cnn_plan(clips, plan: list[dict], cnn_scope: str, cnn_folds: int | None, pro
             held = set(g["test_subjects"])
             tasks.append({"index": g["index"], "name": f"cnn{g['index']}",
                           "train_clips": [c.id for c in clips if subject_of(c) not in held]})
-        for fold in plan:
-            fold["embedding_fold"] = group_of[fold["test_subjects"][0]]
-    for fold in plan:
-        fold["cnn_train_clips"] = tasks[fold["embedding_fold"]]["train_clips"]
+        emb_folds = [group_of[f["test_subjects"][0]] for f in plan]
+    for fold, k in zip(plan, emb_folds):
+        fold["embedding_fold"] = k
+        fold["cnn_train_clips"] = tasks[k]["train_clips"]
         fold.pop("train_clips")
     return tasks
 
 
-def embed(
-    store_path: str,
-    run: str,
-    *,
-    view: str = MEGC2019,
-    protocol: str = "loso",
-    folds: int | None = None,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    seed: int = 0,
-    cnn_scope: str = "fold",
-    cnn_input_mode: str | None = None,
-    cnn_dense: int | None = None,
-    cnn_pool: str | None = None,
-    cnn_folds: int | None = None,
-    folds_per_step: int = 1,
-    relabel: str | None = None,
-    permute_labels: int | None = None,
-    permute_within: str | None = None,
-    same_person: str | dict | None = None,
-    preset: str | None = None,
-    jobs: int = 1,
-    gpu: int | None = None,
-    cpu: bool = False,
-    scheduler: str | None = None,
-    overwrite: bool = False,
-    log: Callable[[str], None] | None = None,
-) -> dict:
+def embed(store_path: str, run: str, *, view: str = MEGC2019, protocol: str = "loso", folds: int | None = None,
+          epochs: int | None = None, batch_size: int | None = None, seed: int = 0, cnn_scope: str = "fold",
+          cnn_input_mode: str | None = None, cnn_dense: int | None = None, cnn_pool: str | None = None,
+          cnn_folds: int | None = None, folds_per_step: int = 1, relabel: str | None = None,
+          permute_labels: int | None = None, permute_within: str | None = None, same_person: str | dict | None = None,
+          preset: str | None = None, jobs: int = 1, gpu: int | None = None, cpu: bool = False,
+          scheduler: str | None = None, overwrite: bool = False, log: Callable[[str], None] | None = None) -> dict:
     """Train region CNNs and write per-frame embeddings under ``runs/<run>``.
 
     The run is claimed first (one writer per run name), its plan written once, then each CNN
@@ -252,22 +213,19 @@ def embed(
         "cnn_pool": cnn_pool, "cnn_dense": cnn_dense})
     epochs, batch_size, cnn_input_mode = chosen["epochs"], chosen["batch_size"], chosen["input"]
     relabel, cnn_pool, cnn_dense = chosen["relabel"], chosen["cnn_pool"], chosen["cnn_dense"]
-    if cnn_scope not in CNN_SCOPES:
-        raise ConfigError(f"invalid --cnn-scope {cnn_scope!r}: allowed values are {', '.join(CNN_SCOPES)}")
+    check_choice("--cnn-scope", cnn_scope, CNN_SCOPES)
     if epochs < 1 or batch_size < 1 or cnn_dense < 1 or folds_per_step < 1:
         raise ConfigError("--epochs, --batch-size, --cnn-dense and --folds-per-step must be positive")
-    if cnn_input_mode not in INPUTS:
-        raise ConfigError(f"invalid --input {cnn_input_mode!r}: allowed values are {', '.join(INPUTS)}")
-    if cnn_pool not in POOLS:
-        raise ConfigError(f"invalid --cnn-pool {cnn_pool!r}: allowed values are {', '.join(POOLS)}")
+    check_choice("--input", cnn_input_mode, INPUTS)
+    check_choice("--cnn-pool", cnn_pool, POOLS)
     if cnn_folds is not None and (cnn_folds < 2 or cnn_scope == "global"):
         raise ConfigError(f"invalid --cnn-folds {cnn_folds}: give 2 or more, with --cnn-scope fold")
     if permute_within is not None and permute_labels is None:
-        raise ConfigError(f"--permute-within {permute_within} shapes a permutation control: give --permute-labels SEED too")
+        raise ConfigError(f"--permute-within {permute_within} shapes a permutation control: give --permute-labels "
+                          "SEED too")
     if permute_labels is not None:
         permute_within = permute_within or "dataset"
-        if permute_within not in PERMUTE_WITHIN:
-            raise ConfigError(f"invalid --permute-within {permute_within!r}: allowed values are {', '.join(PERMUTE_WITHIN)}")
+        check_choice("--permute-within", permute_within, PERMUTE_WITHIN)
     backend.select_device(gpu, cpu, max(1, backend.cores() // max(1, jobs)))
     parallel.check(jobs, scheduler, gpu is not None)
     say = log or (lambda msg: None)
@@ -287,12 +245,12 @@ def embed(
                 "seed": seed, "cnn_scope": cnn_scope, "input": cnn_input_mode, "cnn_dense": cnn_dense,
                 "cnn_pool": cnn_pool, "cnn_folds": cnn_folds, "folds_per_step": folds_per_step, "relabel": relabel,
                 "permute_labels": permute_labels, "permute_within": permute_within, "same_person": same_person,
-                "preset": preset, "preset_overrides": overridden,
-                "gamma": 2.0, "optimizer": "adam", "learning_rate": 1e-3}
+                "preset": preset, "preset_overrides": overridden, "gamma": 2.0, "optimizer": "adam",
+                "learning_rate": 1e-3}
     doc = {"kind": "region-cnn+lstm", "settings": settings, "classes": classes, "cnn_classes": cnn_classes,
            "regions": store.regions, "clips": everyone, "labels": labels,
-           "true_labels": [c.labels[view] for c in clips],
-           "folds": plan, "leakage": cnn_scope == "global", "embedding_folds": len(tasks)}
+           "true_labels": [c.labels[view] for c in clips], "folds": plan, "leakage": cnn_scope == "global",
+           "embedding_folds": len(tasks)}
     writer = RunWriter.claim(store, run, "embed")
     try:
         if writer.plan_embed(doc, overwrite) == COMPLETE:
@@ -354,15 +312,13 @@ def cnn_task(indices: list[int], train_lists: list[list[str]], work: CnnWork) ->
     from them), so a fold redone by a resumed run equals the fold an uninterrupted run makes.
     """
     keras = backend.keras()
-    from roi_store.method import engine
-    from roi_store.method import models
+    from roi_store.method import engine, models
+
     store = open_store(work.store, mode="r+")
     data_out = RunData.open(store, work.run)
     if work.part:  # the final model's arrays (``roistore fit-lstm --final``)
         data_out = data_out.part(work.part)
-    s = work.settings
-    ids, regions = work.clips, work.regions
-    cnn_classes = work.cnn_classes
+    s, ids, regions, cnn_classes = work.settings, work.clips, work.regions, work.cnn_classes
     cls_index = {c: i for i, c in enumerate(cnn_classes)}
     read_start = time.perf_counter()
     data = engine.ViewFrames({r: store.clips_frames(ids, r) for r in regions},
@@ -383,23 +339,15 @@ def cnn_task(indices: list[int], train_lists: list[list[str]], work: CnnWork) ->
     records = []
     for f, index in enumerate(indices):
         mine = train[:, f]
-        record = {"index": index, "cnn": {}, "device": None, "backend": keras.backend.backend(),
-                  "trained_with": list(indices),
-                  # A step shared by several folds is timed once: each fold carries its share.
-                  "totals": {"train_frames": int(mine.sum()) * s["epochs"] * len(regions),
-                             "train_seconds": res["train_seconds"] / n_f,
-                             "embed_frames": data.n_frames * len(regions), "embed_seconds": embed_seconds / n_f,
-                             "read_seconds": read_seconds / n_f}}
-        digests = {"embeddings": {}, "models": {}}
+        cnn, digests = {}, {"embeddings": {}, "models": {}}
         for r_i, region in enumerate(regions):
-            block = np.zeros((len(ids), store.t_max, EMBED_DIM), dtype=np.float16)
-            for i in range(len(ids)):
-                block[i, :data.lengths[i]] = embs[region][data.offsets[i]:data.offsets[i + 1], f]
+            block = keras.utils.pad_sequences(np.split(embs[region][:, f], data.offsets[1:-1]), maxlen=store.t_max,
+                                              dtype="float16", padding="post")
             data_out.write_embeddings(region, index, block)
             killpoints.reached("embed.chunk")
             digests["embeddings"][region] = digest(block)
-            plain = engine.export_fold(res["model"], region, f, res["plain"][region])
-            digests["models"][region] = data_out.put_model(f"models/cnn/{index}/{region}", backend.model_to_bytes(plain))
+            plain = backend.model_to_bytes(engine.export_fold(res["model"], region, f, res["plain"][region]))
+            digests["models"][region] = data_out.put_model(f"models/cnn/{index}/{region}", plain)
             killpoints.reached("embed.model")
             y = data.targets[mine, r_i]
             p = probs[region][mine, f]
@@ -409,13 +357,16 @@ def cnn_task(indices: list[int], train_lists: list[list[str]], work: CnnWork) ->
             targets = (np.eye(len(cnn_classes), dtype=np.float32)[y] * alpha)[:, None, :]
             loss = float(engine.FoldFocalLoss(s["gamma"])(targets, p[:, None, :])) if len(y) else 0.0
             # Loss and accuracy on the fold's training frames after training (no dropout).
-            record["cnn"][region] = {"train_frames": int(mine.sum()), "class_counts": counts.tolist(),
-                                     "final_loss": round(loss, 5),
-                                     "final_accuracy": round(float(np.mean(p.argmax(1) == y)) if len(y) else 0.0, 4)}
-        record["device"] = backend.device_name()
-        record["totals"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in record["totals"].items()}
-        record["finished"] = now()
-        record["digests"] = digests
+            cnn[region] = {"train_frames": int(mine.sum()), "class_counts": counts.tolist(),
+                           "final_loss": round(loss, 5),
+                           "final_accuracy": round(float(np.mean(p.argmax(1) == y)) if len(y) else 0.0, 4)}
+        # A step shared by several folds is timed once: each fold carries its share.
+        totals = {"train_frames": int(mine.sum()) * s["epochs"] * len(regions),
+                  "train_seconds": round(res["train_seconds"] / n_f, 3),
+                  "embed_frames": data.n_frames * len(regions), "embed_seconds": round(embed_seconds / n_f, 3),
+                  "read_seconds": round(read_seconds / n_f, 3)}
+        record = {"index": index, "cnn": cnn, "device": backend.device_name(), "backend": keras.backend.backend(),
+                  "trained_with": list(indices), "totals": totals, "finished": now(), "digests": digests}
         # The fold's marker goes last: a fold without it is redone by a resumed run.
         data_out.mark_fold("embed", index, record)
         records.append(record)

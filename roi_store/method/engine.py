@@ -9,7 +9,7 @@ each fold's loss ignores the frames it must not see (its own test subjects) thro
 target row (:class:`FoldFocalLoss`). With one fold per step the batches are drawn from that fold's
 training frames alone. After training, each fold's weights are copied out into the plain per-region
 network of :func:`roi_store.method.models.region_cnn` (:func:`export_fold`), which is what the store keeps
-and what ``predict`` loads.
+and what ``predict`` loads: the stacked model itself is never saved.
 
 Import lazily: importing Keras starts the backend.
 """
@@ -23,7 +23,8 @@ import numpy as np
 from keras import layers, ops
 
 from roi_store.method import models
-from roi_store.method.embed import INPUT_SCALE
+from roi_store.method.embed import EMBED_DIM, INPUT_SCALE, POOLS
+from roi_store.method.presets import check_choice
 
 
 class ViewFrames:
@@ -39,21 +40,14 @@ class ViewFrames:
 
     def __init__(self, regions: dict[str, list[np.ndarray]], targets: list[list[int]]):
         self.names = list(regions)
-        first_clips = regions[self.names[0]]
-        self.lengths = np.array([len(c) for c in first_clips], dtype=np.int64)
+        self.lengths = np.array([len(c) for c in regions[self.names[0]]], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
+        self.n_frames = int(self.offsets[-1])
         self.frames = {r: np.ascontiguousarray(np.concatenate(clips)) for r, clips in regions.items()}
         self.clip_of = np.repeat(np.arange(len(self.lengths)), self.lengths)
         self.first = self.offsets[:-1][self.clip_of]  # each frame's clip's first frame
         tg = np.asarray(targets, dtype=np.int64).reshape(len(self.lengths), len(self.names))
         self.targets = tg[self.clip_of]  # (frames, regions)
-
-    @property
-    def n_frames(self) -> int:
-        return int(self.offsets[-1])
-
-    def shape(self, region: str) -> tuple[int, int]:
-        return tuple(self.frames[region].shape[1:])
 
     def frame_mask(self, clip_mask: np.ndarray) -> np.ndarray:
         """Frames of the clips selected by a boolean per-clip mask."""
@@ -69,7 +63,6 @@ class ViewFrames:
         return out
 
 
-@keras.saving.register_keras_serializable(package="roistore")
 class FrameInput(layers.Layer):
     """uint8 frames (and first frames, for delta input) -> (batch, h, w, 1) float network input."""
 
@@ -83,11 +76,7 @@ class FrameInput(layers.Layer):
             x = x - ops.cast(first, "float32")
         return ops.expand_dims(x / INPUT_SCALE[self.mode], -1)
 
-    def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
 
-
-@keras.saving.register_keras_serializable(package="roistore")
 class FoldDense(layers.Layer):
     """A dense layer per fold: (batch, folds, in) -> (batch, folds, units), each fold its own kernel."""
 
@@ -107,12 +96,7 @@ class FoldDense(layers.Layer):
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.units)
 
-    def get_config(self):
-        return {**super().get_config(), "units": self.units, "folds": self.folds,
-                "activation": keras.activations.serialize(self.activation)}
 
-
-@keras.saving.register_keras_serializable(package="roistore")
 class FoldFocalLoss(keras.losses.Loss):
     """The focal loss of :class:`roi_store.method.models.FocalLoss` for each fold of a stacked output.
 
@@ -137,18 +121,10 @@ class FoldFocalLoss(keras.losses.Loss):
         batch = ops.cast(ops.shape(per)[0], per.dtype)
         return ops.sum(per * batch / counts, axis=-1)  # mean over the batch = sum over folds of each fold's mean
 
-    def get_config(self):
-        return {**super().get_config(), "gamma": self.gamma}
-
-
-def _fold_channels(x, folds: int):
-    """(batch, folds * c) -> (batch, folds, c): grouped convolutions keep each fold's channels together."""
-    return layers.Reshape((folds, -1))(x)
-
 
 def _region_tower(frame, first, region: str, folds: int, n_classes: int, dense: int, pool: str, mode: str,
                   dropout: float, seed: int):
-    """One region's CNNs of ``folds`` folds, side by side; returns (embedding (b, F, 20), softmax (b, F, n))."""
+    """One region's CNNs of ``folds`` folds, side by side; returns their softmax (b, F, n)."""
     x = FrameInput(mode, name=f"input_{region}")(frame, first)
     # conv1 sees the same frame in every fold: one convolution with 4 filters per fold.
     x = layers.Conv2D(models.CONV1_FILTERS * folds, 5, padding="same", activation="relu", name=f"{region}_conv1")(x)
@@ -159,8 +135,8 @@ def _region_tower(frame, first, region: str, folds: int, n_classes: int, dense: 
     parts = [layers.Conv2D(models.BRANCH_FILTERS * folds, k, padding="same", activation="relu", groups=folds,
                            name=f"{region}_inception_{k}x{k}")(c2) for k in models.BRANCH_KERNELS]
     parts.append(c2)
-    if pool == "gap":
-        pooled = [_fold_channels(layers.GlobalAveragePooling2D(name=f"{region}_gap{i}")(p), folds)
+    if pool == "gap":  # (b, F * c) -> (b, F, c): grouped convolutions keep each fold's channels together
+        pooled = [layers.Reshape((folds, -1))(layers.GlobalAveragePooling2D(name=f"{region}_gap{i}")(p))
                   for i, p in enumerate(parts)]
         x = layers.Concatenate(axis=-1, name=f"{region}_inception")(pooled)  # (b, F, 72)
     else:
@@ -173,9 +149,8 @@ def _region_tower(frame, first, region: str, folds: int, n_classes: int, dense: 
         x = layers.Reshape((folds, -1), name=f"{region}_flatten")(x)
     x = FoldDense(dense, folds, activation="relu", name=f"{region}_dense")(x)
     x = layers.Dropout(dropout, seed=seed, name=f"{region}_dropout")(x)
-    emb = FoldDense(models.EMBED_DIM, folds, activation="relu", name=f"{region}_embedding")(x)
-    out = FoldDense(n_classes, folds, activation="softmax", name=f"{region}_softmax")(emb)
-    return emb, out
+    emb = FoldDense(EMBED_DIM, folds, activation="relu", name=f"{region}_embedding")(x)
+    return FoldDense(n_classes, folds, activation="softmax", name=f"{region}_softmax")(emb)
 
 
 def stacked_cnns(shapes: dict[str, tuple[int, int]], folds: int, n_classes: int = 4, dense: int = 1024,
@@ -184,25 +159,16 @@ def stacked_cnns(shapes: dict[str, tuple[int, int]], folds: int, n_classes: int 
 
     Inputs, in region order: uint8 frames ``(h, w)`` and, for ``mode="delta"``, the clip's first
     frame. Outputs: per region, the softmax ``(folds, n_classes)``. Layer ``<region>_embedding``
-    gives the 20-d embeddings ``(folds, 20)``. Weights are zero until :func:`init_from` sets them.
+    gives the 20-d embeddings ``(folds, 20)``. Weights are zero until :func:`export_fold` sets them.
     """
-    if pool not in models.POOLS:
-        raise ValueError(f"invalid pool {pool!r}: allowed values are {', '.join(models.POOLS)}")
+    check_choice("pool", pool, POOLS, ValueError)
     inputs, outputs = [], []
     for i, (region, (h, w)) in enumerate(shapes.items()):
         frame = keras.Input((h, w), dtype="uint8", name=f"frame_{region}")
         first = keras.Input((h, w), dtype="uint8", name=f"first_{region}") if mode == "delta" else None
         inputs += [frame] + ([first] if first is not None else [])
-        _, out = _region_tower(frame, first, region, folds, n_classes, dense, pool, mode, dropout, seed * 7 + i)
-        outputs.append(out)
+        outputs.append(_region_tower(frame, first, region, folds, n_classes, dense, pool, mode, dropout, seed * 7 + i))
     return keras.Model(inputs, outputs, name=f"region_cnns_x{folds}")
-
-
-def embedding_outputs(model: keras.Model, regions: list[str]) -> keras.Model:
-    """The stacked model cut at its embeddings and softmaxes: per region ``(folds, 20)``, then ``(folds, n)``."""
-    embs = [model.get_layer(f"{r}_embedding").output for r in regions]
-    outs = [model.get_layer(f"{r}_softmax").output for r in regions]
-    return keras.Model(model.inputs, embs + outs, name="region_embeddings")
 
 
 # Plain-network layer -> stacked layer, per region; a conv's output channels are grouped by fold.
@@ -210,38 +176,23 @@ _CONVS = ["conv1", "conv2", *[f"inception_{k}x{k}" for k in models.BRANCH_KERNEL
 _DENSES = ["dense", "embedding", "softmax"]
 
 
-def _copy(stacked: keras.Model, region: str, fold: int, plain: keras.Model, into_stacked: bool) -> None:
-    for name in _CONVS:
-        big = stacked.get_layer(f"{region}_{name}")
-        small = plain.get_layer(name)
+def export_fold(stacked: keras.Model, region: str, fold: int, plain: keras.Model, into_stacked: bool = False):
+    """Copy fold ``fold``'s trained weights of ``region`` into the plain region CNN ``plain``; returns it.
+
+    ``into_stacked`` copies the other way: fold ``fold``'s weights set to the (freshly initialised)
+    plain network's.
+    """
+    for name in (*_CONVS, *_DENSES):
+        big, small = stacked.get_layer(f"{region}_{name}"), plain.get_layer(name)
         bk, bb = (np.array(w) for w in big.get_weights())
         sk, sb = small.get_weights()
-        n = sk.shape[-1]
-        part = slice(fold * n, (fold + 1) * n)
+        cols = slice(fold * sk.shape[-1], (fold + 1) * sk.shape[-1])
+        at, bias_at = ((..., cols), cols) if name in _CONVS else (fold, fold)
         if into_stacked:
-            bk[..., part], bb[part] = sk, sb
+            bk[at], bb[bias_at] = sk, sb
             big.set_weights([bk, bb])
         else:
-            small.set_weights([bk[..., part], bb[part]])
-    for name in _DENSES:
-        big = stacked.get_layer(f"{region}_{name}")
-        small = plain.get_layer(name)
-        bk, bb = (np.array(w) for w in big.get_weights())
-        if into_stacked:
-            bk[fold], bb[fold] = small.get_weights()
-            big.set_weights([bk, bb])
-        else:
-            small.set_weights([bk[fold], bb[fold]])
-
-
-def init_from(stacked: keras.Model, region: str, fold: int, plain: keras.Model) -> None:
-    """Set fold ``fold``'s weights of ``region`` to the (freshly initialised) plain network's."""
-    _copy(stacked, region, fold, plain, into_stacked=True)
-
-
-def export_fold(stacked: keras.Model, region: str, fold: int, plain: keras.Model) -> keras.Model:
-    """Copy fold ``fold``'s trained weights of ``region`` into the plain region CNN ``plain``; returns it."""
-    _copy(stacked, region, fold, plain, into_stacked=False)
+            small.set_weights([bk[at], bb[bias_at]])
     return plain
 
 
@@ -301,12 +252,9 @@ def _reset(model: keras.Model, learning_rate: float, dropout_seed: int) -> None:
     for v in model.optimizer.variables:
         v.assign(np.zeros(v.shape, dtype=v.dtype))
     model.optimizer.learning_rate = learning_rate
-    i = 0
-    for layer in model.layers:
-        if isinstance(layer, layers.Dropout):
-            state = layer.seed_generator.state
-            state.assign(np.array([dropout_seed * 31 + i, 0], dtype=state.dtype))
-            i += 1
+    for i, layer in enumerate(layer for layer in model.layers if isinstance(layer, layers.Dropout)):
+        state = layer.seed_generator.state
+        state.assign(np.array([dropout_seed * 31 + i, 0], dtype=state.dtype))
 
 
 def train_group(data: ViewFrames, train: np.ndarray, *, n_classes: int, dense: int, pool: str, mode: str,
@@ -321,7 +269,7 @@ def train_group(data: ViewFrames, train: np.ndarray, *, n_classes: int, dense: i
     region to export into, and the frames seen (frames x epochs, summed over folds).
     """
     folds = train.shape[1]
-    shapes = {r: data.shape(r) for r in data.names}
+    shapes = {r: tuple(data.frames[r].shape[1:]) for r in data.names}
     pool_idx = np.flatnonzero(train.any(axis=1))
     steps = int(np.ceil(len(pool_idx) / batch_size)) * epochs
     # Eager grouped convolutions compile on every call: several folds always run compiled.
@@ -333,7 +281,7 @@ def train_group(data: ViewFrames, train: np.ndarray, *, n_classes: int, dense: i
         for f in range(folds):
             net = models.region_cnn(*shapes[r], n_classes=n_classes, dense=dense, pool=pool, seed=seeds[f][r_i],
                                     name=f"cnn_{r}")
-            init_from(model, r, f, net)
+            export_fold(model, r, f, net, into_stacked=True)
             alpha[r_i, f] = models.inverse_frequency_alpha(np.bincount(data.targets[train[:, f], r_i],
                                                                        minlength=n_classes))
         plain[r] = net
@@ -350,16 +298,11 @@ def embed_all(model: keras.Model, data: ViewFrames, mode: str, batch_size: int =
 
     Returns ``(embeddings, probs)``: per region (frames, F, 20) float32 and (frames, F, n) float32.
     """
-    if id(model) not in _CUTS:  # compiled once per model, like the model itself
-        _CUTS[id(model)] = embedding_outputs(model, data.names)
-    cut = _CUTS[id(model)]
-    n_r = len(data.names)
-    embs = {r: [] for r in data.names}
-    probs = {r: [] for r in data.names}
-    for i in range(0, data.n_frames, batch_size):
-        idx = np.arange(i, min(i + batch_size, data.n_frames))
-        res = cut.predict_on_batch(data.inputs(idx, mode))
-        for r_i, r in enumerate(data.names):
-            embs[r].append(np.asarray(res[r_i], dtype=np.float32))
-            probs[r].append(np.asarray(res[n_r + r_i], dtype=np.float32))
-    return ({r: np.concatenate(v) for r, v in embs.items()}, {r: np.concatenate(v) for r, v in probs.items()})
+    if id(model) not in _CUTS:  # compiled once per model, like the model itself: embeddings, then softmaxes
+        outputs = [model.get_layer(f"{r}_{layer}").output for layer in ("embedding", "softmax") for r in data.names]
+        _CUTS[id(model)] = keras.Model(model.inputs, outputs, name="region_embeddings")
+    cut, n_r = _CUTS[id(model)], len(data.names)
+    outs = [cut.predict_on_batch(data.inputs(np.arange(i, min(i + batch_size, data.n_frames)), mode))
+            for i in range(0, data.n_frames, batch_size)]
+    cat = [np.concatenate([np.asarray(o[k], dtype=np.float32) for o in outs]) for k in range(2 * n_r)]
+    return dict(zip(data.names, cat[:n_r])), dict(zip(data.names, cat[n_r:]))

@@ -28,24 +28,9 @@ from roi_store.store.store import now, open_store
 FINAL = "final"
 
 
-def final_info(run: RunData) -> dict | None:
-    """The final model's document of a run, or None if the run has no (finished) final model."""
-    return run.document("final", FINAL)
-
-
-def fit_final(
-    store_path: str,
-    run: str,
-    *,
-    epochs: int = 60,
-    batch_size: int = 244,
-    seed: int = 0,
-    masked: bool = True,
-    cnn_epochs: int | None = None,
-    gpu: int | None = None,
-    cpu: bool = False,
-    log: Callable[[str], None] | None = None,
-) -> dict:
+def fit_final(store_path: str, run: str, *, epochs: int = 60, batch_size: int = 244, seed: int = 0, masked: bool = True,
+              cnn_epochs: int | None = None, gpu: int | None = None, cpu: bool = False,
+              log: Callable[[str], None] | None = None) -> dict:
     """Fit the run's CNNs and fusion head on every clip of its view; store them under ``final``.
 
     ``cnn_epochs`` defaults to the run's CNN epochs. Returns the ``final`` document.
@@ -64,47 +49,41 @@ def fit_final(
     try:
         if commit_doc(store, run, "embed") is None:
             raise not_ready(store, run, before)
-        out = _fit(store, str(store_path), run, group, epochs, batch_size, seed, masked, cnn_epochs, say)
+        doc = run_document(store, run)
+        s = doc["settings"]
+        ids, labels, regions = list(doc["clips"]), list(doc["labels"]), list(doc["regions"])
+        records = store.records()
+        clips = [records[i] for i in ids]
+        final = group.part(FINAL, fresh=True)  # a re-fit (or a killed one) replaces the whole final group
+        final.embedding_arrays(regions, 1, len(ids), store.t_max, EMBED_DIM)
+        started = time.perf_counter()
+        cnn_settings = {**s, "epochs": cnn_epochs or s["epochs"]}
+        if s["cnn_scope"] == "global":
+            # The run's one CNN already saw every clip: reuse it and its embeddings.
+            for r in regions:
+                final.write_embeddings(r, 0, group.embeddings(r, 0))
+                final.put_model(f"models/cnn/0/{r}", group.model(f"models/cnn/0/{r}"))
+            cnn, source, device = {}, "global", None
+        else:
+            say(f"final CNNs: {len(regions)} regions on {len(ids)} clips")
+            targets = run_targets(store, clips, s["view"], labels, s["relabel"], s.get("permute_labels") is not None)
+            res = cnn_task([0], [ids], CnnWork(str(store_path), run, cnn_settings, ids, targets, doc["cnn_classes"],
+                                               regions, part=FINAL))
+            cnn, source, device = res["cnn"], "trained", res["device"]
+        say("final head")
+        head_settings = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "masked": masked,
+                         "permute_labels": s.get("permute_labels"), "permute_within": s.get("permute_within"),
+                         "head_only_permutation": None, "optimizer": "adam", "learning_rate": 1e-3, "gamma": 2.0}
+        head = head_task({"index": 0, "name": FINAL, "test_clips": []},
+                         HeadWork(str(store_path), run, run, head_settings, labels, ids, doc["classes"], regions,
+                                  store.t_max, [c.n_frames for c in clips], part=FINAL))
+        out = {"run": run, "trained_on": ids, "subjects": len({subject_of(c) for c in clips}), "cnn_source": source,
+               "settings": {"cnn_epochs": cnn_settings["epochs"], "head": head_settings}, "cnn": cnn,
+               "head": {"class_counts": head["class_counts"], "final_loss": head["final_loss"]},
+               "timings": {"seconds": round(time.perf_counter() - started, 2)},
+               "fitted": now(), "device": device or backend.device_name()}
+        fmt.validate_document(out, "final", f"{store.where} run {run} final model")
+        final.write_document("final", out)  # written last: a final group without it is an interrupted fit
     finally:
         writer.release()
-    return out
-
-
-def _fit(store, store_path, run, group, epochs, batch_size, seed, masked, cnn_epochs, say) -> dict:
-    doc = run_document(store, run)
-    s = doc["settings"]
-    ids, labels, regions = list(doc["clips"]), list(doc["labels"]), list(doc["regions"])
-    records = store.records()
-    clips = [records[i] for i in ids]
-    final = group.part(FINAL, fresh=True)  # a re-fit (or a killed one) replaces the whole final group
-    final.embedding_arrays(regions, 1, len(ids), store.t_max, EMBED_DIM)
-    started = time.perf_counter()
-    cnn_settings = {**s, "epochs": cnn_epochs or s["epochs"]}
-    if s["cnn_scope"] == "global":
-        # The run's one CNN already saw every clip: reuse it and its embeddings.
-        for r in regions:
-            final.write_embeddings(r, 0, group.embeddings(r, 0))
-            final.put_model(f"models/cnn/0/{r}", group.model(f"models/cnn/0/{r}"))
-        cnn, source, device = {}, "global", None
-    else:
-        say(f"final CNNs: {len(regions)} regions on {len(ids)} clips")
-        targets = run_targets(store, clips, s["view"], labels, s["relabel"], s.get("permute_labels") is not None)
-        res = cnn_task([0], [ids], CnnWork(store_path, run, cnn_settings, ids, targets, doc["cnn_classes"], regions,
-                                           part=FINAL))
-        cnn, source, device = res["cnn"], "trained", res["device"]
-    say("final head")
-    head_settings = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "masked": masked,
-                     "permute_labels": s.get("permute_labels"), "permute_within": s.get("permute_within"),
-                     "head_only_permutation": None,
-                     "optimizer": "adam", "learning_rate": 1e-3, "gamma": 2.0}
-    head = head_task({"index": 0, "name": FINAL, "test_clips": []},
-                     HeadWork(store_path, run, run, head_settings, labels, ids, doc["classes"], regions, store.t_max,
-                              [c.n_frames for c in clips], part=FINAL))
-    out = {"run": run, "trained_on": ids, "subjects": len({subject_of(c) for c in clips}), "cnn_source": source,
-           "settings": {"cnn_epochs": cnn_settings["epochs"], "head": head_settings}, "cnn": cnn,
-           "head": {"class_counts": head["class_counts"], "final_loss": head["final_loss"]},
-           "timings": {"seconds": round(time.perf_counter() - started, 2)},
-           "fitted": now(), "device": device or backend.device_name()}
-    fmt.validate_document(out, "final", f"{store.where} run {run} final model")
-    final.write_document("final", out)  # written last: a final group without it is an interrupted fit
     return out

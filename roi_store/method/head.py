@@ -23,6 +23,7 @@ from roi_store import killpoints, parallel
 from roi_store.errors import ConfigError, RoiStoreError
 from roi_store.method import backend, presets
 from roi_store.method.embed import PERMUTE_WITHIN, permutation_groups, permuted_labels
+from roi_store.method.presets import check_choice
 from roi_store.store.run_writer import RunWriter
 from roi_store.store.runs import (COMPLETE, PLAN_KEYS, RunData, check_run_name, commit_doc, embedding_fold,
                                   embeddings_source, fold_docs, head_document, not_ready, run_document, run_status)
@@ -36,15 +37,9 @@ def pad_batch(seqs: list[np.ndarray], masked: bool, t_max: int) -> np.ndarray:
     """Stack variable-length (n, 20) sequences: masked -> PAD_VALUE to a bucketed length; else zeros to t_max."""
     from roi_store.method.models import PAD_VALUE
 
-    if masked:
-        longest = max(len(s) for s in seqs)
-        length = int(np.ceil(longest / LENGTH_BUCKET) * LENGTH_BUCKET)
-        out = np.full((len(seqs), length, seqs[0].shape[1]), PAD_VALUE, dtype="float32")
-    else:
-        out = np.zeros((len(seqs), t_max, seqs[0].shape[1]), dtype="float32")
-    for i, s in enumerate(seqs):
-        out[i, :len(s)] = s
-    return out
+    length = int(np.ceil(max(len(s) for s in seqs) / LENGTH_BUCKET) * LENGTH_BUCKET) if masked else t_max
+    return backend.keras().utils.pad_sequences(seqs, maxlen=length, dtype="float32", padding="post",
+                                               value=PAD_VALUE if masked else 0.0)
 
 
 def _batches(indices, lengths, batch_size, rng, masked):
@@ -60,25 +55,11 @@ def _batches(indices, lengths, batch_size, rng, masked):
     return batches
 
 
-def fit_lstm(
-    store_path: str,
-    run: str,
-    *,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    seed: int = 0,
-    masked: bool | None = None,
-    permute_labels: int | None = None,
-    permute_within: str | None = None,
-    control_run: str | None = None,
-    preset: str | None = None,
-    jobs: int = 1,
-    gpu: int | None = None,
-    cpu: bool = False,
-    overwrite: bool = False,
-    scheduler: str | None = None,
-    log: Callable[[str], None] | None = None,
-) -> dict:
+def fit_lstm(store_path: str, run: str, *, epochs: int | None = None, batch_size: int | None = None, seed: int = 0,
+             masked: bool | None = None, permute_labels: int | None = None, permute_within: str | None = None,
+             control_run: str | None = None, preset: str | None = None, jobs: int = 1, gpu: int | None = None,
+             cpu: bool = False, overwrite: bool = False, scheduler: str | None = None,
+             log: Callable[[str], None] | None = None) -> dict:
     """Fit the fusion head of every fold of ``run`` and store pooled test predictions.
 
     Like ``embed``: one writer per run, the head's plan written once, a marker per fitted fold
@@ -129,9 +110,9 @@ def fit_lstm(
     source = run
     planned = RunData.open(store, run).document("run") or {}  # a missing run: one line, before anything is claimed
     if planned.get("embeddings_from"):
-        raise ConfigError(f"run {run!r} is a head-only control of run {embeddings_source(store, run)!r}: refit it with "
-                          f"'roistore fit-lstm {store.where} --run {embeddings_source(store, run)} --permute-labels SEED "
-                          f"--control-run {run} --overwrite'")
+        source = embeddings_source(store, run)
+        raise ConfigError(f"run {run!r} is a head-only control of run {source!r}: refit it with 'roistore fit-lstm "
+                          f"{store.where} --run {source} --permute-labels SEED --control-run {run} --overwrite'")
     head_only = permute_labels is not None and bool(planned) and planned["settings"].get("permute_labels") is None
     if control_run is not None and not head_only:
         raise ConfigError("--control-run names a head-only permutation control: give --permute-labels SEED, on a run "
@@ -154,11 +135,11 @@ def fit_lstm(
                                           permute_within)
         settings |= {"preset": preset, "preset_overrides": overridden}
         ids = doc["clips"]
-        for fold in doc["folds"]:
-            test = set(fold["test_clips"])
-            leaked = test & set(fold.get("cnn_train_clips", [])) if doc["settings"]["cnn_scope"] == "fold" else set()
+        for fold in doc["folds"] if doc["settings"]["cnn_scope"] == "fold" else []:
+            leaked = set(fold["test_clips"]) & set(fold.get("cnn_train_clips", []))
             if leaked:
-                raise RoiStoreError(f"fold {fold['name']}: test clips {sorted(leaked)[:3]} trained its CNNs; the run is damaged")
+                raise RoiStoreError(f"fold {fold['name']}: test clips {sorted(leaked)[:3]} trained its CNNs; the run "
+                                    "is damaged")
         plan = {"settings": settings, "classes": doc["classes"], "labels_used": labels}
         if writer.plan_head(plan, overwrite) == COMPLETE:
             say(f"run {run}: its head is already fitted with these settings: nothing to do")
@@ -174,9 +155,8 @@ def fit_lstm(
                                           for f in doc["folds"] if f["index"] not in done], jobs, say,
                               "head fold", scheduler=scheduler, gpu=gpu is not None, shared=(work.store,))
             results = fold_docs(store, run, "head")
-            predictions = [p for _, r in sorted(results.items()) for p in r["predictions"]]
             order = {c: i for i, c in enumerate(ids)}
-            predictions.sort(key=lambda p: order[p["id"]])
+            predictions = sorted((p for r in results.values() for p in r["predictions"]), key=lambda p: order[p["id"]])
             timings = {"fit_seconds": round(time.perf_counter() - started, 2),
                        "seconds_per_fold": round(float(np.mean([r["seconds"] for r in results.values()])), 3)}
             writer.commit("head", len(doc["folds"]), {"predictions": predictions, "timings": timings})
@@ -196,28 +176,25 @@ def control_name(run: str, permute_labels: int, permute_within: str | None = Non
 
 def _head_settings(doc: dict, run: str, epochs, batch_size, seed, masked, permute_labels,
                    permute_within=None) -> tuple[list, dict]:
-    """The labels the head is fitted on and its settings (a head-only permutation control shuffles them)."""
     labels = list(doc["labels"])
     run_perm = doc["settings"].get("permute_labels")
     # Controls embedded before --permute-within existed shuffled across every clip.
     run_within = doc["settings"].get("permute_within", "all") if run_perm is not None else None
-    if permute_within is not None and permute_within not in PERMUTE_WITHIN:
-        raise ConfigError(f"invalid --permute-within {permute_within!r}: allowed values are {', '.join(PERMUTE_WITHIN)}")
-    head_perm = None
+    if permute_within is not None:
+        check_choice("--permute-within", permute_within, PERMUTE_WITHIN)
+    head_perm, within = None, run_within
     if permute_labels is not None and permute_labels != run_perm:
         if run_perm is not None:
-            raise ConfigError(f"run {run!r} was embedded with --permute-labels {run_perm}; fit its head with the same seed")
+            raise ConfigError(f"run {run!r} was embedded with --permute-labels {run_perm}; fit its head with the "
+                              "same seed")
         within = permute_within or "dataset"  # a head-only control on true-label features
         labels = permuted_labels(labels, permute_labels, permutation_groups(doc["clips"], within))
         head_perm = permute_labels
-    elif run_perm is not None:
-        if permute_within not in (None, run_within):
-            raise ConfigError(f"run {run!r} was embedded with --permute-within {run_within}; fit its head with the same")
-        within = run_within
-    else:
-        if permute_within is not None:
-            raise ConfigError(f"--permute-within {permute_within} shapes a permutation control: give --permute-labels SEED too")
-        within = None
+    elif run_perm is not None and permute_within not in (None, run_within):
+        raise ConfigError(f"run {run!r} was embedded with --permute-within {run_within}; fit its head with the same")
+    elif run_perm is None and permute_within is not None:
+        raise ConfigError(f"--permute-within {permute_within} shapes a permutation control: give --permute-labels "
+                          "SEED too")
     settings = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "masked": masked,
                 "permute_labels": permute_labels if permute_labels is not None else run_perm,
                 "permute_within": within, "head_only_permutation": head_perm, "optimizer": "adam",
@@ -227,11 +204,8 @@ def _head_settings(doc: dict, run: str, epochs, batch_size, seed, masked, permut
 
 def load_sequences(data: RunData, regions, emb_fold: int, lengths) -> list[list[np.ndarray]]:
     """Per region, the list of each clip's unpadded (n, 20) float32 embeddings."""
-    out = []
-    for r in regions:
-        block = data.embeddings(r, emb_fold)
-        out.append([block[i, :n].astype("float32") for i, n in enumerate(lengths)])
-    return out
+    blocks = (data.embeddings(r, emb_fold) for r in regions)
+    return [[block[i, :n].astype("float32") for i, n in enumerate(lengths)] for block in blocks]
 
 
 def train_head(seqs: list[list[np.ndarray]], y: np.ndarray, train_idx: np.ndarray, lengths: list[int],
@@ -284,7 +258,6 @@ class HeadWork:
 
 def head_task(fold: dict, work: HeadWork) -> dict:
     """Fit one fold's head on its training clips and predict its test clips."""
-    keras = backend.keras()
     store = open_store(work.store, mode="r+")
     run = RunData.open(store, work.run)
     # A head-only control reads the embeddings of the run it controls, and writes only its own group.
@@ -296,9 +269,8 @@ def head_task(fold: dict, work: HeadWork) -> dict:
     index = fold["index"]
     seqs = load_sequences(source, work.regions, fold.get("embedding_fold", 0), lengths)
     y = np.array([classes.index(lab) for lab in work.labels])
-    test_set = set(fold["test_clips"])
-    test_idx = np.array([i for i, c in enumerate(ids) if c in test_set], dtype=int)
-    train_idx = np.array([i for i, c in enumerate(ids) if c not in test_set], dtype=int)
+    is_test = np.isin(ids, fold["test_clips"])
+    test_idx, train_idx = np.flatnonzero(is_test), np.flatnonzero(~is_test)
     seed = s["seed"] * 1000003 + index * 101 + 7
     counts = np.bincount(y[train_idx], minlength=len(classes))
     model, losses, seconds = train_head(seqs, y, train_idx, lengths, work.regions, len(classes), s,
@@ -311,7 +283,7 @@ def head_task(fold: dict, work: HeadWork) -> dict:
     killpoints.reached("head.model")
     preds = [{"id": ids[i], "fold": index, "true": work.labels[i], "pred": classes[int(np.argmax(p))],
               "probs": [round(float(v), 6) for v in p]} for i, p in zip(test_idx, probs)]
-    keras.backend.clear_session()
+    backend.keras().backend.clear_session()
     record = {"index": index, "name": fold["name"], "test_clips": [ids[i] for i in test_idx],
               "head_train_clips": [ids[i] for i in train_idx], "head_val_clips": [],
               "cnn_train_clips": fold.get("cnn_train_clips", []), "class_counts": counts.tolist(),

@@ -11,9 +11,9 @@ import random
 import keras
 from keras import layers, ops
 
-from roi_store.method.embed import POOLS as _POOLS
+from roi_store.method.embed import EMBED_DIM, POOLS
+from roi_store.method.presets import check_choice
 
-EMBED_DIM = 20
 #: Below this many optimisation steps a model trains eagerly: compiling the step function costs
 #: about 4 s per model on a CPU, more than a handful of eager steps.
 EAGER_STEPS = 24
@@ -54,10 +54,6 @@ def _layer_seeds(seed: int | None):
     return lambda: None if rng is None else rng.randint(1, 10**9)
 
 
-#: How the region CNN pools its 72 channels before the dense layer. "gap": a global average pool,
-#: 72 values into dense 1024 (the paper's network: about 1.09 M parameters with the head);
-#: "flatten": a 2x2 average pool flattened into dense 1024 (tens of millions of parameters).
-POOLS = _POOLS
 #: The four parallel convolutions after the second pool, and the channels before concatenation.
 BRANCH_KERNELS = (1, 3, 5, 7)
 BRANCH_FILTERS, CONV1_FILTERS, CONV2_FILTERS = 16, 4, 8
@@ -74,8 +70,7 @@ def region_cnn(height: int, width: int, n_classes: int = 4, embed_dim: int = EMB
     ``pool`` is ``"gap"`` (global average pool, the paper's) or ``"flatten"`` (see :data:`POOLS`).
     ``seed`` fixes every initial weight and dropout mask.
     """
-    if pool not in POOLS:
-        raise ValueError(f"invalid pool {pool!r}: allowed values are {', '.join(POOLS)}")
+    check_choice("pool", pool, POOLS, ValueError)
     s = _layer_seeds(seed)
 
     def init():

@@ -14,12 +14,13 @@ import numpy as np
 
 from roi_store.errors import DatasetError, FrameError, RoiStoreError, ValidationError
 from roi_store.ids import ClipKey
-from roi_store.ingest.cut import cut_clip
+from roi_store.ingest.cut import CutSettings, cut_clip
 from roi_store.ingest.datasets.base import ClipSpec
 from roi_store.ingest.datasets.frames import ClipProblem, list_frames
 from roi_store.ingest.decode import VIDEO_SUFFIXES, decode_video
 from roi_store.method import backend
 from roi_store.method.embed import cnn_input
+from roi_store.method.presets import check_choice
 from roi_store.store.runs import (RunData, commit_doc, digest, embedding_fold, embeddings_source, fold_checksum,
                                   fold_docs, head_document, run_document)
 from roi_store.store.store import open_store
@@ -66,15 +67,11 @@ class Predictor:
 
     def __init__(self, store, run: str, doc: dict, head: dict, embedders: dict, heads: list, landmarks_model,
                  model: str):
-        self.store = store
-        self.run = run
-        self.doc = doc
-        self.head = head
+        self.store, self.run, self.doc, self.head = store, run, doc, head
         self.model = model  # "final" or "folds"
         self._embedders = embedders  # cnn fold -> [embedding model per region]
         self._heads = heads  # [(fold index, cnn fold, head model)]
-        self._work = {"t_max": store.t_max, "scheme": store.header["region_scheme"],
-                      "layout": store.header["layout"], "landmarks_model": landmarks_model}
+        self._work = CutSettings.of(store, landmarks_model)
 
     def predict(self, source: str | Path) -> dict:
         """Class probabilities of one clip (a frame folder or a video file), as :func:`predict_clip`.
@@ -111,8 +108,6 @@ class Predictor:
 
 @dataclasses.dataclass(frozen=True)
 class _StoredModel:
-    """One model of a run to load: where it is stored, the digest recorded for it, how errors name it."""
-
     group: RunData  # the run (or its final model) holding it
     path: str
     recorded: str | None
@@ -136,7 +131,6 @@ def _checked_markers(store, name: str, stage: str) -> dict[int, dict]:
 
 
 def _read_checked(store, item: _StoredModel) -> bytes:
-    """The model's stored bytes, once they match the digest the run recorded for them."""
     where = f"run {item.run}: the stored {item.label}"
     check = f"run 'roistore validate {store.where}' to see what else changed, then {item.redo}"
     if not item.group.has(item.path):
@@ -154,7 +148,6 @@ def _read_checked(store, item: _StoredModel) -> bytes:
 
 
 def _load(item: _StoredModel, data: bytes, embedding: bool = False):
-    """Deserialise a checked model; whatever goes wrong becomes one line naming it."""
     from roi_store.method import models as nets
 
     try:
@@ -190,17 +183,17 @@ def load_predictor(store_path: str | Path, run: str, *, models: str = "auto", la
     ValidationError
         If a stored model is missing, damaged or changed since it was written.
     """
-    if models not in MODEL_CHOICES:
-        raise RoiStoreError(f"invalid --models {models!r}: allowed values are {', '.join(MODEL_CHOICES)}")
+    check_choice("--models", models, MODEL_CHOICES, RoiStoreError)
     backend.select_device(gpu, cpu)
     store = open_store(store_path)
     group = RunData.open(store, run)
     doc = run_document(store, run)
-    from roi_store.method.final import FINAL, final_info
+    from roi_store.method.final import FINAL
 
-    final = final_info(group)
+    final = group.document("final", FINAL)  # None without a (finished) final model
     if models == "final" and final is None:
-        raise RoiStoreError(f"run {run!r} has no final model: fit one with 'roistore fit-lstm {store.where} --run {run} --final'")
+        raise RoiStoreError(f"run {run!r} has no final model: fit one with 'roistore fit-lstm {store.where} --run "
+                            f"{run} --final'")
     use_final = final is not None and models != "folds"
     where = store.where
     if use_final:
@@ -219,21 +212,19 @@ def load_predictor(store_path: str | Path, run: str, *, models: str = "auto", la
         head = head_document(store, run)  # committed heads only
         # A head-only control's CNNs are those of the run whose embeddings it reuses.
         source = embeddings_source(store, run)
-        cnn_group = RunData.open(store, source)
-        cnn_markers = _checked_markers(store, source, "embed")
+        cnn_group, cnn_markers = RunData.open(store, source), _checked_markers(store, source, "embed")
         head_markers = _checked_markers(store, run, "head")
+        cnn_redo = f"embed run {source} again (its 'roistore embed' command with --overwrite) and re-fit its head"
+        redo = f"re-fit it with 'roistore fit-lstm {where} --run {run} --overwrite'"
         emb_fold = {f["index"]: embedding_fold(doc, f) for f in doc["folds"]}
         cnns, heads = {}, []
         for fold in head["folds"]:
             k, c = fold["index"], emb_fold[fold["index"]]
             if c not in cnns:
                 cnns[c] = [_StoredModel(cnn_group, f"models/cnn/{c}/{r}", _recorded(cnn_markers.get(c, {}), r), source,
-                                        f"{r} CNN model of fold {c}",
-                                        f"embed run {source} again (its 'roistore embed' command with --overwrite) and re-fit its head")
-                           for r in doc["regions"]]
-            heads.append((k, c, _StoredModel(group, f"models/head/{k}", _recorded(head_markers.get(k, {}), "head"), run,
-                                             f"head model of fold {k}",
-                                             f"re-fit it with 'roistore fit-lstm {where} --run {run} --overwrite'")))
+                                        f"{r} CNN model of fold {c}", cnn_redo) for r in doc["regions"]]
+            heads.append((k, c, _StoredModel(group, f"models/head/{k}", _recorded(head_markers.get(k, {}), "head"),
+                                             run, f"head model of fold {k}", redo)))
     # Every model is checked before any is deserialised: a changed file is never handed to Keras.
     cnn_bytes = {c: [_read_checked(store, item) for item in items] for c, items in cnns.items()}
     head_bytes = [_read_checked(store, item) for _, _, item in heads]

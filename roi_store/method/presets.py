@@ -17,6 +17,12 @@ DEFAULT = "roistore"
 STAGES = ("embed", "head")
 
 
+def check_choice(what: str, value, allowed, error: type[Exception] = ConfigError) -> None:
+    """Raise ``error`` naming the allowed values when ``value`` is not one of ``allowed``."""
+    if value not in allowed:
+        raise error(f"invalid {what} {value!r}: allowed values are {', '.join(allowed)}")
+
+
 @cache
 def presets() -> dict:
     """Every preset: name -> {"description", "embed": {...}, "head": {...}}."""
@@ -34,15 +40,7 @@ def resolve(stage: str, preset: str | None, given: dict) -> tuple[dict, str, lis
         For an unknown preset.
     """
     name = preset or DEFAULT
-    if name not in presets():
-        raise ConfigError(f"invalid --preset {name!r}: allowed values are {', '.join(presets())}")
+    check_choice("--preset", name, presets())
     base = presets()[name][stage]
-    out = dict(base)
-    overridden = []
-    for key, value in given.items():
-        if value is None:
-            continue
-        if key in base and base[key] != value:
-            overridden.append(key)
-        out[key] = value
-    return out, name, sorted(overridden)
+    given = {key: value for key, value in given.items() if value is not None}
+    return {**base, **given}, name, sorted(key for key, value in given.items() if key in base and base[key] != value)

@@ -9,12 +9,14 @@ file (:func:`read_same_person`) merges them into one unit that folds never split
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from roi_store.errors import AnnotationError, ConfigError
 from roi_store.ids import normalise_subject
+from roi_store.method.presets import check_choice
 
 PROTOCOLS = ("loso", "hde", "kfold")
 
@@ -47,9 +49,7 @@ def make_folds(clips: list, protocol: str, folds: int | None = None, seed: int =
     list of dict
         ``{"index", "name", "test_subjects"}`` per fold, in a stable order.
     """
-    subjects: dict[str, int] = {}
-    for c in clips:
-        subjects[subject_of(c)] = subjects.get(subject_of(c), 0) + 1
+    subjects = Counter(subject_of(c) for c in clips)
     units = person_units(sorted(subjects), same_person)
     names = ["+".join(u) for u in units]
     sizes_of = {"+".join(u): sum(subjects[s] for s in u) for u in units}
@@ -61,7 +61,8 @@ def make_folds(clips: list, protocol: str, folds: int | None = None, seed: int =
         groups = [[s for u in units if u[0].split("/")[0] == d for s in u] for d in datasets]
         keep = [k for k, g in enumerate(groups) if g]  # a dataset whose every subject went elsewhere
         groups, labels = [sorted(groups[k]) for k in keep], [datasets[k] for k in keep]
-    elif protocol == "kfold":
+    else:
+        check_choice("protocol", protocol, PROTOCOLS)
         if not folds or folds < 2:
             raise ConfigError(f"invalid --folds {folds!r} for kfold: use 2 or more")
         if folds > len(names):
@@ -77,10 +78,9 @@ def make_folds(clips: list, protocol: str, folds: int | None = None, seed: int =
             sizes[k] += sizes_of[names[i]]
         groups = [sorted(g) for g in groups]
         labels = [f"fold{k}" for k in range(folds)]
-    else:
-        raise ConfigError(f"invalid protocol {protocol!r}: allowed values are {', '.join(PROTOCOLS)}")
     if len(groups) < 2:
-        raise ConfigError(f"protocol {protocol} needs at least two subjects/datasets; the view has {len(names)} subjects")
+        raise ConfigError(f"protocol {protocol} needs at least two subjects/datasets; the view has {len(names)} "
+                          "subjects")
     return [{"index": k, "name": labels[k], "test_subjects": g} for k, g in enumerate(groups)]
 
 

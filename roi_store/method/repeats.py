@@ -30,11 +30,6 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def seed_run_name(run: str, seed: int) -> str:
-    """The run of one seed: ``NAME-s<seed>``."""
-    return check_run_name(f"{run}-s{seed}")
-
-
 def _each_seed(fn: Callable, what: str, store_path: str, run: str, seeds, seed, log, options: dict) -> list[dict]:
     if seed is not None:
         raise ConfigError(f"--seeds and --seed exclude each other: --seeds {','.join(map(str, seeds or []))} names "
@@ -42,7 +37,7 @@ def _each_seed(fn: Callable, what: str, store_path: str, run: str, seeds, seed, 
     seeds = parse_seeds(seeds) if isinstance(seeds, str) else list(seeds)
     if not seeds:
         raise ConfigError("--seeds needs at least one seed, such as 1,2,3")
-    names = [seed_run_name(run, s) for s in seeds]  # every name checked before any work
+    names = [check_run_name(f"{run}-s{s}") for s in seeds]  # every name checked before any work
     say = log or (lambda msg: None)
     out = []
     for k, (name, s) in enumerate(zip(names, seeds), start=1):
