@@ -223,10 +223,10 @@ def has_run(store: Path) -> bool:
     """True if the benchmark run has its embeddings."""
     import roi_store
 
-    from roi_store.store.runs import commit_doc
+    from roi_store.store.runs import commit_doc, run_names
 
     s = roi_store.open_store(store)
-    return f"runs/{RUN}" in s.zgroup and commit_doc(s, RUN, "embed") is not None
+    return RUN in run_names(s) and commit_doc(s, RUN, "embed") is not None
 
 
 def has_head(store: Path) -> bool:

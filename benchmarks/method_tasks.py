@@ -106,14 +106,14 @@ def full_fold_task(store: str, run: str, epochs: int, order: list[bool], seed: i
 
     import roi_store
     from roi_store.method.head import load_sequences, train_head
-    from roi_store.store.runs import run_document, run_group
+    from roi_store.store.runs import RunData, run_document
     from roi_store.synth import plan
 
     opened = roi_store.open_store(store)
     doc = run_document(opened, run)
     regions, classes = doc["regions"], doc["classes"]
     lengths = [opened.clip(i).n_frames for i in doc["clips"]]
-    real = load_sequences(run_group(opened, run), regions, 0, lengths)
+    real = load_sequences(RunData.open(opened, run), regions, 0, lengths)
     by_label = {c: [i for i, lab in enumerate(doc["labels"]) if lab == c] for c in classes}
     view = [c for c in plan("megc2019", seed) if c["label"] is not None]
     left_out = min((c["dataset"], c["subject"]) for c in view)
@@ -156,8 +156,10 @@ def predict_task(store: str, run: str, clip: str, repeats: int, epochs: int) -> 
     import roi_store
     from roi_store.method.head import fit_lstm
 
+    from roi_store.store.runs import RunData
+
     opened = roi_store.open_store(store)
-    if not opened.zgroup[f"runs/{run}/head"].attrs["head"]["settings"]["masked"]:
+    if not RunData.open(opened, run).document("head", "head")["settings"]["masked"]:
         fit_lstm(store, run, epochs=epochs, seed=1, masked=True, cpu=True, overwrite=True)
     from roi_store.method.predict import load_predictor
 

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import zarr
 import zarr.storage
-from zarr.core.buffer import cpu
+from zarr.buffer import cpu
 
 import roi_store
 from roi_store.store import format as fmt

@@ -12,6 +12,8 @@ import re
 from importlib import resources
 
 import jsonschema
+import jsonschema_rs
+import numpy as np
 
 from roi_store._version import __version__
 from roi_store.errors import FormatVersionError, StoreError, ValidationError
@@ -68,19 +70,30 @@ def schema(name: str) -> dict:
 
 
 @functools.lru_cache(maxsize=None)
-def _validator(name: str) -> jsonschema.protocols.Validator:
-    # Built once per process: ingest validates every record it writes. "run.commit" names the
-    # definition "commit" of run.schema.json (a run's smaller documents live beside its plan).
+def _schema_of(name: str) -> dict:
+    # "run.commit" names the definition "commit" of run.schema.json (a run's smaller documents
+    # live beside its plan).
     file, _, part = name.partition(".")
     doc = schema(file)
-    if part:
-        doc = {"$schema": doc["$schema"], "$defs": doc["$defs"], "$ref": f"#/$defs/{part}"}
-    return jsonschema.Draft202012Validator(doc)
+    return {"$schema": doc["$schema"], "$defs": doc["$defs"], "$ref": f"#/$defs/{part}"} if part else doc
+
+
+@functools.lru_cache(maxsize=None)
+def _validators(name: str) -> tuple:
+    # Built once per process: ingest validates every record it writes. jsonschema-rs says whether
+    # a document is valid about 250 times faster than jsonschema (1.4 ms against 348 ms for the
+    # 174 records of the benchmark's 0.3-scale ingest, where jsonschema alone took a tenth of the
+    # coordinating process's share of a 2-job ingest); jsonschema then names the problem of an
+    # invalid one, in the words the errors have always used.
+    return jsonschema_rs.validator_for(_schema_of(name)), jsonschema.Draft202012Validator(_schema_of(name))
 
 
 def document_problem(doc: dict, name: str, where: str) -> str | None:
     """Why ``doc`` does not match schema ``name`` (one line naming the first problem), or None."""
-    error = min(_validator(name).iter_errors(doc), key=lambda e: list(e.absolute_path), default=None)
+    quick, stock = _validators(name)
+    if quick.is_valid(doc):
+        return None
+    error = min(stock.iter_errors(doc), key=lambda e: list(e.absolute_path), default=None)
     if error is None:
         return None
     at = "/".join(str(p) for p in error.absolute_path) or "(top level)"
@@ -118,9 +131,12 @@ _KEPT = {int, float, bool, type(None)}
 
 
 def json_safe(doc):
-    """``doc`` with every string in it, keys included, passed through :func:`printable`."""
+    """``doc`` with every string in it, keys included, passed through :func:`printable`, and every
+    NumPy number made the Python number it equals (JSON knows no other)."""
     if isinstance(doc, str):
         return printable(doc)
+    if isinstance(doc, np.generic):
+        return doc.item()
     if isinstance(doc, dict):
         return {json_safe(k): json_safe(v) for k, v in doc.items()}
     if isinstance(doc, (list, tuple)):

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+import zarr.api.asynchronous
 
 from roi_store import killpoints
 from roi_store.errors import StoreError
@@ -288,10 +289,13 @@ class Store:
         doc = fmt.json_safe(doc)  # file names that are not UTF-8 become \xNN escapes
         fmt.validate_document(doc, "clip", f"{self.where} clip {doc.get('id')}")
         path = clip_path(ClipKey.parse(doc["id"]))
-        try:
-            self.zgroup[path].attrs.put({"record": doc})
-        except KeyError:  # a new clip
+        if self._records is not None and doc["id"] not in self._records:  # a new clip: nothing to read first
             self.zgroup.create_group(path, attributes={"record": doc})
+        else:
+            try:
+                self.zgroup[path].attrs.put({"record": doc})
+            except KeyError:
+                self.zgroup.create_group(path, attributes={"record": doc})
         rec = ClipRecord.from_doc(doc)
         if self._records is not None:
             self._records[rec.id] = rec
@@ -319,7 +323,7 @@ class Store:
 
 #: This process's open region arrays (an ingest worker writes many clips): by store path and
 #: the root ``zarr.json``'s identity, which a new store at the same path changes.
-_WRITE_ARRAYS: dict[tuple, dict[str, zarr.Array]] = {}
+_WRITE_ARRAYS: dict[tuple, dict[str, zarr.AsyncArray]] = {}
 
 
 def write_clip_frames(store_path: str, row: int, blocks: dict[str, np.ndarray]) -> None:
@@ -327,22 +331,31 @@ def write_clip_frames(store_path: str, row: int, blocks: dict[str, np.ndarray]) 
 
     Only the chunks that hold frames are written, each whole (zero-padded past the last frame),
     so nothing on disk is read back and merged: a resumed clip replaces a half-written chunk.
-    The arrays are opened once per process, and again when ``row`` lies past them (the
-    coordinator grew them since).
+    The six regions go to Zarr in one call of its asynchronous API, which encodes and writes
+    their chunks concurrently: six calls one after the other took about a quarter of a one-job
+    ingest (7.4 s of 26.9 s at the benchmark's 0.3 scale). The arrays are opened once per
+    process, and again when ``row`` lies past them (the coordinator grew them since).
     """
     stat = os.stat(Path(store_path, "zarr.json"))
     key = (store_path, stat.st_ino, stat.st_mtime_ns)
-    arrays = _WRITE_ARRAYS.get(key)
-    if arrays is None or any(row >= a.shape[0] for a in arrays.values()):
-        group = zarr.open_group(store_path, mode="r+")
-        _WRITE_ARRAYS.clear()
-        arrays = _WRITE_ARRAYS[key] = {n: group[f"{REGIONS}/{n}"] for n in blocks}
-    with zarr.config.set({"array.write_empty_chunks": True}):
+
+    async def write() -> None:
+        arrays = _WRITE_ARRAYS.get(key)
+        if arrays is None or any(row >= a.shape[0] for a in arrays.values()):
+            group = await zarr.api.asynchronous.open_group(store_path, mode="r+")
+            _WRITE_ARRAYS.clear()
+            arrays = _WRITE_ARRAYS[key] = {n: await group.getitem(f"{REGIONS}/{n}") for n in blocks}
+        writes = []
         for name, block in blocks.items():
             arr = arrays[name]
             span = min(-(-len(block) // arr.chunks[1]) * arr.chunks[1], arr.shape[1])
-            arr[row, :span] = np.pad(block, ((0, span - len(block)), (0, 0), (0, 0)))
-            killpoints.reached("ingest.chunk")
+            writes.append(arr.setitem((row, slice(0, span)), np.pad(block, ((0, span - len(block)), (0, 0), (0, 0)))))
+        await asyncio.gather(*writes)
+
+    with zarr.config.set({"array.write_empty_chunks": True}), ThreadPoolExecutor(1) as worker:
+        worker.submit(asyncio.run, write()).result()
+    for _ in blocks:
+        killpoints.reached("ingest.chunk")
 
 
 def open_store(path: str | Path, mode: str = "r") -> Store:
