@@ -7,7 +7,7 @@ import json
 import click
 
 from roi_store.cli.options import json_option, store_argument
-from roi_store.store.format import printable
+from roi_store.ids import printable
 
 
 @click.command()

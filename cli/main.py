@@ -6,7 +6,7 @@ import click
 
 from roi_store._version import __version__
 from roi_store.errors import RoiStoreError
-from roi_store.store.format import printable
+from roi_store.ids import printable
 
 
 class RoiStoreGroup(click.Group):

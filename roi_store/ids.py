@@ -20,7 +20,6 @@ import re
 import unicodedata
 
 from roi_store.errors import AnnotationError, ConfigError
-from roi_store.store.format import printable
 
 _INT = re.compile(r"^\d+(?:\.0+)?$")
 _LINE_BREAKS = re.compile("[\u2028\u2029]")
@@ -224,3 +223,22 @@ class ClipKey:
 
     def __str__(self) -> str:
         return self.id
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print and to store as UTF-8 JSON.
+
+    A file name that is not valid UTF-8 reaches Python with lone surrogates (byte ``0xff`` as
+    ``"\\udcff"``), which neither a terminal nor a UTF-8 JSON document can hold. Those bytes and
+    control characters are written as ``\\xNN`` escapes: ``b"EP\\xff"`` -> ``"EP\\\\xff"``.
+    """
+    if text.isprintable():
+        return text
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that no file name produced
+        raw = text.encode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", raw.decode("utf-8", "backslashreplace"))

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from roi_store.errors import StoreError
-from roi_store.store.format import printable
+from roi_store.ids import printable
 from roi_store.store.store import Store
 
 _COLOURS = [(0, 0, 255), (0, 160, 255), (0, 220, 0), (255, 160, 0), (255, 0, 160), (160, 0, 255)]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from importlib import resources
 
 import jsonschema
@@ -16,6 +15,7 @@ import jsonschema_rs
 import numpy as np
 
 from roi_store._version import __version__
+from roi_store.ids import printable
 from roi_store.errors import FormatVersionError, StoreError, ValidationError
 
 FORMAT_NAME = "roistore"
@@ -107,29 +107,6 @@ def validate_document(doc: dict, name: str, where: str) -> None:
         raise ValidationError(problem)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def printable(text: str) -> str:
-    """``text`` safe to print and to store as UTF-8 JSON.
-
-    A file name that is not valid UTF-8 reaches Python with lone surrogates (byte ``0xff`` as
-    ``"\\udcff"``), which neither a terminal nor a UTF-8 JSON document can hold. Those bytes and
-    control characters are written as ``\\xNN`` escapes: ``b"EP\\xff"`` -> ``"EP\\\\xff"``.
-    """
-    if text.isprintable():
-        return text
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a surrogate that no file name produced
-        raw = text.encode("utf-8", "backslashreplace")
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", raw.decode("utf-8", "backslashreplace"))
-
-
-#: Types :func:`json_safe` returns as they are.
-_KEPT = {int, float, bool, type(None)}
-
-
 def json_safe(doc):
     """``doc`` with every string in it, keys included, passed through :func:`printable`, and every
     NumPy number made the Python number it equals (JSON knows no other)."""
@@ -145,3 +122,7 @@ def json_safe(doc):
             return list(doc)  # nothing to change (frames, frame numbers): one pass in C, not one call each
         return [json_safe(v) for v in doc]
     return doc
+
+
+#: Types :func:`json_safe` returns as they are.
+_KEPT = {int, float, bool, type(None)}

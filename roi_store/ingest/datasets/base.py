@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from roi_store.ids import ClipKey, SubjectSpelling
-from roi_store.store.format import printable
+from roi_store.ids import printable
 
 #: File suffixes taken as frames (lower case). Anything else in a clip folder is ignored.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
