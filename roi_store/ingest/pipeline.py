@@ -28,8 +28,8 @@ from roi_store.ingest import faces
 from roi_store.store import lock as locks
 from roi_store.ids import printable
 from roi_store.store.labels import default_relabel, default_views, read_view_file, relabel_vectors, view_label
-from roi_store.store.store import (COMPLETE, PENDING, SKIPPED, create_store, local_store_path, now, open_store,
-                                   write_clip_frames)
+from roi_store.store.layout import write_clip_frames
+from roi_store.store.store import COMPLETE, PENDING, SKIPPED, create_store, local_store_path, now, open_store
 
 DEFAULT_T_MAX = 500
 

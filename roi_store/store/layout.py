@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import os
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import numpy as np
 import zarr
+import zarr.api.asynchronous
 import zarr.codecs
 
+from roi_store import killpoints
 from roi_store.store import format as fmt
 from roi_store.ids import ClipKey
 from roi_store.store.labels import MEGC2019
@@ -145,3 +152,50 @@ def _view_counts(clips: list[ClipRecord], view: str, classes: list[str]) -> dict
         "subjects": len({(c.dataset, c.subject) for c in clips}),
         "classes": {k: counts.get(k, 0) for k in classes},
     }
+
+
+def run_async(coroutine):
+    """The result of a coroutine of Zarr's asynchronous API, run to its end from synchronous code.
+
+    It runs on an event loop of its own in a worker thread, so that it works the same from a
+    script and from a notebook whose own loop is running.
+    """
+    with ThreadPoolExecutor(1) as worker:
+        return worker.submit(asyncio.run, coroutine).result()
+
+
+#: This process's open region arrays (an ingest worker writes many clips): by store path and
+#: the root ``zarr.json``'s identity, which a new store at the same path changes.
+_WRITE_ARRAYS: dict[tuple, dict[str, zarr.AsyncArray]] = {}
+
+
+def write_clip_frames(store_path: str, row: int, blocks: dict[str, np.ndarray]) -> None:
+    """Write one clip's region blocks (region -> (n_frames, h, w) uint8) at ``row``: an ingest worker's only write.
+
+    Only the chunks that hold frames are written, each whole (zero-padded past the last frame),
+    so nothing on disk is read back and merged: a resumed clip replaces a half-written chunk.
+    The six regions go to Zarr in one call of its asynchronous API, which encodes and writes
+    their chunks concurrently: six calls one after the other took about a quarter of a one-job
+    ingest (7.4 s of 26.9 s at the benchmark's 0.3 scale). The arrays are opened once per
+    process, and again when ``row`` lies past them (the coordinator grew them since).
+    """
+    stat = os.stat(Path(store_path, "zarr.json"))
+    key = (store_path, stat.st_ino, stat.st_mtime_ns)
+
+    async def write() -> None:
+        arrays = _WRITE_ARRAYS.get(key)
+        if arrays is None or any(row >= a.shape[0] for a in arrays.values()):
+            group = await zarr.api.asynchronous.open_group(store_path, mode="r+")
+            _WRITE_ARRAYS.clear()
+            arrays = _WRITE_ARRAYS[key] = {n: await group.getitem(f"{REGIONS}/{n}") for n in blocks}
+        writes = []
+        for name, block in blocks.items():
+            arr = arrays[name]
+            span = min(-(-len(block) // arr.chunks[1]) * arr.chunks[1], arr.shape[1])
+            writes.append(arr.setitem((row, slice(0, span)), np.pad(block, ((0, span - len(block)), (0, 0), (0, 0)))))
+        await asyncio.gather(*writes)
+
+    with zarr.config.set({"array.write_empty_chunks": True}):
+        run_async(write())
+    for _ in blocks:
+        killpoints.reached("ingest.chunk")

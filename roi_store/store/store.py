@@ -17,11 +17,9 @@ not say ``complete`` is never read as data.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +33,7 @@ from roi_store.store import format as fmt
 from roi_store.store.labels import MEGC2019
 from roi_store.store.layout import (  # noqa: F401 -- COMPLETE, PENDING, SKIPPED: the layout's names, for callers
     CLIPS, COMPLETE, PENDING, REGIONS, SKIPPED, TIME_CHUNK, ClipRecord, chunk_keys, clip_path, compressors,
-    record_problem, summary)
+    record_problem, run_async, summary)
 from roi_store.store.lock import now, pid_alive
 from roi_store.store.sources import is_url, local_store_path, open_url, open_zip, read_only_message
 
@@ -157,8 +155,7 @@ class Store:
         async def listing() -> list[str]:
             return [k async for k in zstore.list_prefix(base)]
 
-        with ThreadPoolExecutor(1) as worker:
-            keys = worker.submit(asyncio.run, listing()).result()
+        keys = run_async(listing())
         cut = len(base) - len(prefix)
         return sorted(k[cut:] for k in keys)
 
@@ -319,43 +316,6 @@ class Store:
     def summary(self) -> dict:
         """What ``roistore info --json`` prints (a stable interface; see README)."""
         return summary(self)
-
-
-#: This process's open region arrays (an ingest worker writes many clips): by store path and
-#: the root ``zarr.json``'s identity, which a new store at the same path changes.
-_WRITE_ARRAYS: dict[tuple, dict[str, zarr.AsyncArray]] = {}
-
-
-def write_clip_frames(store_path: str, row: int, blocks: dict[str, np.ndarray]) -> None:
-    """Write one clip's region blocks (region -> (n_frames, h, w) uint8) at ``row``: an ingest worker's only write.
-
-    Only the chunks that hold frames are written, each whole (zero-padded past the last frame),
-    so nothing on disk is read back and merged: a resumed clip replaces a half-written chunk.
-    The six regions go to Zarr in one call of its asynchronous API, which encodes and writes
-    their chunks concurrently: six calls one after the other took about a quarter of a one-job
-    ingest (7.4 s of 26.9 s at the benchmark's 0.3 scale). The arrays are opened once per
-    process, and again when ``row`` lies past them (the coordinator grew them since).
-    """
-    stat = os.stat(Path(store_path, "zarr.json"))
-    key = (store_path, stat.st_ino, stat.st_mtime_ns)
-
-    async def write() -> None:
-        arrays = _WRITE_ARRAYS.get(key)
-        if arrays is None or any(row >= a.shape[0] for a in arrays.values()):
-            group = await zarr.api.asynchronous.open_group(store_path, mode="r+")
-            _WRITE_ARRAYS.clear()
-            arrays = _WRITE_ARRAYS[key] = {n: await group.getitem(f"{REGIONS}/{n}") for n in blocks}
-        writes = []
-        for name, block in blocks.items():
-            arr = arrays[name]
-            span = min(-(-len(block) // arr.chunks[1]) * arr.chunks[1], arr.shape[1])
-            writes.append(arr.setitem((row, slice(0, span)), np.pad(block, ((0, span - len(block)), (0, 0), (0, 0)))))
-        await asyncio.gather(*writes)
-
-    with zarr.config.set({"array.write_empty_chunks": True}), ThreadPoolExecutor(1) as worker:
-        worker.submit(asyncio.run, write()).result()
-    for _ in blocks:
-        killpoints.reached("ingest.chunk")
 
 
 def open_store(path: str | Path, mode: str = "r") -> Store:
