@@ -138,6 +138,7 @@ def _check_run(store: Store, name: str) -> tuple[list[str], int]:
         if fold_checksum(list(folds.values())) != commit["checksum"]:
             problems.append(f"{where}: {stage} fold markers do not match the commit's checksum "
                             "(changed after the commit)")
+        listed: dict[str, set[str]] = {}  # each embedding array's stored keys, listed once
         for k, fold in sorted(folds.items()):
             if problem := fmt.document_problem(fold, "run.fold", f"{where} {stage} fold {k}"):
                 problems.append(problem)
@@ -150,7 +151,7 @@ def _check_run(store: Store, name: str) -> tuple[list[str], int]:
                         sub = f"models/cnn/{k}/{item}" if stage == "embed" else f"models/head/{k}"
                         label, n = f"{path}/{sub}", group[sub].nchunks if sub in group else 0
                     try:
-                        got = digest(_embeddings(store, f"{path}/{sub}", k) if kind == "embeddings"
+                        got = digest(_embeddings(store, f"{path}/{sub}", k, listed) if kind == "embeddings"
                                      else group[sub][:].tobytes())
                     except Exception as exc:  # a missing array, or codec errors (checksum, zstd)
                         problems.append(f"{where}: {label} is missing or damaged ({type(exc).__name__}: {exc})")
@@ -161,11 +162,13 @@ def _check_run(store: Store, name: str) -> tuple[list[str], int]:
     return problems, chunks
 
 
-def _embeddings(store: Store, base: str, fold: int) -> np.ndarray:
+def _embeddings(store: Store, base: str, fold: int, listed: dict[str, set[str]]) -> np.ndarray:
     """Fold ``fold`` of the embedding array at ``base``; KeyError if its chunk was never written (not zeros)."""
     arr = store.zgroup[base]
     key = arr.metadata.encode_chunk_key((fold, 0, 0, 0))
-    if f"{base}/{key}" not in store.stored_keys(f"{base}/"):
+    if base not in listed:
+        listed[base] = set(store.stored_keys(f"{base}/"))
+    if f"{base}/{key}" not in listed[base]:
         raise KeyError(f"chunk {key} is missing")
     return arr[fold]
 
