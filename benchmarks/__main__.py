@@ -20,10 +20,10 @@ from benchmarks import data as bd
 from benchmarks.harness import gpu_names, machine
 from benchmarks.report import FORMAT, markdown, validate
 
-STAGES = ("ingest", "detect", "scaling", "store", "datapath", "evaluation", "cnn", "fit-lstm", "engine", "predict",
-          "loso")
+STAGES = ("ingest", "detect", "scaling", "store", "datapath", "flow", "evaluation", "cnn", "fit-lstm", "engine",
+          "long-runs", "predict", "loso", "ststnet")
 #: Stages that need no deep-learning framework (what ``--stages fast`` selects).
-FAST_STAGES = ("ingest", "detect", "scaling", "store", "datapath", "evaluation")
+FAST_STAGES = ("ingest", "detect", "scaling", "store", "datapath", "flow", "evaluation")
 
 #: The smallest share of the preset the ingest stage measures (unless --quick): its ratios compare
 #: whole ingests, and at smaller scales the fixed second of loading the landmark model and
@@ -153,7 +153,7 @@ def main(argv=None) -> dict:
 
 
 def _run(name, args, cfg, data, store, prepared, results) -> dict:
-    from benchmarks import engine_bench, evaluation_bench, ingest_bench, method_bench, store_bench
+    from benchmarks import engine_bench, evaluation_bench, flow_bench, ingest_bench, method_bench, store_bench
 
     out, repeats = args.out, args.repeats
     if name == "ingest":
@@ -168,12 +168,22 @@ def _run(name, args, cfg, data, store, prepared, results) -> dict:
         return store_bench.bench_store(store, data, cfg["verify_clips"], args.seed)
     if name == "datapath":
         return store_bench.bench_data_path(store, data, cfg["datapath_clips"], repeats, args.seed)
+    if name == "flow":
+        return flow_bench.bench_flow(store, data, repeats)
     if name == "evaluation":
         return evaluation_bench.bench_evaluation(repeats, args.seed)
     if name == "cnn":
         return method_bench.bench_cnn(store, cfg, repeats, gpu_names())
     if name == "engine":
         return engine_bench.bench_engine(store, out, results, repeats, args.quick, args.seed)
+    if name == "long-runs":
+        from benchmarks import long_runs_bench
+
+        return long_runs_bench.bench_long_runs(store, out, repeats, args.quick)
+    if name == "ststnet":
+        from benchmarks import ststnet_bench
+
+        return ststnet_bench.bench_ststnet(store, repeats, args.quick)
     if not method_bench.has_run(store):
         method_bench.embed_once(store, method_bench.RUN, cfg, None)  # what the later stages need
     if name == "fit-lstm":

@@ -139,8 +139,9 @@ def gpu_names() -> list[str]:
     return [ln.split(":", 1)[1].split("(")[0].strip() for ln in out.stdout.splitlines() if ln.startswith("GPU")]
 
 
-_DISTS = ("roistore", "numpy", "zarr", "numcodecs", "opencv-python-headless", "dlib-bin", "keras",
-          "tensorflow", "tensorflow-cpu", "jax", "torch", "joblib")
+# OpenCV under either wheel's name: results measured before roistore took the contrib wheel name the other.
+_DISTS = ("roistore", "numpy", "zarr", "numcodecs", "opencv-contrib-python-headless", "opencv-python-headless",
+          "dlib-bin", "keras", "tensorflow", "tensorflow-cpu", "jax", "torch", "joblib")
 
 
 def machine() -> dict:

@@ -34,6 +34,10 @@ def info(store, as_json):
         for ds, d in rows:
             click.echo("  " + f"{ds:<8} {d['subjects']:>8} " + " ".join(f"{d['classes'][c]:>9}" for c in classes)
                        + f" {d['clips']:>6}")
+    for name, fset in summary["feature_sets"].items():
+        state = "" if fset["state"] == "complete" else f", {fset['state']}: {fset['done']} done (re-run flow to resume)"
+        click.echo(f"feature set {name}: {fset['estimator']} flow, {fset['size']} px, apex {fset['apex']}, "
+                   f"{fset['clips']} clips{state}")
     if summary["pending"]:
         click.echo(f"{len(summary['pending'])} clips pending (an ingest was interrupted: re-run it)")
     if summary["skipped"]:
@@ -54,7 +58,7 @@ def validate(store, as_json):
     if as_json:
         click.echo(json.dumps({"ok": report.ok, "clips": report.clips, "chunks": report.chunks,
                                "problems": report.problems, "incomplete": report.incomplete,
-                               "runs": report.runs}, indent=2))
+                               "runs": report.runs, "feature_sets": report.features}, indent=2))
     else:
         for problem in report.problems:
             click.echo(f"problem: {problem}")
@@ -64,6 +68,10 @@ def validate(store, as_json):
             if run["state"] != "complete":
                 click.echo(f"run {run['name']}: {run['stage']} {run['state']} (what is not committed is not checked; "
                            "see 'roistore runs')")
+        for fset in report.features:
+            if fset["state"] != "complete":
+                click.echo(f"feature set {fset['name']}: {fset['done']} of {fset['clips']} clips done (re-run "
+                           "'roistore flow' with its options to finish it)")
         click.echo(f"{'ok' if report.ok else 'INVALID'}: {report.clips} clip records, {report.chunks} chunks verified")
     if not report.ok:
         raise SystemExit(1)

@@ -30,9 +30,9 @@ def cli():
 
 
 def _register():
-    from roi_store.cli import evaluate, ingest, inspect, models, runs, share, synth
+    from roi_store.cli import evaluate, features, fit, ingest, inspect, models, runs, share, synth
 
-    for module in (synth, ingest, inspect, models, evaluate, runs, share):
+    for module in (synth, ingest, inspect, models, evaluate, runs, share, features, fit):
         for command in module.COMMANDS:
             cli.add_command(command)
 

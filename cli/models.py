@@ -13,6 +13,10 @@ gpu_option = click.option("--gpu", type=int, default=None,
 cpu_option = click.option("--cpu", is_flag=True, help="Run on the CPU even if a GPU is present.")
 permute_option = click.option("--permute-labels", type=int, default=None, metavar="SEED",
                               help="Permutation control: train and score on labels shuffled with SEED (see --permute-within).")
+same_person_option = click.option(
+    "--same-person", type=click.Path(exists=True, dir_okay=False, path_type=str), default=None, metavar="FILE",
+    help="CSV with the header dataset,subject,person: the subjects of one person (e.g. in two datasets) "
+         "are tested in one fold and never trained on for each other.")
 within_option = click.option(
     "--permute-within", type=click.Choice(["dataset", "subject", "all"]), default=None,
     help="With --permute-labels: shuffle labels inside each dataset (each keeps its class counts), inside each "
@@ -31,7 +35,17 @@ def _seed(ctx: click.Context, seeds, seed):
 
 
 def _echo_err(msg: str) -> None:
-    click.echo(msg, err=True)
+    from roi_store.method import progress
+
+    if not progress.echo(msg):  # above a progress bar, if one is shown
+        click.echo(msg, err=True)
+
+
+def _progress():
+    """Training progress on stderr while a command trains: a bar on a terminal, lines in a log."""
+    from roi_store.method import progress
+
+    return progress.printing()  # stderr as it is now (a test runner's, when one replaced it)
 
 
 preset_option = click.option(
@@ -39,6 +53,23 @@ preset_option = click.option(
     help="Where every setting left unset comes from: roistore's defaults, or every setting the paper states "
          "(raw frames, CNN batch 64, default relabel table; the head unmasked on 500 zero-padded steps). "
          "[default: roistore]")
+
+
+class FoldsPerStep(click.ParamType):
+    """A positive number of folds, or ``auto``."""
+
+    name = "folds_per_step"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n < 1:
+            self.fail(f"{value!r} is neither a positive number nor auto", param, ctx)
+        return n
 
 
 @click.command()
@@ -64,15 +95,17 @@ preset_option = click.option(
               help="Global average pool into the dense layer (the paper's network), or a 2x2 pool flattened. [preset: gap]")
 @click.option("--cnn-dense", type=click.IntRange(min=1), default=None,
               help="Units of the CNN's dense layer before the 20-d embedding. [preset: 1024]")
-@click.option("--folds-per-step", type=click.IntRange(min=1), default=1, show_default=True,
-              help="CNN folds trained together in one step (on a GPU: as many as its memory holds).")
+@click.option("--folds-per-step", type=FoldsPerStep(), default="1", show_default=True, metavar="N|auto",
+              help="CNN folds trained side by side in one step: faster on a GPU, far slower on a CPU; the results "
+                   "are the same. auto: as many as the GPU's free memory holds, 1 on a CPU.")
+@click.option("--checkpoint-every", type=click.FloatRange(min=0), default=600, show_default=True, metavar="SECONDS",
+              help="Checkpoint a training step at the first epoch end after this long (0: every epoch); a killed "
+                   "run resumes from its last checkpoint.")
 @click.option("--relabel", type=click.Choice(["au", "default"]), default=None,
               help="'Not me' relabel table: AU-driven (default table where a clip has no AUs) or the default FACS table. [preset roistore: au, paper: default]")
 @permute_option
 @within_option
-@click.option("--same-person", type=click.Path(exists=True, dir_okay=False, path_type=str), default=None, metavar="FILE",
-              help="CSV with the header dataset,subject,person: the subjects of one person (e.g. in two datasets) "
-                   "are tested in one fold and never trained on for each other.")
+@same_person_option
 @seed_option
 @seeds_option
 @jobs_option
@@ -80,8 +113,8 @@ preset_option = click.option(
 @click.option("--overwrite", is_flag=True, help="Replace an existing run of the same name made with other settings.")
 @click.pass_context
 def embed(ctx, store, run, gpu, cpu, preset, protocol, folds, view, epochs, batch_size, cnn_scope, cnn_folds,
-          cnn_input_mode, cnn_pool, cnn_dense, folds_per_step, relabel, permute_labels, permute_within, same_person, seed,
-          seeds, jobs, scheduler, overwrite):
+          cnn_input_mode, cnn_pool, cnn_dense, folds_per_step, checkpoint_every, relabel, permute_labels, permute_within,
+          same_person, seed, seeds, jobs, scheduler, overwrite):
     """Train the six region CNNs (per fold by default) and store every clip's 20-d per-frame embeddings."""
     from roi_store.method.embed import embed as run_embed
     from roi_store.method.repeats import embed_seeds
@@ -91,13 +124,15 @@ def embed(ctx, store, run, gpu, cpu, preset, protocol, folds, view, epochs, batc
         cpu = True
     options = dict(view=view, protocol=protocol, folds=folds, epochs=epochs, batch_size=batch_size,
                    cnn_scope=cnn_scope, cnn_input_mode=cnn_input_mode, cnn_dense=cnn_dense, cnn_pool=cnn_pool,
-                   cnn_folds=cnn_folds, folds_per_step=folds_per_step, relabel=relabel, permute_labels=permute_labels,
+                   cnn_folds=cnn_folds, folds_per_step=folds_per_step, checkpoint_every=checkpoint_every,
+                   relabel=relabel, permute_labels=permute_labels,
                    permute_within=permute_within, same_person=same_person, preset=preset, jobs=jobs, gpu=gpu, cpu=cpu,
                    scheduler=scheduler, overwrite=overwrite)
-    if seeds is not None:
-        docs = embed_seeds(store, run, seeds, seed=_seed(ctx, seeds, seed), log=_echo_err, **options)
-    else:
-        docs = [run_embed(store, run, seed=seed, log=_echo_err, **options)]
+    with _progress():
+        if seeds is not None:
+            docs = embed_seeds(store, run, seeds, seed=_seed(ctx, seeds, seed), log=_echo_err, **options)
+        else:
+            docs = [run_embed(store, run, seed=seed, log=_echo_err, **options)]
     for doc in docs:
         if gpu is not None and not str(doc["device"]).startswith("gpu"):
             _echo_err(f"WARNING: --gpu {gpu} was asked for but no GPU was visible to the framework: the run used the CPU")
@@ -154,18 +189,20 @@ def fit_lstm(ctx, store, run, gpu, cpu, preset, epochs, batch_size, masked, perm
         from roi_store.method.presets import resolve
 
         head, _, _ = resolve("head", preset, {"epochs": epochs, "batch_size": batch_size, "masked": masked})
-        doc = fit_final(store, run, epochs=head["epochs"], batch_size=head["batch_size"], seed=seed,
-                        masked=head["masked"], cnn_epochs=cnn_epochs, gpu=gpu, cpu=cpu, log=_echo_err)
+        with _progress():
+            doc = fit_final(store, run, epochs=head["epochs"], batch_size=head["batch_size"], seed=seed,
+                            masked=head["masked"], cnn_epochs=cnn_epochs, gpu=gpu, cpu=cpu, log=_echo_err)
         click.echo(f"run {run}: final model fitted on {len(doc['trained_on'])} clips of {doc['subjects']} subjects "
                    f"in {doc['timings']['seconds']:.0f} s (used by 'roistore predict')")
         return
     options = dict(epochs=epochs, batch_size=batch_size, masked=masked, permute_labels=permute_labels,
                    permute_within=permute_within, control_run=control_run, preset=preset, jobs=jobs, gpu=gpu, cpu=cpu,
                    overwrite=overwrite, scheduler=scheduler)
-    if seeds is not None:
-        heads = fit_lstm_seeds(store, run, seeds, seed=_seed(ctx, seeds, seed), log=_echo_err, **options)
-    else:
-        heads = [run_fit(store, run, seed=seed, log=_echo_err, **options)]
+    with _progress():
+        if seeds is not None:
+            heads = fit_lstm_seeds(store, run, seeds, seed=_seed(ctx, seeds, seed), log=_echo_err, **options)
+        else:
+            heads = [run_fit(store, run, seed=seed, log=_echo_err, **options)]
     for head in heads:
         what = f" (head-only control on run {head['embeddings_from']}'s embeddings)" if head["embeddings_from"] else ""
         click.echo(f"run {head['run']}{what}: {len(head['folds'])} folds fitted in {head['timings']['fit_seconds']:.0f} s; "

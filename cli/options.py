@@ -13,5 +13,5 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (
 scheduler_option = click.option(
     "--scheduler", metavar="ADDRESS", default=None,
     help="Run the clip or fold tasks on the workers of this dask.distributed scheduler (tcp://HOST:8786) "
-         "instead of local processes; every worker must see the store at the same path. See README: Running on a cluster.")
+         "instead of local processes; every worker must see the store at the same path. See the docs: Concepts, Running on a cluster.")
 run_option = click.option("--run", "run", required=True, help="Name of the run inside the store.")

@@ -13,8 +13,12 @@ def _settings(s: dict | None, head: dict | None) -> str:
     if not s:
         return "-"
     folds = f" {s['folds']}" if s.get("folds") else ""
-    text = (f"{s['protocol']}{folds}, seed {s['seed']}, epochs {s['epochs']}, cnn {s['cnn_scope']}, "
-            f"input {s['input']}")
+    text = f"{s['protocol']}{folds}, seed {s['seed']}, epochs {s['epochs']}, "
+    if s.get("method"):  # a method on a flow feature set: no head
+        text += f"{s['method']} on flow set {s['features']}"
+        head = None
+    else:
+        text += f"cnn {s['cnn_scope']}, input {s['input']}"
     if s.get("permute_labels") is not None:
         text += f", permuted {s['permute_labels']} within {s.get('permute_within') or 'all'}"
     if s.get("same_person"):
@@ -30,8 +34,14 @@ def _settings(s: dict | None, head: dict | None) -> str:
 @store_argument
 @json_option
 def runs(store, as_json):
-    """List STORE's model runs: state (complete, running, incomplete, failed), who, when, settings, UF1/UAR."""
+    """List STORE's model runs: state (complete, running, stalled, incomplete, failed), who, when, settings, UF1/UAR.
+
+    A running run shows its latest heartbeat (step, epoch, speed, folds done, ETA); a run whose
+    lock is held but whose heartbeat stopped 10 minutes ago or more, or whose writer died while its
+    workers still write, is stalled.
+    """
     from roi_store.evaluation.report import scored_runs
+    from roi_store.store.runs import duration
     from roi_store.store.store import open_store
 
     items = scored_runs(open_store(store))
@@ -52,15 +62,23 @@ def runs(store, as_json):
                    f"{by:<24} {r['created'] or '-':<25} {_settings(r['settings'], r['head_settings'])}"
                    + ("  [LEAKAGE: global CNN]" if r["leakage"] else "")
                    + (f"  [embeddings of run {r['embeddings_from']}]" if r.get("embeddings_from") else ""))
-        if r["reason"]:
-            click.echo(f"{'':<{width}}  failed: {r['reason']}")
+        pad = f"{'':<{width}}  "
+        if r["state"] == "failed":
+            click.echo(f"{pad}failed: {r['reason']}")
+        if r["state"] == "stalled":
+            click.echo(f"{pad}stalled: {r['reason']}")
+        if r.get("progress"):
+            click.echo(f"{pad}{'running' if r['state'] == 'running' else 'last heartbeat'}: {r['progress']} "
+                       f"(heartbeat {duration(r['heartbeat_age'] or 0)} ago)")
         if r["writer"]:
             w = r["writer"]
-            click.echo(f"{'':<{width}}  being written by {w.get('user')}@{w.get('host')} (pid {w.get('pid')}, "
+            held = "being written by" if r["state"] == "running" else "locked by"
+            click.echo(f"{pad}{held} {w.get('user')}@{w.get('host')} (pid {w.get('pid')}, "
                        f"{w.get('command')} since {w.get('since')})")
         if r["state"] == "incomplete":
-            command = "fit-lstm" if r["stage"] == "head" else "embed"
-            click.echo(f"{'':<{width}}  interrupted: re-run the same 'roistore {command}' command to resume it")
+            command = "fit" if (r["settings"] or {}).get("method") else "fit-lstm" if r["stage"] == "head" else "embed"
+            died = f" ({r['reason']})" if r["reason"] else ""
+            click.echo(f"{pad}interrupted: re-run the same 'roistore {command}' command to resume it{died}")
 
 
 COMMANDS = [runs]

@@ -27,16 +27,24 @@ def pack(store, out, force, overwrite):
 
 @click.command()
 @store_argument
-@click.option("--run", "run", required=True, help="Name of the run inside the store.")
+@click.option("--run", "run", default=None, help="Name of the run inside the store.")
+@click.option("--features", "features", default=None, metavar="NAME",
+              help="Export feature set NAME (roistore flow) instead of a run: arrays, labels, LOSO folds.")
 @click.option("--format", "fmt", type=click.Choice(["hdf5", "npz"]), required=True,
               help="HDF5 (h5py; MATLAB reads it) or NumPy's compressed .npz.")
 @click.argument("out", type=click.Path(dir_okay=False, path_type=str))
 @overwrite_option
-def export(store, run, fmt, out, overwrite):
-    """Write a run's embeddings, labels, folds and predictions to OUT (layout in README.rst)."""
-    from roi_store.store.export import export_run
+def export(store, run, features, fmt, out, overwrite):
+    """Write a run's embeddings, labels, folds and predictions, or a feature set, to OUT (layout: the docs, Store format, Export files)."""
+    from roi_store.store.export import export_features, export_run
     from roi_store.store.store import open_store
 
+    if (run is None) == (features is None):
+        raise click.UsageError("give exactly one of --run NAME and --features NAME")
+    if features is not None:
+        rep = export_features(open_store(store), features, out, fmt, overwrite=overwrite)
+        click.echo(f"wrote {rep['out']} ({rep['format']}): feature set {features}, {rep['clips']} clips")
+        return
     rep = export_run(open_store(store), run, out, fmt, overwrite=overwrite)
     click.echo(f"wrote {rep['out']} ({rep['format']}): {rep['clips']} clips, {rep['frames']} frames, "
                f"{rep['folds']} folds, predictions {'included' if rep['predictions'] else 'absent (head not fitted)'}")

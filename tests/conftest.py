@@ -95,11 +95,37 @@ def method_script(store, run: str, stages=("embed", "fit-lstm")) -> str:
     return "\n".join(lines)
 
 
+def built_once(tmp_path_factory, name: str, build):
+    """``build(folder)``'s JSON-able result, built once per test session in a new folder, also when
+    pytest-xdist runs the tests in several workers: the first worker builds it under this session's
+    temporary root while the others wait on a lock, then read what it built (never write it)."""
+    import fcntl
+    import json
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return build(tmp_path_factory.mktemp(name))
+    root = tmp_path_factory.getbasetemp().parent  # this session's, shared by its workers
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = root / f"{name}.json"
+        if not done.exists():
+            (root / name).mkdir()
+            done.write_text(json.dumps(build(root / name)))
+        return json.loads(done.read_text())
+
+
 @pytest.fixture(scope="session")
 def method_runs(tmp_path_factory):
     """A tiny CASME II store (9 composite clips), and a copy on which two processes wrote runs
     ``a`` and ``b`` (same settings) at the same time: the uninterrupted reference of the run
-    lifecycle tests."""
+    lifecycle tests (built once for all workers of a session; read it, copy it, never write it)."""
+    made = built_once(tmp_path_factory, "runs", _method_runs)
+    paths = {k: Path(v) for k, v in made.items() if k in ("root", "base", "shared", "tmp")}
+    return {**made, **paths, "results": {run: tuple(r) for run, r in made["results"].items()}}
+
+
+def _method_runs(tmp: Path) -> dict:
     import os
     import shutil
     import subprocess
@@ -109,7 +135,6 @@ def method_runs(tmp_path_factory):
     from roi_store.ingest.pipeline import ingest
     from roi_store.synth import generate
 
-    tmp = tmp_path_factory.mktemp("runs")
     generate(tmp / "data", preset="tiny", seed=2, datasets=("casme2",), subjects=3, clips_per_class=1, frames=6)
     root = tmp / "data" / "CASME2" / "CASME2_RAW_selected"
     base = tmp / "base.zarr"
@@ -125,5 +150,16 @@ def method_runs(tmp_path_factory):
     for run, p in procs.items():
         _, err = p.communicate(timeout=600)
         results[run] = (p.returncode, err)
-    return {"root": root, "base": base, "shared": shared, "tmp": tmp, "results": results,
+    return {"root": str(root), "base": str(base), "shared": str(shared), "tmp": str(tmp), "results": results,
             "seconds": time.perf_counter() - started}
+
+
+#: Modules that take longest, started first so that the two workers of ``make test`` (pytest-xdist,
+#: a module's tests on one worker) end together; the rest keep their order.
+SLOW_FIRST = ("test_backends.py", "test_long_runs.py", "test_method.py", "test_docs.py", "test_evaluation.py",
+              "test_kill.py", "test_progress.py", "test_dask.py", "test_controls.py", "test_share.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: within a module, as written

@@ -965,8 +965,8 @@ def _record(store: Path, **changes) -> None:
 
 
 STORE_CASES = [
-    pytest.param(lambda s: _header(s, format_version=2),
-                 [(("info",), 1, ["uses roistore format version 2, newer than", "upgrade roistore"]),
+    pytest.param(lambda s: _header(s, format_version=3),
+                 [(("info",), 1, ["uses roistore format version 3, newer than", "upgrade roistore"]),
                   (("validate",), 1, ["upgrade roistore"])], id="future-format-version"),
     pytest.param(lambda s: _header(s, format_version=0),
                  [(("info",), 1, ["format version 0, which this roistore", "no longer reads", "re-ingest"])],
@@ -1115,7 +1115,7 @@ def test_real_process_non_utf8_names_and_bad_stores(tmp_path, store, face_frame,
     assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
     assert run.stderr.strip().splitlines() == [
         f"Error: {store} uses roistore format version 99, newer than this roistore ({roi_store.__version__}) reads "
-        "(up to 1): upgrade roistore (pip install --upgrade roistore)"]
+        "(up to 2): upgrade roistore (pip install --upgrade roistore)"]
 
 
 def test_real_process_preview_from_and_to_paths_that_are_not_utf8(tmp_path, store):

@@ -28,7 +28,7 @@ def test_quick_run_writes_valid_results(quick_run):
     assert written == json.loads(json.dumps(results))
     assert list(written["stages"]) == ["store", "datapath"]
     assert set(written["machine"]) >= {"cpu", "cores", "memory_gib", "python", "versions", "gpus"}
-    assert {"numpy", "zarr", "opencv-python-headless", "dlib-bin", "keras"} <= set(written["machine"]["versions"])
+    assert {"numpy", "zarr", "opencv-contrib-python-headless", "dlib-bin", "keras"} <= set(written["machine"]["versions"])
     assert {"source_bytes", "store_bytes", "source_vs_store", "lossless_fraction"} <= set(written["stages"]["store"]["figures"])
     assert {"store_clips_per_s", "source_clips_per_s", "store_vs_source"} <= set(written["stages"]["datapath"]["figures"])
 

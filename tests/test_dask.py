@@ -55,7 +55,6 @@ def small_store(tmp_path_factory):
 
 
 def test_folds_on_the_cluster_equal_the_local_folds(small_store, scheduler):
-    pytest.importorskip("keras")
     from roi_store.method.embed import embed
     from roi_store.method.head import fit_lstm
     from roi_store.store.runs import head_document, run_status

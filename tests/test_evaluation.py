@@ -420,7 +420,6 @@ def test_compare_command_and_its_refusals(fake_runs):
 # --- end to end, on real runs (two short Keras fits) ------------------------------------------------------
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
-    pytest.importorskip("keras")
     from conftest import make_small_store
     from roi_store.method.embed import embed
     from roi_store.method.head import fit_lstm

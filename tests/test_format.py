@@ -1,4 +1,4 @@
-"""Released format archives: every layout of format 1 in ``tests/data`` reads back, from its zip and unpacked."""
+"""Released format archives: every layout of formats 1 and 2 in ``tests/data`` reads back, from its zip and unpacked."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ import zarr
 
 import roi_store
 from roi_store.errors import RoiStoreError
-from roi_store.store.export import export_run
+from roi_store.store.export import export_features, export_run
 from roi_store.store.runs import commit_doc, head_document, list_runs, run_document, run_status
 from roi_store.store.validate import validate_store
 
 DATA = Path(__file__).parent / "data"
-#: Each archive and its time chunk: one chunk per clip row, or 64 frames (format 1 allows both).
-LAYOUTS = {"format-v1-row-chunks": "t_max", "format-v1-time-chunks": 64}
+#: Each archive and its time chunk: one chunk per clip row, or 64 frames (formats 1 and 2 allow both).
+LAYOUTS = {"format-v1-row-chunks": "t_max", "format-v1-time-chunks": 64, "format-v2-flow": "t_max"}
 
 
 def expected(name: str) -> dict:
@@ -67,15 +67,17 @@ def test_clips_read_back_as_they_were_written(opened, name):
     expect = expected(name)
     before = sha256((DATA / f"{name}.zip").read_bytes()).hexdigest()
     store = opened(name)
-    assert store.header["format_version"] == expect["format_version"] == 1
+    assert store.header["format_version"] == expect["format_version"] == int(name[len("format-v")])
     assert store.regions == expect["regions"] and store.t_max == expect["t_max"]
+    # Format 2 holds the whole-face crops beside the regions; format 1 reads without them.
+    assert store.arrays == [*store.regions, *(["face"] if expect["format_version"] >= 2 else [])]
     step = store.t_max if LAYOUTS[name] == "t_max" else LAYOUTS[name]
     assert all(store.array(r).chunks[1] == step for r in store.regions)
     assert [c.id for c in store.clips] == list(expect["clips"])
     for clip in store.clips:
         want = expect["clips"][clip.id]
         assert clip.n_frames == want["n_frames"] and clip.emotion == want["emotion"]
-        for region in store.regions:
+        for region in store.arrays:
             frames = store.frames(clip.id, region)
             assert frames.dtype == np.uint8 and frames.shape == (clip.n_frames, *store.array(region).shape[2:])
             assert sha256(frames.tobytes()).hexdigest() == want["frames"][region]
@@ -135,6 +137,33 @@ def test_the_committed_run_reads_back(opened, tmp_path):
     report = validate_store(store)
     assert report.ok, report.problems
     assert [(r["name"], r["state"]) for r in report.runs] == [("tiny", "complete")]
+
+
+def test_the_feature_set_reads_back(opened, tmp_path):
+    want = expected("format-v2-flow")["feature_sets"]["flow16"]
+    store = opened("format-v2-flow")
+    assert store.feature_sets() == ["flow16"]
+    fset = store.features("flow16")
+    assert {k: fset.attrs[k] for k in want["attrs"]} == want["attrs"]
+    assert fset.clips == want["clips"] and [int(k) for k in fset.apex["frame"]] == want["apex"]
+    for crop, digest in want["arrays"].items():
+        data = fset.face if crop == "face" else fset.region(crop)
+        assert data.dtype == np.float32 and data.shape == (len(want["clips"]), 16, 16, 3)
+        assert sha256(data.tobytes()).hexdigest() == digest
+    export_features(store, "flow16", tmp_path / "flow16.npz", "npz")
+    with np.load(tmp_path / "flow16.npz", allow_pickle=False) as got:
+        assert list(got["clip_ids"]) == want["clips"]
+        assert sha256(got["face"].tobytes()).hexdigest() == want["arrays"]["face"]
+    report = validate_store(store)
+    assert report.ok, report.problems
+    assert report.features == [{"name": "flow16", "state": "complete", "done": 3, "clips": 3}]
+
+
+def test_a_format_1_store_has_no_face_crops_until_upgraded(opened):
+    store = opened("format-v1-row-chunks")
+    with pytest.raises(RoiStoreError, match="format 1 store without face crops: run 'roistore upgrade "):
+        store.frames(store.clips[0].id, "face")
+    assert store.feature_sets() == []
 
 
 def test_row_chunks_of_a_long_clip_read_the_same(tmp_path):

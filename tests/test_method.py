@@ -8,16 +8,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-pytest.importorskip("keras")
-
-import roi_store  # noqa: E402
-from conftest import make_small_store  # noqa: E402
-from roi_store.cli.main import cli  # noqa: E402
-from roi_store.method.embed import embed  # noqa: E402
-from roi_store.method.head import fit_lstm  # noqa: E402
-from roi_store.method.protocols import make_folds  # noqa: E402
-from roi_store.evaluation.report import run_report  # noqa: E402
-from roi_store.store.runs import fold_docs, head_document, run_document  # noqa: E402
+import roi_store
+from conftest import make_small_store
+from roi_store.cli.main import cli
+from roi_store.method.embed import embed
+from roi_store.method.head import fit_lstm
+from roi_store.method.protocols import make_folds
+from roi_store.evaluation.report import run_report
+from roi_store.store.runs import fold_docs, head_document, run_document
 
 # One epoch, a narrow dense layer: the chain end to end in seconds (the real width is tested by the demo).
 FAST = {"epochs": 1, "batch_size": 32, "seed": 3, "cpu": True, "cnn_dense": 32}
@@ -233,6 +231,7 @@ def _view_frames(rng, n_clips=4, frames=5):
     return engine.ViewFrames(clips, targets)
 
 
+@pytest.mark.backend
 @pytest.mark.parametrize("pool", ["gap", "flatten"])
 def test_stacked_folds_export_the_plain_networks(pool):
     """Each fold of a step, copied out, is the plain region CNN giving the same embeddings."""
@@ -243,7 +242,7 @@ def test_stacked_folds_export_the_plain_networks(pool):
     data = _view_frames(np.random.default_rng(0))
     train = np.stack([data.frame_mask([1, 1, 0, 1]), data.frame_mask([0, 1, 1, 1])], axis=1)
     res = engine.train_group(data, train, n_classes=4, dense=8, pool=pool, mode="delta", epochs=2, batch_size=8,
-                             learning_rate=1e-3, gamma=2.0, seeds=[[1, 2], [3, 4]], dropout_seed=5)
+                             learning_rate=1e-3, gamma=2.0, fold_seeds=[1, 3])
     embs, probs = engine.embed_all(res["model"], data, "delta")
     for f in range(2):
         for r in data.names:
@@ -254,6 +253,7 @@ def test_stacked_folds_export_the_plain_networks(pool):
             np.testing.assert_allclose(np.asarray(plain.predict_on_batch(x)), probs[r][:, f], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.backend
 def test_a_folds_held_out_frames_never_shape_its_cnns():
     """Fold 0 does not train on clip 0: changing that clip's pixels and labels leaves fold 0's weights as they were."""
     from roi_store.method import engine
@@ -261,7 +261,7 @@ def test_a_folds_held_out_frames_never_shape_its_cnns():
     def fold0_weights(data):
         train = np.stack([data.frame_mask([0, 1, 1, 1]), data.frame_mask([1, 1, 1, 0])], axis=1)
         res = engine.train_group(data, train, n_classes=4, dense=8, pool="gap", mode="frames", epochs=3, batch_size=6,
-                                 learning_rate=1e-2, gamma=2.0, seeds=[[1, 2], [3, 4]], dropout_seed=5)
+                                 learning_rate=1e-2, gamma=2.0, fold_seeds=[1, 3])
         return [engine.export_fold(res["model"], r, 0, res["plain"][r]).get_weights() for r in data.names], \
             [engine.export_fold(res["model"], r, 1, res["plain"][r]).get_weights() for r in data.names]
 
@@ -277,6 +277,7 @@ def test_a_folds_held_out_frames_never_shape_its_cnns():
     assert any(not np.array_equal(x, y) for wa, wb in zip(a1, b1) for x, y in zip(wa, wb))  # fold 1 trains on it
 
 
+@pytest.mark.backend
 def test_cross_fitted_cnns_never_saw_the_test_subject(small_store):
     """Two cross-fitted CNN groups, trained together in one step, each fold's head on the group that held it out."""
     store, _ = small_store
@@ -291,6 +292,26 @@ def test_cross_fitted_cnns_never_saw_the_test_subject(small_store):
         assert not set(fold["test_clips"]) & set(fold["cnn_train_clips"]) and fold["cnn_train_clips"]
     head = fit_lstm(str(store), "xfit", epochs=1, seed=3, cpu=True)
     assert sorted(p["id"] for p in head["predictions"]) == sorted(doc["clips"])
+    # The export names, for every fold, the CNN group that held its test subject out (as the run records it).
+    for fmt_name, suffix in (("npz", ".npz"), ("hdf5", ".h5")):
+        out = store.parent / f"xfit{suffix}"
+        result = CliRunner().invoke(cli, ["export", str(store), "--run", "xfit", "--format", fmt_name, str(out)])
+        assert result.exit_code == 0, result.output
+        if fmt_name == "npz":
+            got = dict(np.load(out))
+        else:
+            import h5py
+
+            with h5py.File(out) as f:
+                got = {k: f[k][()] for k in ("embedding_fold", "fold_test", "clip_ids", "subjects")}
+        recorded = [f["embedding_fold"] for f in sorted(doc["folds"], key=lambda f: f["index"])]
+        assert got["embedding_fold"].tolist() == recorded and set(recorded) <= {0, 1}
+        strs = lambda a: [v.decode() if isinstance(v, bytes) else str(v) for v in a]  # noqa: E731
+        subject_of = dict(zip(strs(got["clip_ids"]), strs(got["subjects"])))
+        group_clips = {f["embedding_fold"]: f["cnn_train_clips"] for f in doc["folds"]}  # what each CNN group saw
+        for k, e in enumerate(got["embedding_fold"]):
+            held = set(np.array(strs(got["subjects"]))[got["fold_test"][k] == 1])
+            assert held and group_clips[e] and not {subject_of[c] for c in group_clips[e]} & held
     folds = run_report(s, "xfit")["megc2019_folds"]  # a LOSO of the megc2019 view: checked against the challenge's
     assert folds == {"folds": 3, "subjects": {"casme2": 3}, "challenge": {"smic": 16, "casme2": 24, "samm": 28},
                      "conformant": False}

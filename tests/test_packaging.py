@@ -46,7 +46,7 @@ def test_tensorflow_is_installed_with_roistore_and_never_twice():
     requires = [line.strip() for line in cfg["options"]["install_requires"].splitlines()]
     assert any(r.startswith("tensorflow>=") for r in requires)
     extras = {name: value for name, value in cfg["options.extras_require"].items()}
-    assert set(extras) == {"gpu", "jax", "dev"}
+    assert set(extras) == {"gpu", "jax", "dev", "docs"}
     assert "tensorflow[and-cuda]" in extras["gpu"]
     # tensorflow-cpu would be a second wheel of the module ``tensorflow``: no documented install may add it.
     installs = [line for line in (ROOT / "Makefile").read_text().splitlines() if "pip install" in line]

@@ -6,16 +6,15 @@ import json
 import shutil
 
 import cv2
+import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-keras = pytest.importorskip("keras")
-
-from conftest import write_clip  # noqa: E402
-from roi_store.cli.main import cli  # noqa: E402
-from roi_store.store.runs import put_bytes  # noqa: E402
-from roi_store.store.store import open_store  # noqa: E402
+from conftest import write_clip
+from roi_store.cli.main import cli
+from roi_store.store.runs import put_bytes
+from roi_store.store.store import open_store
 
 
 @pytest.fixture(scope="module")

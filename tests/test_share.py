@@ -13,21 +13,19 @@ import pytest
 import zarr
 from click.testing import CliRunner
 
-pytest.importorskip("keras")
-
-import roi_store  # noqa: E402
-from roi_store.store import format as fmt  # noqa: E402
-from roi_store.cli.main import cli  # noqa: E402
-from roi_store.method.embed import embed  # noqa: E402
-from roi_store.errors import FormatVersionError, StoreError  # noqa: E402
-from roi_store.method.head import fit_lstm  # noqa: E402
-from roi_store.ingest.pipeline import ingest  # noqa: E402
-from roi_store.evaluation.report import run_report  # noqa: E402
-from roi_store.store.run_writer import RunWriter  # noqa: E402
-from roi_store.store.runs import COMMIT, head_document  # noqa: E402
-from roi_store.store.share import pack_store  # noqa: E402
-from roi_store.synth import generate  # noqa: E402
-from roi_store.store.validate import validate_store  # noqa: E402
+import roi_store
+from roi_store.store import format as fmt
+from roi_store.cli.main import cli
+from roi_store.method.embed import embed
+from roi_store.errors import FormatVersionError, StoreError
+from roi_store.method.head import fit_lstm
+from roi_store.ingest.pipeline import ingest
+from roi_store.evaluation.report import run_report
+from roi_store.store.run_writer import RunWriter
+from roi_store.store.runs import COMMIT, head_document
+from roi_store.store.share import pack_store
+from roi_store.synth import generate
+from roi_store.store.validate import validate_store
 
 FAST = {"epochs": 1, "batch_size": 32, "seed": 3, "cpu": True, "cnn_dense": 32}
 
@@ -87,7 +85,9 @@ def test_zip_and_urls_read_what_the_folder_holds(fitted):
             assert other.summary() == {**folder.summary(), "store": str(where)}
     report = validate_store(roi_store.open_store(packed))
     run_chunks = sum(r["chunks"] for r in report.runs)
-    assert report.ok and report.chunks - run_chunks == len(folder.clips) * 6 and [r["name"] for r in report.runs] == ["main"]
+    # One chunk per clip of each region and of the face crops (format 2).
+    assert report.ok and report.chunks - run_chunks == len(folder.clips) * 7
+    assert [r["name"] for r in report.runs] == ["main"]
 
 
 def test_read_commands_work_on_a_zip_and_a_file_url(fitted):
@@ -97,7 +97,7 @@ def test_read_commands_work_on_a_zip_and_a_file_url(fitted):
         info = json.loads(run("info", where, "--json").output)
         assert info["clips"] == 10 and info["views"]["megc2019"]["clips"] == 9 and info["store"] == str(where)
         checked = json.loads(run("validate", where, "--json").output)
-        assert checked["ok"] and checked["chunks"] - sum(r["chunks"] for r in checked["runs"]) == 10 * 6
+        assert checked["ok"] and checked["chunks"] - sum(r["chunks"] for r in checked["runs"]) == 10 * 7
         rep = json.loads(run("report", where, "--run", "main", "--json").output)
         assert rep["scores"] == expect["scores"] and rep["predictions"] == expect["predictions"]
     result = run("preview", packed, expect["predictions"][0]["id"], "-o", tmp / "p.png")
@@ -301,7 +301,8 @@ def test_export_holds_the_run(fitted, fmt_name):
     np.testing.assert_allclose(got["probs"], [preds[c]["probs"] for c in ids], rtol=1e-6)
     meta = json.loads(str(got["meta"]))
     assert meta["format"] == "roistore-export" and meta["run"] == "main" and meta["fitted"] is True
-    assert meta["store_format_version"] == 1 and meta["leakage"] is False and meta["embedding_folds"] == 2
+    assert meta["store_format_version"] == fmt.FORMAT_VERSION
+    assert meta["leakage"] is False and meta["embedding_folds"] == 2
 
 
 def test_export_of_an_unfitted_run_and_errors(fitted, tmp_path):
@@ -325,7 +326,8 @@ def test_export_of_an_unfitted_run_and_errors(fitted, tmp_path):
 # --- released formats -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("change, message, error", [
-    pytest.param({"format_version": fmt.FORMAT_VERSION + 1}, "format version 2, newer than", "upgrade roistore",
+    pytest.param({"format_version": fmt.FORMAT_VERSION + 1}, f"format version {fmt.FORMAT_VERSION + 1}, newer than",
+                 "upgrade roistore",
                  id="future-version"),
     pytest.param({"format_version": 0}, "format version 0, which this roistore", "no longer reads", id="old-version"),
     pytest.param({"format": "roistore-legacy"}, "names format 'roistore-legacy', not 'roistore'", "cannot read",

@@ -108,7 +108,7 @@ def run_report(store: Store, run: str, *, resamples: int = 2000, seed: int = 0, 
     Returns
     -------
     dict
-        What ``roistore report --json`` prints (README: report).
+        What ``roistore report --json`` prints (the docs: Command reference, report).
 
     Raises
     ------
@@ -131,7 +131,7 @@ def run_report(store: Store, run: str, *, resamples: int = 2000, seed: int = 0, 
         "settings": {"embed": e, "head": h},
         "preset": e.get("preset") or h.get("preset"),
         "folds": len(doc["folds"]),
-        "device": doc.get("device"),
+        "device": doc.get("device") or head.get("timings", {}).get("device"),
         "timings": {**doc.get("timings", {}), **head.get("timings", {})},
         "convention": {"used": "present", "text": CONVENTION},
         "uncertainty": intervals(preds, classes, resamples=resamples, seed=seed, level=level),
@@ -198,7 +198,8 @@ def format_report(rep: dict) -> str:
         lines.append(f"null model: {null['runs']} permutation control run(s) of the same settings; p (FULL) = "
                      f"(1 + #null >= observed) / (1 + N): UF1 {null['p']['UF1']:.4f}, UAR {null['p']['UAR']:.4f}")
     elif null is not None and not rep["permuted"]:
-        lines.append("null model: no permutation control run with the same settings (embed and fit-lstm with the "
+        make = ("fit" if rep["settings"]["embed"].get("method") else "embed and fit-lstm")
+        lines.append(f"null model: no permutation control run with the same settings ({make} with the "
                      "same settings and --permute-labels SEED make one)")
     for c in cols:
         sc = rep["scores"][c]
@@ -213,11 +214,16 @@ def format_report(rep: dict) -> str:
     for c, row in zip(rep["classes"], rep["confusion"]):
         lines.append(f"{c:<{width}}" + "".join(f"{v:>{width}}" for v in row))
     e, h = rep["settings"]["embed"], rep["settings"]["head"]
-    lines += ["", ("preset " + str(rep["preset"]) + ", " if rep.get("preset") else "")
-              + f"protocol {e['protocol']}{' K=' + str(e['folds']) if e.get('folds') else ''} ({rep['folds']} folds), "
-              f"view {e['view']}, cnn scope {e['cnn_scope']}, relabel {e['relabel']}, cnn epochs {e['epochs']}, "
-              f"head epochs {h['epochs']}, masked {h['masked']}, seed {e['seed']}/{h['seed']}, "
-              f"device {rep.get('device')}"]
+    folds = f"protocol {e['protocol']}{' K=' + str(e['folds']) if e.get('folds') else ''} ({rep['folds']} folds), "
+    if e.get("method"):  # a method on a flow feature set (STSTNet): one network per fold, no head
+        lines += ["", f"method {e['method']} on flow set {e['features']}, " + folds
+                  + f"view {e['view']}, epochs {e['epochs']}, batch {e['batch_size']}, learning rate "
+                  f"{e['learning_rate']:g}, seed {e['seed']}, device {rep.get('device')}"]
+    else:
+        lines += ["", ("preset " + str(rep["preset"]) + ", " if rep.get("preset") else "") + folds
+                  + f"view {e['view']}, cnn scope {e['cnn_scope']}, relabel {e['relabel']}, cnn epochs {e['epochs']}, "
+                  f"head epochs {h['epochs']}, masked {h['masked']}, seed {e['seed']}/{h['seed']}, "
+                  f"device {rep.get('device')}"]
     if rep.get("subjects"):
         lines += ["", "per subject (recall: mean over the subject's classes):",
                   f"{'subject':<16}{'folds':>8}{'clips':>7}{'correct':>9}{'accuracy':>10}{'recall':>8}"]

@@ -37,10 +37,13 @@ class CutSettings:
     scheme: str
     layout: dict
     landmarks_model: str | None = None
+    face: dict | None = None  # {"size", "margin"}: also cut the whole-face crop (format 2 stores)
 
     @classmethod
-    def of(cls, store, landmarks_model: str | None = None) -> CutSettings:
-        return cls(store.t_max, store.header["region_scheme"], store.header["layout"], landmarks_model)
+    def of(cls, store, landmarks_model: str | None = None, *, face: bool = False) -> CutSettings:
+        """The store's settings; ``face`` adds its whole-face crop (ingest writes it, predict needs none)."""
+        return cls(store.t_max, store.header["region_scheme"], store.header["layout"], landmarks_model,
+                   store.header.get("face") if face else None)
 
 
 def cut_clip(spec: ClipSpec, work: CutSettings, *, name: str | None = None,
@@ -62,7 +65,8 @@ def cut_clip(spec: ClipSpec, work: CutSettings, *, name: str | None = None,
     Returns
     -------
     tuple
-        The six ``(n_frames, h, w)`` blocks and the clip's record fields.
+        The six ``(n_frames, h, w)`` blocks (and the whole-face block last when ``work.face``
+        asks for it) and the clip's record fields.
     """
     name = name or spec.id
     n = len(spec.frames)
@@ -84,6 +88,11 @@ def cut_clip(spec: ClipSpec, work: CutSettings, *, name: str | None = None,
     if face.n_faces > 1:
         warnings.append(f"{face.n_faces} faces on {used}; used the largest")
     cuts = rg.plan_cuts(face.landmarks, work.scheme, work.layout)
+    regions = list(cuts)
+    if work.face:
+        # From the landmarks as the record keeps them, so that 'roistore upgrade' cuts a format 1
+        # store's faces to the same pixels from its records.
+        cuts.append(rg.face_cut(np.round(face.landmarks, 2), work.face["size"], work.face["margin"]))
     factor = rg.decode_factor(cuts) if can_reduce(spec.frames[0]) else 1
     scaled = [c.scaled(factor) for c in cuts]
     # Only the pixels the cuts read are decoded where the codec allows it (BMP, at full size).
@@ -116,7 +125,7 @@ def cut_clip(spec: ClipSpec, work: CutSettings, *, name: str | None = None,
             "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks],
         },
         "cuts": {c.name: {"box": [round(v, 2) for v in c.box],
-                          "valid": None if c.valid is None else [round(v, 2) for v in c.valid]} for c in cuts},
+                          "valid": None if c.valid is None else [round(v, 2) for v in c.valid]} for c in regions},
         "warnings": warnings,
         "ingested": now(),
     }

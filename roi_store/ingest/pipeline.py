@@ -57,11 +57,15 @@ def settings_for(t_max: int, scheme: str, landmarks_model: str | Path | None, vi
     if view_file:
         views = {"megc2019": read_view_file(Path(view_file), views["megc2019"]["classes"])}
     return {"t_max": int(t_max), "region_scheme": scheme, "layout": layout, "views": views,
-            "relabel": default_relabel(), "landmarks_model": faces.landmark_model_id(landmarks_model)}
+            "relabel": default_relabel(), "landmarks_model": faces.landmark_model_id(landmarks_model),
+            "face": {"size": rg.FACE_SIZE, "margin": rg.FACE_MARGIN}}
 
 
 def _open_checked(path: Path, settings: dict, explicit: set):
     store = open_store(path, mode="r+")
+    if "face" not in store.header:
+        raise ConfigError(f"{path} is a format {store.header['format_version']} store, without the whole-face crops "
+                          f"new clips get: run 'roistore upgrade {path}' first, then append")
     # Appending must not mix clips cut with different settings in one store.
     for key, option in (("t_max", "--t-max"), ("region_scheme", "--scheme"), ("landmarks_model", "--landmarks-model")):
         if store.header[key] != settings[key] and (key in explicit or key == "landmarks_model"):
@@ -164,7 +168,7 @@ def _ingest(store, reader, items: list, root: Path, annotations, model: str | No
         store.write_record({**_base_record(s, root), "status": PENDING, "row": rows[s.id]})
         killpoints.reached("ingest.pending")
 
-    location, cut = parallel.store_location(store.where), CutSettings.of(store, model)
+    location, cut = parallel.store_location(store.where), CutSettings.of(store, model, face=True)
     shared = [location, str(root), *([model] if model else [])]
     order = largest_first(todo)
     calls = [(i, spec, rows[spec.id], location, cut) for i, spec in enumerate(order)]
@@ -243,7 +247,8 @@ def process_clip(i: int, spec: ClipSpec, row: int, store: str, cut: CutSettings)
     """
     try:
         blocks, meta = cut_clip(spec, cut)
-        write_clip_frames(store, row, dict(zip(meta["cuts"], blocks)))
+        names = [*meta["cuts"], *([rg.FACE] if cut.face else [])]
+        write_clip_frames(store, row, dict(zip(names, blocks)))
         return i, meta
     except RoiStoreError as exc:
         return i, {"status": SKIPPED, "reason": printable(str(exc))}

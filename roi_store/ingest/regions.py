@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from roi_store.errors import ConfigError
+from roi_store.store.layout import FACE
 
 #: A frame size larger than any frame: only the cuts themselves bound their window.
 _ANY = 1 << 40
@@ -67,6 +68,24 @@ def face_box(landmarks: np.ndarray) -> tuple[float, float, float, float]:
     if x1 <= x0 or y1 <= y0:
         raise ConfigError("degenerate landmarks: the face box has no area")
     return float(x0), float(y0), float(x1), float(y1)
+
+
+#: The whole-face crop of format 2 stores: its side in pixels, and the margin added on every side
+#: of the 68 landmarks' bounding box (a fraction of its longer side). 112 px covers the flow
+#: resolutions in use (28 to 112 px); the margin keeps the brows' and chin's motion inside.
+FACE_SIZE, FACE_MARGIN = 112, 0.1
+
+
+def face_cut(landmarks: np.ndarray, size: int = FACE_SIZE, margin: float = FACE_MARGIN) -> Cut:
+    """The aligned whole-face crop: a square around the 68 landmarks of the clip's face frame.
+
+    The same box is cut from every frame (as the regions are), so the face stays registered to
+    its first frame and a micro-motion is not tracked away.
+    """
+    (x0, y0), (x1, y1) = landmarks.min(axis=0), landmarks.max(axis=0)
+    side = max(x1 - x0, y1 - y0, 1.0) * (1 + 2 * margin)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return Cut(FACE, (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), None, (int(size), int(size)))
 
 
 def _landmark_cut(region: dict, landmarks: np.ndarray) -> Cut:

@@ -96,6 +96,47 @@ def device_name() -> str:
     return "cpu"
 
 
+def free_gpu_memory(gpu: int) -> int | None:
+    """Bytes free on GPU ``gpu`` (nvidia-smi, else JAX's allocator), or None where no figure is to be had."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=memory.free", "--format=csv,noheader,nounits",
+                                  "-i", str(gpu)], capture_output=True, text=True, timeout=30, check=True).stdout
+            return int(float(out.split()[0])) * 2**20
+        except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+            pass
+    if keras().backend.backend() == "jax":
+        import jax
+
+        stats = jax.local_devices()[0].memory_stats() or {}
+        if "bytes_limit" in stats:
+            return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    return None
+
+
+def auto_folds_per_step(shapes: dict, batch_size: int, dense: int, pool: str, n_classes: int, gpu: int | None,
+                        n_folds: int, free: int | None = None) -> tuple[int, dict]:
+    """``--folds-per-step auto``: the CNN folds one training step holds, and why.
+
+    On a CPU, 1: grouped convolutions of stacked folds run far slower there than one fold at a
+    time (docs: Long runs, "Choosing a backend"). On a GPU, as many folds as 80 % of its free memory holds
+    by :func:`roi_store.method.engine.fold_memory` (never more than the run has, at least 1).
+    ``free`` overrides the measured free bytes. Returns ``(folds, {"device", "free_bytes",
+    "fold_bytes", "folds_per_step"})`` for the run's plan.
+    """
+    if gpu is None:
+        return 1, {"device": "cpu", "free_bytes": None, "fold_bytes": None, "folds_per_step": 1}
+    from roi_store.method import engine
+
+    need = engine.fold_memory(shapes, batch_size, dense, pool, n_classes)
+    free = free_gpu_memory(gpu) if free is None else free
+    folds = 1 if free is None else max(1, min(n_folds, int(0.8 * free) // need))
+    return folds, {"device": f"gpu {gpu}", "free_bytes": free, "fold_bytes": need, "folds_per_step": folds}
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and the backend; ask TensorFlow for deterministic kernels."""
     k = keras()

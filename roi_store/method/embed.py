@@ -17,7 +17,7 @@ import numpy as np
 
 from roi_store import killpoints, parallel
 from roi_store.errors import ConfigError
-from roi_store.method import backend, presets
+from roi_store.method import backend, presets, progress
 from roi_store.method.presets import check_choice
 from roi_store.method.protocols import make_folds, read_same_person, subject_of
 from roi_store.store.labels import MEGC2019, relabel_vectors
@@ -159,10 +159,11 @@ def cnn_plan(clips, plan: list[dict], cnn_scope: str, cnn_folds: int | None, pro
 def embed(store_path: str, run: str, *, view: str = MEGC2019, protocol: str = "loso", folds: int | None = None,
           epochs: int | None = None, batch_size: int | None = None, seed: int = 0, cnn_scope: str = "fold",
           cnn_input_mode: str | None = None, cnn_dense: int | None = None, cnn_pool: str | None = None,
-          cnn_folds: int | None = None, folds_per_step: int = 1, relabel: str | None = None,
+          cnn_folds: int | None = None, folds_per_step: int | str = 1, relabel: str | None = None,
           permute_labels: int | None = None, permute_within: str | None = None, same_person: str | dict | None = None,
           preset: str | None = None, jobs: int = 1, gpu: int | None = None, cpu: bool = False,
-          scheduler: str | None = None, overwrite: bool = False, log: Callable[[str], None] | None = None) -> dict:
+          scheduler: str | None = None, overwrite: bool = False, checkpoint_every: float | None = 600.0,
+          log: Callable[[str], None] | None = None) -> dict:
     """Train region CNNs and write per-frame embeddings under ``runs/<run>``.
 
     The run is claimed first (one writer per run name), its plan written once, then each CNN
@@ -170,7 +171,10 @@ def embed(store_path: str, run: str, *, view: str = MEGC2019, protocol: str = "l
     written after every one. Re-running with the same settings resumes an interrupted or failed
     run (CNN folds with a marker are kept) and does nothing to a complete one.
     The six region CNNs of a fold train in one compiled step (:mod:`roi_store.method.engine`), and
-    ``folds_per_step`` folds share that step (worth it on a GPU). Tasks run here, in ``jobs``
+    ``folds_per_step`` folds share that step (worth it on a GPU). Which folds share a step is fixed
+    in the plan (``cnn_steps``): a resumed run retrains a partly written step with the same
+    partners, and each fold draws its own batches and seeds, so the grouping changes the speed,
+    not the results (on the CPU, bit for bit). Tasks run here, in ``jobs``
     local processes, or on the workers of the dask ``scheduler`` (GPU workers only when ``gpu``
     is given); see :mod:`roi_store.parallel`.
 
@@ -180,6 +184,12 @@ def embed(store_path: str, run: str, *, view: str = MEGC2019, protocol: str = "l
         The paper's global average pool before dense 1024, or a 2x2 pool flattened.
     cnn_folds : int, optional
         Cross-fit the CNNs of a LOSO run on this many subject groups (see :func:`cnn_plan`).
+    folds_per_step : int or "auto"
+        CNN folds trained side by side in one compiled step. ``"auto"`` picks the most that fit the
+        GPU's free memory (:func:`roi_store.method.backend.auto_folds_per_step`), 1 on a CPU.
+    checkpoint_every : float, optional
+        Seconds between checkpoints of a training step (at the first epoch end after that long;
+        0: every epoch; None: never). A killed run resumes a step from its last checkpoint.
     permute_labels : int, optional
         Make a permutation control: train and score on labels shuffled with this seed.
     permute_within : {"dataset", "subject", "all"}, optional
@@ -214,8 +224,12 @@ def embed(store_path: str, run: str, *, view: str = MEGC2019, protocol: str = "l
     epochs, batch_size, cnn_input_mode = chosen["epochs"], chosen["batch_size"], chosen["input"]
     relabel, cnn_pool, cnn_dense = chosen["relabel"], chosen["cnn_pool"], chosen["cnn_dense"]
     check_choice("--cnn-scope", cnn_scope, CNN_SCOPES)
-    if epochs < 1 or batch_size < 1 or cnn_dense < 1 or folds_per_step < 1:
-        raise ConfigError("--epochs, --batch-size, --cnn-dense and --folds-per-step must be positive")
+    folds_per_step = folds_per_step if folds_per_step == "auto" else int(folds_per_step)
+    if epochs < 1 or batch_size < 1 or cnn_dense < 1 or (folds_per_step != "auto" and folds_per_step < 1):
+        raise ConfigError("--epochs, --batch-size, --cnn-dense and --folds-per-step must be positive "
+                          "(--folds-per-step also takes auto)")
+    if checkpoint_every is not None and checkpoint_every < 0:
+        raise ConfigError(f"invalid --checkpoint-every {checkpoint_every}: give seconds, 0 or more")
     check_choice("--input", cnn_input_mode, INPUTS)
     check_choice("--cnn-pool", cnn_pool, POOLS)
     if cnn_folds is not None and (cnn_folds < 2 or cnn_scope == "global"):
@@ -253,33 +267,59 @@ def embed(store_path: str, run: str, *, view: str = MEGC2019, protocol: str = "l
            "embedding_folds": len(tasks)}
     writer = RunWriter.claim(store, run, "embed")
     try:
-        if writer.plan_embed(doc, overwrite) == COMPLETE:
+        doc["cnn_steps"], doc["cnn_step_memory"] = _cnn_steps(store, tasks, folds_per_step, settings,
+                                                              len(cnn_classes), gpu)
+        state = writer.plan_embed(doc, overwrite)
+        if state == COMPLETE:
             say(f"run {run} is already complete: nothing to do")
             return run_document(store, run)
+        # A resumed run keeps the steps it was planned with ("auto" may choose otherwise on this device).
+        steps = (RunData.open(store, run).document("run") or {}).get("cnn_steps") or doc["cnn_steps"]
         work = CnnWork(parallel.store_location(store_path), run, settings, everyone, targets, cnn_classes,
-                       store.regions)
+                       store.regions, checkpoint_every=checkpoint_every)
         started = time.perf_counter()
         try:
             writer.embedding_arrays(store.regions, len(tasks), len(clips), store.t_max, EMBED_DIM)
             done = fold_docs(store, run, "embed")
             if done:
                 say(f"resuming run {run}: CNN folds {sorted(done)} are done")
-            todo = [t for t in tasks if t["index"] not in done]
-            steps = [todo[i:i + folds_per_step] for i in range(0, len(todo), folds_per_step)]
-            backend.map_tasks(cnn_task, [([t["index"] for t in g], [t["train_clips"] for t in g], work) for g in steps],
-                              jobs, say, "cnn fold", scheduler=scheduler, gpu=gpu is not None, shared=(work.store,))
+            train_clips = {t["index"]: t["train_clips"] for t in tasks}
+            todo = [g for g in steps if not set(g) <= set(done)]  # a partly written step is retrained whole
+            with progress.reporting(log):  # progress lines of the steps trained here go to ``log`` too
+                backend.map_tasks(cnn_task, [(g, [train_clips[k] for k in g], work) for g in todo],
+                                  jobs, say, "cnn fold", scheduler=scheduler, gpu=gpu is not None, shared=(work.store,))
             records = list(fold_docs(store, run, "embed").values())
             timings = {"embed_seconds": round(time.perf_counter() - started, 2),
                        "cnn_train_frames_per_s": _rate(records, "train_frames", "train_seconds"),
                        "embed_frames_per_s": _rate(records, "embed_frames", "embed_seconds")}
             writer.commit("embed", len(tasks), {"device": records[0]["device"], "backend": records[0]["backend"],
-                                                "timings": timings})
+                                                "timings": timings, "reproducible": reproducible(records)})
         except BaseException as exc:
             writer.fail("embed", exc)
             raise
     finally:
         writer.release()
     return run_document(store, run)
+
+
+def _cnn_steps(store: Store, tasks: list[dict], folds_per_step: int | str, settings: dict, n_classes: int,
+               gpu: int | None) -> tuple[list[list[int]], dict | None]:
+    """The CNN folds of each training step, in order, ``folds_per_step`` at a time (``"auto"``: as
+    many as the device's free memory holds, :func:`roi_store.method.backend.auto_folds_per_step`,
+    whose reckoning comes second; None for a number given)."""
+    memory = None
+    if folds_per_step == "auto":
+        shapes = {r: tuple(store.array(r).shape[2:]) for r in store.regions}
+        folds_per_step, memory = backend.auto_folds_per_step(shapes, settings["batch_size"], settings["cnn_dense"],
+                                                             settings["cnn_pool"], n_classes, gpu, len(tasks))
+    k = int(folds_per_step)
+    index = [t["index"] for t in tasks]
+    return [index[i:i + k] for i in range(0, len(index), k)], memory
+
+
+def reproducible(records: list[dict]) -> bool:
+    """Whether a run's numbers are bit-reproducible: every step ran on a CPU (GPU kernels are not)."""
+    return all(str(r.get("device", "")).startswith("cpu") for r in records)
 
 
 def _rate(results, frames_key, seconds_key):
@@ -301,15 +341,18 @@ class CnnWork:
     cnn_classes: list[str]
     regions: list[str]
     part: str | None = None  # a group below the run to write into (the final model's)
+    checkpoint_every: float | None = 600.0  # seconds between a step's checkpoints (None: never)
 
 
 def cnn_task(indices: list[int], train_lists: list[list[str]], work: CnnWork) -> dict:
     """Train the six region CNNs of the CNN folds ``indices`` (together) and embed every clip of the run.
 
-    ``train_lists[i]`` holds the clips CNN fold ``indices[i]`` trains on. Writes only these folds'
-    embedding chunks, CNN models and, last, their fold markers. A fold's result depends only on
-    the run's settings, its index and the folds it shares its step with (every seed is derived
-    from them), so a fold redone by a resumed run equals the fold an uninterrupted run makes.
+    ``train_lists[i]`` holds the clips CNN fold ``indices[i]`` trains on. Writes these folds'
+    embedding chunks, CNN models and, last, their fold markers (folds already marked, of a step
+    retrained by a resumed run, are left as they are). A fold's batches and seeds derive from the
+    run's seed and its own index alone; its step's partners (fixed in the plan) change only the
+    rounding of its kernels, so a fold redone by a resumed run equals the fold an uninterrupted run
+    makes. The step checkpoints its state under ``checkpoints/cnn/<indices>`` and resumes from it.
     """
     keras = backend.keras()
     from roi_store.method import engine, models
@@ -326,18 +369,27 @@ def cnn_task(indices: list[int], train_lists: list[list[str]], work: CnnWork) ->
     read_seconds = time.perf_counter() - read_start
     train = np.stack([data.frame_mask(np.isin(ids, list(t))) for t in train_lists], axis=1)
     base = s["seed"] * 1000003
-    backend.seed_everything(base + indices[0] * 101)
-    res = engine.train_group(
-        data, train, n_classes=len(cnn_classes), dense=s["cnn_dense"], pool=s.get("cnn_pool", "flatten"),
-        mode=s["input"], epochs=s["epochs"], batch_size=s["batch_size"], learning_rate=s["learning_rate"],
-        gamma=s["gamma"], seeds=[[base + k * 101 + r_i for r_i in range(len(regions))] for k in indices],
-        dropout_seed=base + indices[0] * 101 + 97)
+    backend.seed_everything(base)
+    where = f"checkpoints/cnn/{'-'.join(map(str, indices))}"
+    checkpoint = engine.Checkpoint(load=lambda: data_out.checkpoint(where),
+                                   save=lambda state: data_out.put_checkpoint(where, state), every=work.checkpoint_every)
+    with progress.training(store, work.run, stage="final-cnn" if work.part else "embed", folds=list(indices),
+                           epochs=s["epochs"], per_epoch=int(train.sum()) * len(regions),
+                           unit="region frames/s") as tracker:
+        res = engine.train_group(
+            data, train, n_classes=len(cnn_classes), dense=s["cnn_dense"], pool=s.get("cnn_pool", "flatten"),
+            mode=s["input"], epochs=s["epochs"], batch_size=s["batch_size"], learning_rate=s["learning_rate"],
+            gamma=s["gamma"], fold_seeds=[base + k * 101 for k in indices], checkpoint=checkpoint,
+            callbacks=[tracker.keras_callback()])
     start = time.perf_counter()
     embs, probs = engine.embed_all(res["model"], data, s["input"])
     embed_seconds = time.perf_counter() - start
     n_f = len(indices)
     records = []
     for f, index in enumerate(indices):
+        if data_out.fold_marker("embed", index):  # written before this step was interrupted: kept as it is
+            records.append(data_out.fold_marker("embed", index))
+            continue
         mine = train[:, f]
         cnn, digests = {}, {"embeddings": {}, "models": {}}
         for r_i, region in enumerate(regions):
@@ -370,5 +422,6 @@ def cnn_task(indices: list[int], train_lists: list[list[str]], work: CnnWork) ->
         # The fold's marker goes last: a fold without it is redone by a resumed run.
         data_out.mark_fold("embed", index, record)
         records.append(record)
+    data_out.drop(where)  # every fold of the step is marked: its checkpoint is spent
     return {"index": indices[0] if n_f == 1 else indices, "records": records, "cnn": records[0]["cnn"],
             "device": records[0]["device"]}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from roi_store.method import backend
+from roi_store.method import backend, progress
 from roi_store.store import format as fmt
 from roi_store.method.embed import EMBED_DIM, CnnWork, cnn_task, run_targets
 from roi_store.errors import ConfigError, RoiStoreError
@@ -67,16 +67,18 @@ def fit_final(store_path: str, run: str, *, epochs: int = 60, batch_size: int = 
         else:
             say(f"final CNNs: {len(regions)} regions on {len(ids)} clips")
             targets = run_targets(store, clips, s["view"], labels, s["relabel"], s.get("permute_labels") is not None)
-            res = cnn_task([0], [ids], CnnWork(str(store_path), run, cnn_settings, ids, targets, doc["cnn_classes"],
-                                               regions, part=FINAL))
+            with progress.reporting(log):  # progress lines of the training go to ``log`` too
+                res = cnn_task([0], [ids], CnnWork(str(store_path), run, cnn_settings, ids, targets,
+                                                   doc["cnn_classes"], regions, part=FINAL))
             cnn, source, device = res["cnn"], "trained", res["device"]
         say("final head")
         head_settings = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "masked": masked,
                          "permute_labels": s.get("permute_labels"), "permute_within": s.get("permute_within"),
                          "head_only_permutation": None, "optimizer": "adam", "learning_rate": 1e-3, "gamma": 2.0}
-        head = head_task({"index": 0, "name": FINAL, "test_clips": []},
-                         HeadWork(str(store_path), run, run, head_settings, labels, ids, doc["classes"], regions,
-                                  store.t_max, [c.n_frames for c in clips], part=FINAL))
+        with progress.reporting(log):
+            head = head_task({"index": 0, "name": FINAL, "test_clips": []},
+                             HeadWork(str(store_path), run, run, head_settings, labels, ids, doc["classes"], regions,
+                                      store.t_max, [c.n_frames for c in clips], part=FINAL))
         out = {"run": run, "trained_on": ids, "subjects": len({subject_of(c) for c in clips}), "cnn_source": source,
                "settings": {"cnn_epochs": cnn_settings["epochs"], "head": head_settings}, "cnn": cnn,
                "head": {"class_counts": head["class_counts"], "final_loss": head["final_loss"]},

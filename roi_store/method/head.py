@@ -21,7 +21,7 @@ import numpy as np
 
 from roi_store import killpoints, parallel
 from roi_store.errors import ConfigError, RoiStoreError
-from roi_store.method import backend, presets
+from roi_store.method import backend, presets, progress
 from roi_store.method.embed import PERMUTE_WITHIN, permutation_groups, permuted_labels
 from roi_store.method.presets import check_choice
 from roi_store.store.run_writer import RunWriter
@@ -109,6 +109,10 @@ def fit_lstm(store_path: str, run: str, *, epochs: int | None = None, batch_size
     store = open_store(store_path, mode="r+")
     source = run
     planned = RunData.open(store, run).document("run") or {}  # a missing run: one line, before anything is claimed
+    method = (planned.get("settings") or {}).get("method")
+    if method:
+        raise ConfigError(f"run {run!r} was made by 'roistore fit --method {method}': it has no embeddings to fit an "
+                          "LSTM head on; fit-lstm fits runs made by 'roistore embed'")
     if planned.get("embeddings_from"):
         source = embeddings_source(store, run)
         raise ConfigError(f"run {run!r} is a head-only control of run {source!r}: refit it with 'roistore fit-lstm "
@@ -151,9 +155,10 @@ def fit_lstm(store_path: str, run: str, *, epochs: int | None = None, batch_size
             done = fold_docs(store, run, "head")
             if done:
                 say(f"resuming the head of run {run}: folds {sorted(done)} are done")
-            backend.map_tasks(head_task, [({**f, "embedding_fold": embedding_fold(doc, f)}, work)
-                                          for f in doc["folds"] if f["index"] not in done], jobs, say,
-                              "head fold", scheduler=scheduler, gpu=gpu is not None, shared=(work.store,))
+            with progress.reporting(log):  # progress lines of the folds fitted here go to ``log`` too
+                backend.map_tasks(head_task, [({**f, "embedding_fold": embedding_fold(doc, f)}, work)
+                                              for f in doc["folds"] if f["index"] not in done], jobs, say,
+                                  "head fold", scheduler=scheduler, gpu=gpu is not None, shared=(work.store,))
             results = fold_docs(store, run, "head")
             order = {c: i for i, c in enumerate(ids)}
             predictions = sorted((p for r in results.values() for p in r["predictions"]), key=lambda p: order[p["id"]])
@@ -209,12 +214,13 @@ def load_sequences(data: RunData, regions, emb_fold: int, lengths) -> list[list[
 
 
 def train_head(seqs: list[list[np.ndarray]], y: np.ndarray, train_idx: np.ndarray, lengths: list[int],
-               regions: list[str], n_classes: int, settings: dict, t_max: int, seed: int):
+               regions: list[str], n_classes: int, settings: dict, t_max: int, seed: int,
+               on_epoch: Callable[[int], None] | None = None):
     """Fit one fusion head on the clips ``train_idx`` (of ``seqs``: per region, each clip's (n, 20)).
 
     ``settings`` holds ``epochs``, ``batch_size``, ``masked``, ``learning_rate`` and ``gamma``;
-    ``seed`` fixes the weights, dropout and batch order. Returns ``(model, epoch losses,
-    seconds of training)``.
+    ``seed`` fixes the weights, dropout and batch order. ``on_epoch`` hears the epochs done after
+    each one (progress). Returns ``(model, epoch losses, seconds of training)``.
     """
     keras = backend.keras()
     from roi_store.method import models
@@ -230,12 +236,14 @@ def train_head(seqs: list[list[np.ndarray]], y: np.ndarray, train_idx: np.ndarra
     eye = np.eye(n_classes, dtype="float32")
     start = time.perf_counter()
     losses = []
-    for _ in range(settings["epochs"]):
+    for done in range(1, settings["epochs"] + 1):
         epoch = []
         for b in _batches(train_idx, lengths, settings["batch_size"], rng, settings["masked"]):
             xs = [pad_batch([seqs[r][i] for i in b], settings["masked"], t_max) for r in range(len(seqs))]
             epoch.append(float(model.train_on_batch(xs, eye[y[b]])))
         losses.append(float(np.mean(epoch)))
+        if on_epoch is not None:
+            on_epoch(done)
     return model, losses, time.perf_counter() - start
 
 
@@ -273,8 +281,10 @@ def head_task(fold: dict, work: HeadWork) -> dict:
     test_idx, train_idx = np.flatnonzero(is_test), np.flatnonzero(~is_test)
     seed = s["seed"] * 1000003 + index * 101 + 7
     counts = np.bincount(y[train_idx], minlength=len(classes))
-    model, losses, seconds = train_head(seqs, y, train_idx, lengths, work.regions, len(classes), s,
-                                        work.t_max, seed)
+    with progress.training(store, work.run, stage="final-head" if work.part else "head", folds=[index],
+                           epochs=s["epochs"], per_epoch=len(train_idx), unit="clips/s") as tracker:
+        model, losses, seconds = train_head(seqs, y, train_idx, lengths, work.regions, len(classes), s,
+                                            work.t_max, seed, on_epoch=tracker.epoch_end)
     probs = []
     if len(test_idx):  # the final model (all subjects) has no test clips
         xs = [pad_batch([seqs[r][i] for i in test_idx], s["masked"], work.t_max) for r in range(len(seqs))]

@@ -25,7 +25,7 @@ from roi_store.store.runs import (RunData, commit_doc, digest, embedding_fold, e
                                   fold_docs, head_document, run_document)
 from roi_store.store.store import open_store
 
-__all__ = ["MODEL_CHOICES", "VIDEO_SUFFIXES", "Predictor", "load_predictor", "predict_clip"]
+__all__ = ["MODEL_CHOICES", "VIDEO_SUFFIXES", "FlowPredictor", "Predictor", "load_predictor", "predict_clip"]
 
 
 def _spec(source: Path, tmp: Path, t_max: int) -> tuple[ClipSpec, bool]:
@@ -167,7 +167,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def load_predictor(store_path: str | Path, run: str, *, models: str = "auto", landmarks_model: str | None = None,
-                   gpu: int | None = None, cpu: bool = False) -> Predictor:
+                   gpu: int | None = None, cpu: bool = False) -> Predictor | FlowPredictor:
     """Load a run's CNN embedding models and heads once, for :meth:`Predictor.predict`.
 
     ``models``: ``final`` uses the model fitted on all subjects (``fit-lstm --final``), ``folds``
@@ -188,6 +188,8 @@ def load_predictor(store_path: str | Path, run: str, *, models: str = "auto", la
     store = open_store(store_path)
     group = RunData.open(store, run)
     doc = run_document(store, run)
+    if doc["settings"].get("method"):  # a method on a flow feature set (STSTNet): its fold networks
+        return _flow_predictor(store, run, doc, group, models, landmarks_model)
     from roi_store.method.final import FINAL
 
     final = group.document("final", FINAL)  # None without a (finished) final model
@@ -231,6 +233,65 @@ def load_predictor(store_path: str | Path, run: str, *, models: str = "auto", la
     embedders = {c: [_load(item, data, embedding=True) for item, data in zip(cnns[c], cnn_bytes[c])] for c in cnns}
     loaded = [(k, c, _load(item, data)) for (k, c, item), data in zip(heads, head_bytes)]
     return Predictor(store, run, doc, head, embedders, loaded, landmarks_model, "final" if use_final else "folds")
+
+
+class FlowPredictor:
+    """A flow method's run (STSTNet), loaded once: face, onset-to-apex flow, every fold's network averaged.
+
+    The new clip's onset is its first frame; its apex follows the run's flow set: the middle
+    frame for ``middle``, else the frame of largest flow from the onset (a new clip has no
+    annotated apex), as ``roistore flow --apex max-flow`` finds it.
+    """
+
+    def __init__(self, store, run: str, doc: dict, head: dict, nets: list, landmarks_model):
+        self.store, self.run, self.doc, self.head = store, run, doc, head
+        self.model = "folds"
+        self._nets = nets
+        self._work = CutSettings.of(store, landmarks_model, face=True)
+
+    def predict(self, source: str | Path) -> dict:
+        """Class probabilities of one clip (a frame folder or a video file), as :meth:`Predictor.predict`,
+        with ``apex`` (the frame used and how it was chosen)."""
+        from roi_store.ingest.flow import onset_apex_flow, search_apex
+        from roi_store.method.ststnet import clip_input
+
+        attrs = self.doc["settings"]["features_attrs"]
+        with tempfile.TemporaryDirectory() as tmp:
+            spec, video = _spec(Path(source), Path(tmp), self.store.t_max)
+            blocks, meta = cut_clip(spec, self._work, name=str(source), video=video)
+        n = meta["n_frames"]
+        face_frames = blocks[-1][:n]  # the whole-face crop comes last
+        if attrs.get("apex_rule") == "middle" or n < 2:
+            apex, how = n // 2, "middle"
+        else:
+            apex, how = search_apex(face_frames, 0), "estimated"
+        x = clip_input(onset_apex_flow(face_frames[0], face_frames[apex], attrs["size"], attrs["estimator"])[None])
+        probs = [np.asarray(net.predict_on_batch(x))[0] for net in self._nets]
+        mean = np.mean(probs, axis=0)
+        classes = self.head["classes"]
+        face = meta["face"]["frame"]
+        return {"source": str(source), "run": self.run, "n_frames": n, "classes": classes,
+                "probabilities": {c: round(float(p), 4) for c, p in zip(classes, mean)},
+                "prediction": classes[int(np.argmax(mean))], "models": len(probs), "model": self.model,
+                "face": {"frame": face, "time": round(face / spec.fps, 3) if video else None,
+                         "file": None if video else spec.frames[face].name},
+                "apex": {"onset": 0, "frame": int(apex), "source": how},
+                "leakage": False, "warnings": meta["warnings"]}
+
+
+def _flow_predictor(store, run: str, doc: dict, group: RunData, models: str, landmarks_model) -> FlowPredictor:
+    s = doc["settings"]
+    if models == "final":
+        raise RoiStoreError(f"run {run!r} ({s['method']}) has no final model: predict averages its fold networks "
+                            "(--models folds)")
+    head = head_document(store, run)  # committed runs only
+    markers = _checked_markers(store, run, "head")
+    redo = (f"re-fit it with 'roistore fit {store.where} --run {run} --method {s['method']} --features "
+            f"{s['features']} --overwrite'")
+    items = [_StoredModel(group, f"models/head/{f['index']}", _recorded(markers.get(f["index"], {}), "head"), run,
+                          f"{s['method']} model of fold {f['index']}", redo) for f in head["folds"]]
+    data = [_read_checked(store, item) for item in items]  # every model checked before any is loaded
+    return FlowPredictor(store, run, doc, head, [_load(item, d) for item, d in zip(items, data)], landmarks_model)
 
 
 def predict_clip(store_path: str, run: str, source: str | Path, *, models: str = "auto",

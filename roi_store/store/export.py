@@ -1,7 +1,7 @@
 """``export``: a run's embeddings, labels, folds and predictions as one HDF5 or NPZ file.
 
 For analysis outside roistore (NumPy, MATLAB, R). Both formats hold the same names (see the
-README's "Export layout"); indices are 0-based, strings are UTF-8 (variable-length strings in
+docs' "Store format", "Export files"); indices are 0-based, strings are UTF-8 (variable-length strings in
 HDF5, which MATLAB's ``h5read`` returns as text), masks are ``uint8`` 0/1.
 
 Embeddings are written unpadded: per region one ``(embedding folds, total frames, 20)`` array
@@ -19,8 +19,8 @@ import numpy as np
 from roi_store._version import __version__
 from roi_store.errors import ConfigError
 from roi_store.ids import ClipKey
-from roi_store.store.runs import (commit_doc, embeddings_source, head_document, not_ready, run_document, run_group,
-                            run_status)
+from roi_store.store.runs import (commit_doc, embedding_fold, embeddings_source, head_document, not_ready,
+                                  run_document, run_group, run_status)
 from roi_store.store.share import atomic_file, check_output
 from roi_store.store.store import Store
 
@@ -76,7 +76,9 @@ def _collect(store: Store, run: str):
     """The export's arrays (small ones), its metadata and a reader of each region's embeddings."""
     source = embeddings_source(store, run)
     group = run_group(store, source)  # a head-only control: its source's embeddings
-    if commit_doc(store, source, "embed") is None:
+    # A method on a flow feature set (STSTNet) has no embeddings: its one stage is written as a head.
+    method = ((group.attrs.get("run") or {}).get("settings") or {}).get("method")
+    if commit_doc(store, source, "head" if method else "embed") is None:
         raise not_ready(store, run, run_status(store, run))
     doc = run_document(store, run)
     head = head_document(store, run) if commit_doc(store, run, "head") is not None else None
@@ -87,7 +89,6 @@ def _collect(store: Store, run: str):
     lengths = np.array([store.clip(c).n_frames for c in ids], dtype=np.int64)
     folds = sorted(doc["folds"], key=lambda f: f["index"])
     head_folds = {f["index"]: f for f in head["folds"]} if head else {}
-    per_fold_cnn = doc["settings"]["cnn_scope"] == "fold"
     used = head["labels_used"] if head else doc["labels"]
 
     def mask(members) -> np.ndarray:
@@ -114,7 +115,9 @@ def _collect(store: Store, run: str):
         "n_frames": lengths,
         "offsets": np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
         "fold_names": _text([f["name"] for f in folds]),
-        "embedding_fold": np.array([f["index"] if per_fold_cnn else 0 for f in folds], dtype=np.int64),
+        # The CNN group whose embeddings each fold's head used, as the run records it (a cross-fitted
+        # run's group that held the fold's test subject out; never the fold's own index there).
+        "embedding_fold": np.array([embedding_fold(doc, f) for f in folds], dtype=np.int64),
         "test_fold": test_fold,
         "fold_test": fold_test,
         "fold_train": fold_train,
@@ -131,12 +134,13 @@ def _collect(store: Store, run: str):
         arrays["pred_index"] = np.array([classes.index(v) if v else -1 for v in pred], dtype=np.int64)
         arrays["probs"] = probs
     regions = list(doc["regions"])
-    n_emb, _, _, dim = group[f"embeddings/{regions[0]}"].shape
+    n_emb, _, _, dim = group[f"embeddings/{regions[0]}"].shape if regions else (0, 0, 0, 0)
     meta = {
         "format": EXPORT_NAME, "export_version": EXPORT_VERSION, "writer": f"roistore {__version__}",
         "store": store.where, "store_format_version": store.header["format_version"], "run": run,
         "state": doc.get("state"), "view": doc["settings"]["view"], "protocol": doc["settings"]["protocol"],
-        "cnn_scope": doc["settings"]["cnn_scope"], "leakage": bool(doc.get("leakage")),
+        "cnn_scope": doc["settings"].get("cnn_scope"), "leakage": bool(doc.get("leakage")),
+        "method": method or "region-cnn+lstm", "features": doc["settings"].get("features"),
         "permuted": (head["settings"] if head else doc["settings"]).get("permute_labels") is not None,
         "regions": regions, "embedding_dim": int(dim), "embedding_folds": int(n_emb),
         "settings": {"embed": doc["settings"], "head": head["settings"] if head else None},
@@ -187,3 +191,68 @@ def _write_hdf5(path: str, arrays: dict, meta: dict, embeddings) -> None:
 
 
 __all__ = ["EXPORT_VERSION", "FORMATS", "export_run"]
+
+
+def export_features(store: Store, name: str, out: str | Path, fmt: str = "hdf5", *, overwrite: bool = False) -> dict:
+    """Write feature set ``name`` of ``store`` to ``out`` as HDF5 or NPZ, with the leak-free folds.
+
+    Names in the file: ``clip_ids``, ``datasets``, ``subjects`` (``dataset/subject``), ``face``
+    and ``regions/<R>`` (float32 ``(clips, size, size, 3)``: u, v, strain), ``onset_frame``,
+    ``apex_frame``, ``apex_source``; per view ``labels/<view>`` (``""`` where the view leaves a
+    clip out) and the method's LOSO folds, ``folds/<view>/test_fold`` (the fold that tests each
+    clip, -1 outside the view) and ``folds/<view>/fold_names``; ``meta`` (JSON: the set's
+    settings). Other protocols: :meth:`roi_store.store.features.FeatureSet.folds`.
+
+    Returns
+    -------
+    dict
+        ``out``, ``format``, ``clips``, ``arrays`` (names).
+
+    Raises
+    ------
+    RoiStoreError
+        If the set does not exist or is not complete, ``fmt`` is unknown, or ``out`` exists
+        (without ``overwrite``).
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(f"invalid export format {fmt!r}: allowed values are {', '.join(FORMATS)}")
+    out = Path(out)
+    check_output(out, overwrite)
+    fset = store.features(name)
+    apex = fset.apex
+    arrays = {"clip_ids": _text(fset.clips), "datasets": _text(fset.datasets), "subjects": _text(fset.subjects),
+              "onset_frame": apex["onset"], "apex_frame": apex["frame"], "apex_source": _text(apex["source"]),
+              "face": fset.face}
+    for region in fset.attrs["crops"][1:]:
+        arrays[f"regions/{region}"] = fset.region(region)
+    for view in store.views:
+        labels = fset.labels(view)
+        arrays[f"labels/{view}"] = _text([v or "" for v in labels])
+        if not any(labels):
+            continue
+        plan = fset.folds(view, "loso")
+        test_fold = np.full(len(labels), -1, dtype=np.int64)
+        for fold in plan:
+            test_fold[fold["test_index"]] = fold["index"]
+        arrays[f"folds/{view}/test_fold"] = test_fold
+        arrays[f"folds/{view}/fold_names"] = _text([f["name"] for f in plan])
+    meta = {"format": EXPORT_NAME, "export_version": EXPORT_VERSION, "writer": f"roistore {__version__}",
+            "store": store.where, "store_format_version": store.header["format_version"], "feature_set": name,
+            **fset.attrs}
+    with atomic_file(out) as tmp:
+        if fmt == "npz":
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **arrays, meta=np.array(json.dumps(meta)))
+        else:
+            import h5py
+
+            text = h5py.string_dtype("utf-8")
+            with h5py.File(tmp, "w") as f:
+                for key in ("format", "export_version", "writer", "feature_set", "store"):
+                    f.attrs[key] = meta[key]
+                f.create_dataset("meta", data=json.dumps(meta), dtype=text)
+                for key, value in arrays.items():
+                    utf8 = value.dtype.kind == "U"
+                    f.create_dataset(key, data=value.astype(object) if utf8 else value, dtype=text if utf8 else None,
+                                     compression=None if utf8 or value.ndim < 2 else "gzip")
+    return {"out": str(out), "format": fmt, "clips": len(fset.clips), "arrays": sorted([*arrays, "meta"])}

@@ -19,16 +19,26 @@ from roi_store.ids import printable
 from roi_store.errors import FormatVersionError, StoreError, ValidationError
 
 FORMAT_NAME = "roistore"
-FORMAT_VERSION = 1
-#: Versions this release reads. A version not listed here but lower than FORMAT_VERSION would
-#: need an upgrade step; there is none yet because 1 is the first released version.
-READABLE_VERSIONS = frozenset({1})
+FORMAT_VERSION = 2
+#: Versions this release reads. Format 2 added the aligned whole-face crops (array ``face``) that
+#: flow feature sets are computed from; a format 1 store reads as before, and
+#: ``roistore upgrade`` (:func:`roi_store.ingest.upgrade.upgrade_store`) cuts its face crops
+#: from the source frames and makes it format 2 in place.
+READABLE_VERSIONS = frozenset({1, 2})
+#: The first format version whose stores hold the whole-face crops.
+FACE_VERSION = 2
 ATTRS_KEY = "roistore"
 
 
 def stamp(header: dict) -> dict:
-    """Return ``header`` with the format's name, version and writer set (the one writer of these)."""
-    return {**header, "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "writer": f"roistore {__version__}"}
+    """Return ``header`` with the format's name, version and writer set (the one writer of these).
+
+    A header that names its version keeps it: appending to a format 1 store must not make it
+    claim format 2's face crops. Only a new store, or an upgrade that sets the version itself,
+    gets :data:`FORMAT_VERSION`.
+    """
+    version = header.get("format_version", FORMAT_VERSION)
+    return {**header, "format": FORMAT_NAME, "format_version": version, "writer": f"roistore {__version__}"}
 
 
 def check(attrs: dict, where: str) -> dict:

@@ -28,6 +28,14 @@ ZSTD_LEVEL = 1
 #: and the padding past them is never written (nor compressed, nor read).
 TIME_CHUNK = 64
 CLIPS = "clips"
+#: The whole-face crops of format 2 (uint8 (rows, t_max, size, size), rows as the regions'),
+#: beside ``regions`` because they are no region of the layout.
+FACE = "face"
+
+
+def array_path(name: str) -> str:
+    """Where the clip array ``name`` lies: a region's under ``regions/``, the face crops at ``face``."""
+    return FACE if name == FACE else f"{REGIONS}/{name}"
 
 
 def compressors():
@@ -109,7 +117,7 @@ def _usable(doc: dict) -> bool:
 
 
 def summary(store) -> dict:
-    """What ``roistore info --json`` prints for ``store`` (a stable interface; see README)."""
+    """What ``roistore info --json`` prints for ``store`` (a stable interface; see the docs, Command reference)."""
     clips = store.clips
     records = store.records().values()
     out: dict = {
@@ -142,6 +150,9 @@ def summary(store) -> dict:
         out["views"][name] = {**_view_counts(members, name, view["classes"]), "datasets": vds}
     for items in store.header.get("skipped", {}).values():
         out["skipped"].extend(items)
+    from roi_store.store.features import feature_summary  # features builds on the store, which uses this module
+
+    out["feature_sets"] = feature_summary(store)
     return out
 
 
@@ -184,10 +195,10 @@ def write_clip_frames(store_path: str, row: int, blocks: dict[str, np.ndarray]) 
 
     async def write() -> None:
         arrays = _WRITE_ARRAYS.get(key)
-        if arrays is None or any(row >= a.shape[0] for a in arrays.values()):
+        if arrays is None or any(n not in arrays for n in blocks) or any(row >= a.shape[0] for a in arrays.values()):
             group = await zarr.api.asynchronous.open_group(store_path, mode="r+")
             _WRITE_ARRAYS.clear()
-            arrays = _WRITE_ARRAYS[key] = {n: await group.getitem(f"{REGIONS}/{n}") for n in blocks}
+            arrays = _WRITE_ARRAYS[key] = {n: await group.getitem(array_path(n)) for n in blocks}
         writes = []
         for name, block in blocks.items():
             arr = arrays[name]

@@ -20,7 +20,7 @@ from roi_store.store import format as fmt
 from roi_store.store import lock as locks
 from roi_store.store.lock import now
 from roi_store.store.runs import (COMMIT, COMPLETE, FAILED, HEAD, PLAN_KEYS, RUNS, RunData, _attrs, _run_path,
-                                  commit_doc, fold_checksum, fold_docs, who)
+                                  commit_doc, fold_checksum, fold_docs, recent_activity, who)
 from roi_store.store.store import Store
 
 
@@ -49,7 +49,9 @@ class RunWriter:
                 store.zgroup.create_group(RUNS)
             except zarr.errors.ContainsGroupError:
                 pass
-        lock = locks.acquire(Path(root) / _run_path(name), f"run {name!r} of {store.where}", command)
+        # A dead writer whose workers still beat keeps its lock: they may still write the run.
+        lock = locks.acquire(Path(root) / _run_path(name), f"run {name!r} of {store.where}", command,
+                             activity=lambda owner: recent_activity(store, name, owner))
         killpoints.reached("run.claimed")
         return cls(store, name, lock)
 

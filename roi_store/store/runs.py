@@ -13,6 +13,7 @@ Layout (see ``schemas/FORMAT.rst``)::
     runs/<name>/head/folds/<k>       attrs["fold"]: head fold k is done, with its predictions
     runs/<name>/head/commit          attrs["commit"]: the head is complete, pooled predictions (last)
     runs/<name>/failed               attrs["failure"]: why the last attempt failed
+    runs/<name>/heartbeat            attrs["heartbeat"]: the latest progress of training (rewritten)
 
 A head-only control (``fit-lstm --run R --permute-labels S``) is a run whose plan is R's plus ``embeddings_from``
 (R and its embed checksum); it has no embeddings, CNN models or embed commit: it reads R's.
@@ -26,6 +27,7 @@ models and marker through :class:`RunData`, which nobody else touches.
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import json
 import platform
@@ -35,18 +37,26 @@ from pathlib import Path
 import numpy as np
 import zarr
 import zarr.codecs
+import zarr.errors
 
 from roi_store import killpoints
 from roi_store.errors import FormatVersionError, RoiStoreError, StoreError
 from roi_store.store import format as fmt
 from roi_store.store import lock as locks
-from roi_store.store.layout import compressors
+from roi_store.store.layout import compressors, run_async
 from roi_store.store.store import Store
 
 RUNS = "runs"
 FOLDS, COMMIT, HEAD, FAILED = "folds", "commit", "head", "failed"
 #: What ``roistore runs`` and ``validate`` call a run.
 COMPLETE, RUNNING, INCOMPLETE, FAILED_STATE = "complete", "running", "incomplete", "failed"
+#: A run whose lock is held but whose writing shows no life (see :func:`run_status`).
+STALLED = "stalled"
+#: The group of a run's heartbeat: the one document rewritten in place (:meth:`RunData.write_heartbeat`).
+HEARTBEAT = "heartbeat"
+#: Seconds after which a heartbeat is old: training writes one at least every few seconds, and
+#: what happens between trainings (reading frames, embedding clips) takes minutes at most.
+STALE_AFTER = 600.0
 #: The parts of a run's plan that must match for a re-run to resume it.
 PLAN_KEYS = ("kind", "settings", "classes", "cnn_classes", "regions", "clips", "labels", "true_labels", "folds",
              "leakage", "embedding_folds", "embeddings_from")
@@ -129,36 +139,158 @@ def embeddings_source(store: Store, name: str) -> str:
     return ((_attrs(store, _run_path(name), "run") or {}).get("embeddings_from") or {}).get("run") or name
 
 
+# --- heartbeat -----------------------------------------------------------------------------
+def lock_owner(store: Store, name: str) -> dict:
+    """Who holds (or held, if that process died) the run's lock; {} if nobody does or the store is no folder."""
+    root = getattr(store.zgroup.store, "root", None)
+    return (locks.read_owner(Path(root) / _run_path(name) / locks.LOCK) if root is not None else None) or {}
+
+
+def heartbeat(store: Store, name: str) -> dict | None:
+    """The run's latest heartbeat document, or None (none written, or unreadable: it is optional)."""
+    try:
+        node = store.zgroup.get(f"{_run_path(name)}/{HEARTBEAT}")
+        doc = node.attrs.get(HEARTBEAT) if isinstance(node, zarr.Group) else None
+    except Exception:  # noqa: BLE001 -- a heartbeat being replaced, or damaged: readers do without it
+        return None
+    return dict(doc) if isinstance(doc, dict) else None
+
+
+def heartbeat_age(beat: dict, now: _dt.datetime | None = None) -> float | None:
+    """Seconds since the heartbeat was written (None if it has no readable time)."""
+    try:
+        updated = _dt.datetime.fromisoformat(beat["updated"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return max(0.0, ((now or _dt.datetime.now(_dt.timezone.utc)) - updated).total_seconds())
+
+
+def attempt_heartbeat(store: Store, name: str, owner: dict) -> dict | None:
+    """The heartbeat of the attempt holding (or that held) the lock ``owner``; None if it wrote none.
+
+    A heartbeat names the lock of its attempt; one left by an earlier attempt is not this one's.
+    """
+    beat = heartbeat(store, name)
+    if beat is None or not owner:
+        return None
+    if beat.get("lock") is not None:
+        return beat if beat["lock"] == owner.get("token") else None
+    return beat if str(beat.get("updated", "")) >= str(owner.get("since", "")) else None
+
+
+def _beating(beat: dict | None) -> float | None:
+    """The age of a fresh heartbeat whose writer may still live (on another host, or alive here), else None.
+
+    A heartbeat written by a process of this host that is gone (the killed writer itself, most
+    often) shows no life, however fresh.
+    """
+    age = heartbeat_age(beat) if beat else None
+    if age is None or age >= STALE_AFTER:
+        return None
+    return None if locks.owner_alive({"host": beat.get("host"), "pid": beat.get("pid")}) is False else age
+
+
+def recent_activity(store: Store, name: str, owner: dict) -> str | None:
+    """For a lock whose owner looks dead: what still shows life (a fresh heartbeat of its attempt written by a
+    process that may live), or None."""
+    beat = attempt_heartbeat(store, name, owner)
+    age = _beating(beat)
+    if age is None:
+        return None
+    return (f"its heartbeat was written {duration(age)} ago by pid {beat.get('pid', '?')} on host "
+            f"{beat.get('host', '?')}")
+
+
+def duration(seconds: float) -> str:
+    """A span of time in words: ``35 s``, ``4 min``, ``2 h 10 min``, ``3 d 4 h``."""
+    s = int(round(max(0.0, seconds)))
+    if s < 60:
+        return f"{s} s"
+    m = s // 60
+    if m < 60:
+        return f"{m} min"
+    h, m = divmod(m, 60)
+    if h < 48:
+        return f"{h} h {m} min" if m else f"{h} h"
+    d, h = divmod(h, 24)
+    return f"{d} d {h} h" if h else f"{d} d"
+
+
+def progress_text(beat: dict, step: bool = True) -> str:
+    """A heartbeat in words: ``CNN fold 3, epoch 41/100, 2,400 region frames/s; 4/10 folds done, ETA 2 h 10 min``.
+
+    ``step`` False leaves out the step and its epoch (a bar shows them).
+    """
+    parts = []
+    if step:
+        parts.append(beat.get("step") or beat.get("stage", "?"))
+        if beat.get("epochs"):
+            parts.append(f"epoch {beat.get('epoch', 0)}/{beat['epochs']}")
+    if beat.get("rate"):
+        parts.append(f"{beat['rate']:,.0f} {beat.get('rate_unit', 'items/s')}")
+    text = ", ".join(parts)
+    tail = []
+    if (beat.get("folds_total") or 0) > 1:
+        tail.append(f"{beat.get('folds_done', 0)}/{beat['folds_total']} folds done")
+    if beat.get("eta_seconds") is not None:
+        tail.append(f"ETA {duration(beat['eta_seconds'])}")
+    return "; ".join(t for t in (text, ", ".join(tail)) if t)
+
+
 def run_status(store: Store, name: str) -> dict:
     """A run's state, who and when, settings and fold progress (what ``roistore runs`` lists, with scores).
 
     ``state`` is about the run's latest stage (``embed``, or ``head`` once a head fit started):
-    ``complete`` (committed), ``running`` (a live process holds its lock), ``failed`` (the last
-    attempt raised; ``reason`` says why) or ``incomplete`` (interrupted: re-run the same command).
+    ``complete`` (committed), ``running`` (a live process holds its lock, or one on another host
+    or container, and its heartbeat, if any, is fresh), ``stalled`` (the lock is held but the
+    writing shows no life: no heartbeat for :data:`STALE_AFTER` seconds, or the writer died while
+    its workers still write; ``reason`` says which), ``failed`` (the last attempt raised;
+    ``reason`` says why) or ``incomplete`` (interrupted: re-run the same command; ``reason``
+    names the writer that died, if its lock is left). ``heartbeat`` is the latest heartbeat of a
+    running or stalled attempt (``heartbeat_age`` its age in seconds, ``progress`` it in words).
     """
     path = _run_path(name)
     doc = _attrs(store, path, "run") or {}
     head = _attrs(store, f"{path}/{HEAD}", "head")
     failure = _attrs(store, f"{path}/{FAILED}", "failure")
-    root = getattr(store.zgroup.store, "root", None)  # who holds the lock (or held it, if that process died)
-    owner = (locks.read_owner(Path(root) / path / locks.LOCK) if root is not None else None) or {}
+    owner = lock_owner(store, name)  # who holds the lock (or held it, if that process died)
     source = embeddings_source(store, name)
     embedded, fitted = commit_doc(store, source, "embed"), commit_doc(store, name, "head")
-    stage = "head" if head is not None or source != name or owner.get("command") == "fit-lstm" else "embed"
+    # A flow method's run (kind "ststnet") has one stage, written as a head: its predictions.
+    stage = ("head" if head is not None or source != name or owner.get("command") in ("fit-lstm", "fit")
+             or doc.get("kind", "region-cnn+lstm") != "region-cnn+lstm" else "embed")
     committed = fitted if stage == "head" else embedded
+    state, reason, beat, age = None, None, None, None
     if committed is not None:
         state = COMPLETE
-    elif owner and locks.owner_alive(owner) is not False:
-        state = RUNNING
-    elif failure is not None and failure.get("stage") == stage:
-        state = FAILED_STATE
-    else:
-        state = INCOMPLETE
-    return {"name": name, "state": state, "stage": stage,
-            "reason": failure["reason"] if state == FAILED_STATE else None,
+    elif owner:
+        alive = locks.owner_alive(owner)
+        beat = attempt_heartbeat(store, name, owner)
+        age = heartbeat_age(beat) if beat else None
+        writer = f"its writer (pid {owner.get('pid', '?')} on host {owner.get('host', '?')})"
+        if alive is False and _beating(beat) is not None:
+            state, reason = STALLED, (f"{writer} died, but its heartbeat was written {duration(age)} ago: a worker "
+                                      "may still be writing; stop it, then re-run the same command")
+        elif alive is False:
+            reason = f"writer pid {owner.get('pid', '?')} on host {owner.get('host', '?')} died"
+        elif age is not None and age >= STALE_AFTER:
+            state, reason = STALLED, f"no heartbeat for {duration(age)}: " + (
+                f"{writer} is alive but not training (hung?); stop it, then re-run the same command" if alive else
+                f"{writer} probably died; if so, delete {path}/{locks.LOCK} and re-run the same command")
+        else:
+            state = RUNNING
+    if state is None:
+        if failure is not None and failure.get("stage") == stage:
+            state, reason = FAILED_STATE, failure["reason"]
+        else:
+            state = INCOMPLETE
+    shown = beat if state in (RUNNING, STALLED) else None
+    return {"name": name, "state": state, "stage": stage, "reason": reason,
             "user": doc.get("user", owner.get("user")), "host": doc.get("host", owner.get("host")),
             "created": doc.get("created"), "finished": (committed or {}).get("committed"),
-            "writer": owner if state == RUNNING else None,
+            "writer": owner if state in (RUNNING, STALLED) else None,
+            "heartbeat": shown, "heartbeat_age": round(age, 1) if shown and age is not None else None,
+            "progress": progress_text(shown) if shown else None,
             "settings": doc.get("settings"), "head_settings": (head or {}).get("settings"),
             "leakage": bool(doc.get("leakage")), "clips": len(doc.get("clips", [])),
             "embeddings_from": source if source != name else None,
@@ -176,7 +308,7 @@ def embedding_fold(doc: dict, fold: dict) -> int:
     """Which CNN fold's embeddings a fold's head uses (runs made before cross-fitting name none)."""
     if "embedding_fold" in fold:
         return fold["embedding_fold"]
-    return fold["index"] if doc["settings"]["cnn_scope"] == "fold" else 0
+    return fold["index"] if doc["settings"].get("cnn_scope", "fold") == "fold" else 0
 
 
 def run_document(store: Store, name: str) -> dict:
@@ -213,6 +345,12 @@ def head_document(store: Store, name: str) -> dict:
 def not_ready(store: Store, name: str, status: dict) -> RoiStoreError:
     """The one-line error for a run whose embed, or head, is not committed (``status``: :func:`run_status`)."""
     source = embeddings_source(store, name)
+    plan = _attrs(store, _run_path(name), "run") or {}
+    if plan.get("kind", "region-cnn+lstm") != "region-cnn+lstm":
+        s = plan.get("settings") or {}
+        return RoiStoreError(f"run {name!r} has no complete fit ({status['state']}): re-run the same 'roistore fit "
+                             f"{store.where} --run {name} --method {s.get('method')} --features {s.get('features')}' "
+                             "command to resume it")
     if commit_doc(store, source, "embed") is None:
         return RoiStoreError(f"run {source!r} has no complete embed ({status['state']}): re-run the same "
                              f"'roistore embed {store.where} --run {source}' command to resume it")
@@ -266,6 +404,41 @@ class RunData:
     def write_document(self, key: str, doc: dict) -> None:
         self._group.attrs[key] = doc
 
+    def write_heartbeat(self, doc: dict) -> None:
+        """Replace the run's heartbeat (group ``heartbeat``, attribute ``heartbeat``; ``schemas/FORMAT.rst``).
+
+        The one document of a run rewritten in place, by whichever process trains the run: Zarr
+        writes the whole ``zarr.json`` beside the old one and renames it into place, so a reader
+        finds the old heartbeat or the new one, and the last of two writers wins.
+        """
+        doc = {**doc, "format_version": fmt.FORMAT_VERSION}
+        fmt.validate_document(doc, "run.heartbeat", f"{self.where} heartbeat")
+        try:
+            node = self._group.require_group(HEARTBEAT)
+        except zarr.errors.ContainsGroupError:  # another worker made it meanwhile
+            node = self._group[HEARTBEAT]
+        node.attrs.put({HEARTBEAT: doc})
+
+    def heartbeat(self) -> dict | None:
+        """The run's latest heartbeat, or None."""
+        try:
+            return self.document(HEARTBEAT, HEARTBEAT)
+        except Exception:  # noqa: BLE001 -- being replaced, or damaged: it is optional
+            return None
+
+    def markers(self, stage: str) -> int:
+        """How many folds of ``stage`` have their marker (one listing of the folder; no document read)."""
+        base = FOLDS if stage == "embed" else f"{HEAD}/{FOLDS}"
+        prefix = f"{self._group.path}/{base}/"
+
+        async def listing() -> list[str]:
+            return [key async for key in self._group.store.list_prefix(prefix)]
+
+        keys = run_async(listing())
+        return len({k[len(prefix):].split("/")[0] for k in keys
+                    if k.endswith("/zarr.json") and k[len(prefix):].split("/")[0].isdigit()
+                    and k.count("/") == prefix.count("/") + 1})
+
     def embedding_arrays(self, regions: list[str], n_folds: int, n_clips: int, t_max: int, dim: int) -> None:
         """``embeddings/<region>`` float16 (folds, clips, t_max, dim), one chunk per fold; existing ones kept."""
         for r in regions:
@@ -292,6 +465,29 @@ class RunData:
             raise StoreError(f"model {path} is missing from run {self._group.attrs.get('run', {}).get('name')}: "
                              "re-run the command that makes it")
         return self._group[path][:].tobytes()
+
+    def put_checkpoint(self, path: str, data: bytes) -> None:
+        """Replace the checkpoint at ``path`` (``checkpoints/cnn/<folds>``); its digest is written last, so
+        a checkpoint cut short by a kill is never read back."""
+        put_bytes(self._group, path, data)
+        self._group[path].attrs["sha256"] = digest(data)
+
+    def checkpoint(self, path: str) -> bytes | None:
+        """The checkpoint at ``path``, or None (none, or one whose writing was cut short)."""
+        if path not in self._group:
+            return None
+        arr = self._group[path]
+        want = arr.attrs.get("sha256")
+        try:
+            data = arr[:].tobytes()
+        except Exception:  # noqa: BLE001 -- a chunk cut short: start the step afresh
+            return None
+        return data if want is not None and digest(data) == want else None
+
+    def drop(self, path: str) -> None:
+        """Delete ``path`` below the run (a spent checkpoint), if it is there."""
+        if path in self._group:
+            del self._group[path]
 
     def mark_fold(self, stage: str, index: int, doc: dict) -> None:
         """Mark fold ``index`` of ``stage`` done: after its chunks and models, one document, written once."""

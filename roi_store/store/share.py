@@ -18,12 +18,13 @@ from pathlib import Path
 
 from roi_store.errors import StoreError
 from roi_store.store.layout import PENDING
-from roi_store.store.lock import LOCK
+from roi_store.store.lock import LOCK, TAKEOVER
+from roi_store.store.features import feature_summary
 from roi_store.store.runs import list_runs
 from roi_store.store.store import open_store
 
 #: Run states that mean a command is still writing the run (or was killed while it did).
-BUSY_STATES = ("running", "incomplete")
+BUSY_STATES = ("running", "stalled", "incomplete")
 #: A fixed member time, so that the same store always packs to the same bytes.
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -83,6 +84,8 @@ def pack_store(store_path: str | Path, out: str | Path, *, force: bool = False, 
     pending = [r.id for r in store.records().values() if r.status == PENDING]
     runs = list_runs(store)
     unfinished = [f"run {r['name']!r} is {r['state']}" for r in runs if r.get("state") in BUSY_STATES]
+    unfinished += [f"feature set {name!r} is {s['state']} (re-run its 'roistore flow')"
+                   for name, s in feature_summary(store).items() if s["state"] != "complete"]
     if pending:
         many = len(pending) > 1
         unfinished.insert(0, f"{len(pending)} clip{'s are' if many else ' is'} pending ({pending[0]}"
@@ -149,7 +152,8 @@ def _store_files(root: Path) -> list[tuple[str, Path]]:
                 raise StoreError(f"{path} is a link or a special file: a store folder holds plain files only; "
                                  "replace it with the file itself")
         for name in filenames:
-            if name.endswith(PARTIAL_SUFFIX) or name == LOCK or (name.startswith(f"{LOCK}.") and name.endswith(".tmp")):
+            if name.endswith(PARTIAL_SUFFIX) or name in (LOCK, TAKEOVER) or \
+                    (name.startswith(f"{LOCK}.") and name.endswith(".tmp")):
                 continue  # a file whose writer was killed mid-write, or a writer's claim: never part of the store
             path = Path(dirpath) / name
             out.append((path.relative_to(root).as_posix(), path))

@@ -4,7 +4,9 @@ Layout (see ``schemas/FORMAT.rst``)::
 
     STORE/                      root group; attrs["roistore"] = header (format, settings, log)
     STORE/regions/R0 .. R5      uint8 (rows, t_max, h, w); chunks of (1, 64, h, w), zero-padded
+    STORE/face                  uint8 (rows, t_max, 112, 112): the aligned whole face (format 2 on)
     STORE/clips/<ds>/<subj>/<clip>   one group per clip; attrs["record"] = the clip's record
+    STORE/features/<name>/      a feature set (``roistore flow``): float32 arrays face, R0 .. R5
 
 A store is written as a folder on a local path. Readers also open the same hierarchy packed in a
 zip file (``roistore pack``) or behind any fsspec URL (``file://``, ``s3://``, ``zip://...``);
@@ -32,8 +34,8 @@ from roi_store.ids import ClipKey
 from roi_store.store import format as fmt
 from roi_store.store.labels import MEGC2019
 from roi_store.store.layout import (  # noqa: F401 -- COMPLETE, PENDING, SKIPPED: the layout's names, for callers
-    CLIPS, COMPLETE, PENDING, REGIONS, SKIPPED, TIME_CHUNK, ClipRecord, chunk_keys, clip_path, compressors,
-    record_problem, run_async, summary)
+    CLIPS, COMPLETE, FACE, PENDING, REGIONS, SKIPPED, TIME_CHUNK, ClipRecord, array_path, chunk_keys, clip_path,
+    compressors, record_problem, run_async, summary)
 from roi_store.store.lock import now, pid_alive
 from roi_store.store.sources import is_url, local_store_path, open_url, open_zip, read_only_message
 
@@ -76,6 +78,11 @@ class Store:
     def regions(self) -> list[str]:
         """Region names, in order."""
         return [r["name"] for r in self.header["layout"]["regions"]]
+
+    @property
+    def arrays(self) -> list[str]:
+        """Every per-frame clip array: the regions, and ``face`` in a store that holds face crops (format 2)."""
+        return [*self.regions, *([FACE] if "face" in self.header else [])]
 
     @property
     def t_max(self) -> int:
@@ -191,8 +198,11 @@ class Store:
         store: a missing chunk raises rather than reading as blank frames.
         """
         recs = [self.clip(c) for c in clip_ids]
-        if region not in self.regions:
-            raise StoreError(f"invalid region {region!r}: allowed values are {', '.join(self.regions)}")
+        if region not in self.arrays:
+            if region == FACE:
+                raise StoreError(f"{self.where} is a format {self.header['format_version']} store without face crops: "
+                                 f"run 'roistore upgrade {self.where}' to add them")
+            raise StoreError(f"invalid region {region!r}: allowed values are {', '.join(self.arrays)}")
         arr = self.array(region)
         if recs and max(r.row for r in recs) >= arr.shape[0]:
             self._arrays.pop(region, None)  # another process grew the arrays since they were opened
@@ -224,7 +234,7 @@ class Store:
 
     def _check_written(self, arr: zarr.Array, rec: ClipRecord, region: str, frames: np.ndarray) -> None:
         # A missing chunk would read as zeros (the fill value): silently wrong data.
-        step, base = arr.chunks[1], f"{REGIONS}/{region}/"
+        step, base = arr.chunks[1], f"{array_path(region)}/"
         keys = [base + key for key in chunk_keys(arr, rec.row, rec.n_frames)]
         blank = [key for j, key in enumerate(keys) if not frames[j * step:(j + 1) * step].any()]
         if blank:
@@ -253,13 +263,32 @@ class Store:
         """
         try:
             if region not in self._arrays:
-                self._arrays[region] = self.zgroup[f"{REGIONS}/{region}"]
+                self._arrays[region] = self.zgroup[array_path(region)]
             return self._arrays[region]
         except KeyError:
             state = "is missing"
         except Exception as exc:  # a damaged zarr.json: JSON, key or value errors
             state = f"is damaged ({type(exc).__name__})"
-        raise StoreError(f"{self.where}: array {REGIONS}/{region} {state}: {_RESTORE}")
+        raise StoreError(f"{self.where}: array {array_path(region)} {state}: {_RESTORE}")
+
+    # --- feature sets ---------------------------------------------------------------------
+    def feature_sets(self) -> list[str]:
+        """Names of the store's feature sets (``roistore flow``), complete or not, sorted."""
+        from roi_store.store.features import feature_set_names  # features builds on this module
+
+        return feature_set_names(self)
+
+    def features(self, name: str):
+        """The complete feature set ``name`` as arrays (:class:`roi_store.store.features.FeatureSet`).
+
+        Raises
+        ------
+        StoreError
+            If there is no such set, or it is not complete.
+        """
+        from roi_store.store.features import FeatureSet
+
+        return FeatureSet(self, name)
 
     # --- writing (coordinator only) ---------------------------------------------------------
     def _require_writable(self) -> None:
@@ -305,7 +334,7 @@ class Store:
         used = [r.row for r in self.records().values() if r.row is not None]
         start = max(used, default=-1) + 1
         stop = start + n
-        for name in self.regions:
+        for name in self.arrays:
             arr = self.array(name)
             if arr.shape[0] < stop:
                 arr.resize((stop, *arr.shape[1:]))
@@ -314,7 +343,7 @@ class Store:
 
     # --- summary ----------------------------------------------------------------------------
     def summary(self) -> dict:
-        """What ``roistore info --json`` prints (a stable interface; see README)."""
+        """What ``roistore info --json`` prints (a stable interface; see the docs, Command reference)."""
         return summary(self)
 
 
@@ -363,6 +392,13 @@ def open_store(path: str | Path, mode: str = "r") -> Store:
     return Store(group, where, mode)
 
 
+def create_clip_array(group: zarr.Group, path: str, t_max: int, h: int, w: int, rows: int = 0) -> zarr.Array:
+    """An empty per-frame clip array (a region's, or the face crops'): uint8, zero-padded clip rows."""
+    return group.create_array(path, shape=(rows, t_max, h, w), chunks=(1, min(TIME_CHUNK, t_max), h, w),
+                              dtype="uint8", fill_value=0, compressors=compressors(),
+                              dimension_names=("clip", "frame", "y", "x"))
+
+
 def create_store(path: str | Path, settings: dict) -> Store:
     """Create an empty store with ``settings`` (t_max, region_scheme, layout, views, relabel, ...).
 
@@ -389,9 +425,10 @@ def create_store(path: str | Path, settings: dict) -> Store:
     for region in settings["layout"]["regions"]:
         x0, y0, x1, y1 = region["box"]
         h, w = int(y1 - y0), int(x1 - x0)
-        group.create_array(f"{REGIONS}/{region['name']}", shape=(0, t_max, h, w),
-                           chunks=(1, min(TIME_CHUNK, t_max), h, w), dtype="uint8", fill_value=0,
-                           compressors=compressors(), dimension_names=("clip", "frame", "y", "x"))
+        create_clip_array(group, array_path(region["name"]), t_max, h, w)
+    if "face" in settings:
+        side = int(settings["face"]["size"])
+        create_clip_array(group, FACE, t_max, side, side)
     group.require_group(CLIPS)
     group.attrs[fmt.ATTRS_KEY] = header
     killpoints.reached("store.create")

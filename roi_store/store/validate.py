@@ -8,9 +8,10 @@ import numpy as np
 
 from roi_store.errors import RoiStoreError
 from roi_store.store import format as fmt
-from roi_store.store.layout import COMPLETE, REGIONS, SKIPPED, chunk_keys
+from roi_store.store.layout import COMPLETE, SKIPPED, array_path, chunk_keys
 from roi_store.store.runs import (FAILED, HEAD, RUNS, commit_doc, digest, embeddings_source, fold_checksum, fold_docs,
                                   run_names, run_status)
+from roi_store.store.features import combined_digest, feature_set_names, set_document, set_path
 from roi_store.store.store import Store
 
 
@@ -24,6 +25,7 @@ class ValidationReport:
     problems: list[str]
     incomplete: list[str]  # pending clips: not a fault, a run to resume
     runs: list[dict] = dataclasses.field(default_factory=list)  # {"name", "state", "stage", "chunks"}
+    features: list[dict] = dataclasses.field(default_factory=list)  # {"name", "state", "done", "clips"}
 
     @property
     def ok(self) -> bool:
@@ -43,16 +45,16 @@ def validate_store(store: Store) -> ValidationReport:
     records = store.records(strict=False)
     problems, chunks = list(store.damaged), 0
     arrays = {}
-    for name in store.regions:
+    for name in store.arrays:
         try:
             arrays[name] = store.array(name)
         except RoiStoreError as exc:
             problems.append(str(exc))
     for name, arr in arrays.items():
         if arr.shape[1:2] != (store.t_max,) or arr.dtype != "uint8":
-            problems.append(f"{REGIONS}/{name}: shape {arr.shape} / dtype {arr.dtype} "
+            problems.append(f"{array_path(name)}: shape {arr.shape} / dtype {arr.dtype} "
                             f"does not match t_max {store.t_max}")
-    stored = {name: set(store.stored_keys(f"{REGIONS}/{name}/")) for name in arrays}
+    stored = {name: set(store.stored_keys(f"{array_path(name)}/")) for name in arrays}
     for rec in records.values():
         if problem := fmt.document_problem(rec.data, "clip", f"clip {rec.id}"):
             problems.append(problem)
@@ -61,25 +63,25 @@ def validate_store(store: Store) -> ValidationReport:
             continue
         for name, arr in arrays.items():
             if rec.row is None or rec.row >= arr.shape[0]:
-                problems.append(f"clip {rec.id}: row {rec.row} is outside {REGIONS}/{name} ({arr.shape[0]} rows)")
+                problems.append(f"clip {rec.id}: row {rec.row} is outside {array_path(name)} ({arr.shape[0]} rows)")
                 continue
             keys = chunk_keys(arr, rec.row, rec.n_frames)
-            missing = [k for k in keys if f"{REGIONS}/{name}/{k}" not in stored[name]]
+            missing = [k for k in keys if f"{array_path(name)}/{k}" not in stored[name]]
             if missing:
-                problems.append(f"clip {rec.id}: chunk {REGIONS}/{name}/{missing[0]} is missing")
+                problems.append(f"clip {rec.id}: chunk {array_path(name)}/{missing[0]} is missing")
                 continue
             step, past = arr.chunks[1], False
             for j, key in enumerate(keys):  # chunk by chunk, to name the damaged one
                 try:
                     part = arr[rec.row, j * step:(j + 1) * step]
                 except Exception as exc:  # codec errors (checksum, zstd) come as several types
-                    problems.append(f"clip {rec.id}: chunk {REGIONS}/{name}/{key} is damaged ({exc})")
+                    problems.append(f"clip {rec.id}: chunk {array_path(name)}/{key} is damaged ({exc})")
                     break
                 chunks += 1
                 past = past or part[rec.n_frames - j * step:].any()
             else:  # past the clip's chunks: the zero fill value
                 if past or arr[rec.row, len(keys) * step:].any():
-                    problems.append(f"clip {rec.id}: {REGIONS}/{name} has data past its {rec.n_frames} frames")
+                    problems.append(f"clip {rec.id}: {array_path(name)} has data past its {rec.n_frames} frames")
     rows = [r.row for r in records.values() if r.row is not None]
     if len(set(rows)) != len(rows):
         problems.append("two clip records share one array row")
@@ -91,7 +93,62 @@ def validate_store(store: Store) -> ValidationReport:
         chunks += n
         status = run_status(store, name)
         runs.append({"name": name, "state": status["state"], "stage": status["stage"], "chunks": n})
-    return ValidationReport(store.where, len(records), chunks, problems, incomplete, runs)
+    sets = []
+    for name in feature_set_names(store):
+        found, n, entry = _check_feature_set(store, name, records)
+        problems += found
+        chunks += n
+        sets.append(entry)
+    return ValidationReport(store.where, len(records), chunks, problems, incomplete, runs, sets)
+
+
+def _check_feature_set(store: Store, name: str, records: dict) -> tuple[list[str], int, dict]:
+    """A feature set's document against its schema, its arrays' shapes, and every done clip's chunks.
+
+    A set still running is a state, not a fault: its done clips are checked, the rest not.
+    """
+    where = f"feature set {name}"
+    doc = set_document(store, name)
+    entry = {"name": name, "state": doc.get("state"), "done": len(doc.get("done", {})),
+             "clips": len(doc.get("clips", []))}
+    if problem := fmt.document_problem(doc, "features", where):
+        return [problem], 0, entry
+    problems, chunks = [], 0
+    row = {c: k for k, c in enumerate(doc["clips"])}
+    for clip, info in doc["done"].items():
+        rec = records.get(clip)
+        if rec is None or rec.status != COMPLETE or rec.data.get("ingested", "") != info["ingested"]:
+            problems.append(f"{where}: clip {clip} is no longer the clip it was computed from (re-ingested or "
+                            f"removed): recompute it with 'roistore flow {store.where} --name {name} --overwrite'")
+    if doc["state"] == "complete":
+        if set(doc["done"]) != set(doc["clips"]):
+            problems.append(f"{where}: complete but {len(set(doc['clips']) - set(doc['done']))} clips are not done")
+        elif doc["source_digest"] != combined_digest(doc):
+            problems.append(f"{where}: its source digest does not match its clips' (changed after it was written)")
+    want = (len(doc["clips"]), doc["size"], doc["size"], len(doc["channels"]))
+    for crop in doc["crops"]:
+        path = f"{set_path(name)}/{crop}"
+        try:
+            arr = store.zgroup[path]
+        except Exception as exc:  # missing, or a damaged zarr.json
+            problems.append(f"{where}: array {path} is missing or damaged ({type(exc).__name__})")
+            continue
+        if arr.shape != want or arr.dtype != "float32":
+            problems.append(f"{where}: {path} has shape {arr.shape} / dtype {arr.dtype}, not {want} float32")
+            continue
+        stored = set(store.stored_keys(f"{path}/"))
+        for clip in doc["done"]:
+            key = arr.metadata.encode_chunk_key((row[clip], 0, 0, 0))
+            if f"{path}/{key}" not in stored:
+                problems.append(f"{where}: clip {clip}: chunk {path}/{key} is missing")
+                continue
+            try:
+                arr[row[clip]]
+            except Exception as exc:  # codec errors (checksum, zstd) come as several types
+                problems.append(f"{where}: clip {clip}: chunk {path}/{key} is damaged ({exc})")
+                continue
+            chunks += 1
+    return problems, chunks, entry
 
 
 def _check_run(store: Store, name: str) -> tuple[list[str], int]:
@@ -114,7 +171,8 @@ def _check_run(store: Store, name: str) -> tuple[list[str], int]:
                 problems.append(problem)
     source = embeddings_source(store, name)
     fitted, embedded = commit_doc(store, name, "head"), commit_doc(store, source, "embed")
-    if fitted is not None and embedded is None:
+    own_stage = (doc or {}).get("kind", "region-cnn+lstm") != "region-cnn+lstm"  # a flow method: no embed stage
+    if fitted is not None and embedded is None and not own_stage:
         problems.append(f"{where}: its head is committed but its embed is not"
                         + (f" (it reuses run {source}'s embeddings)" if source != name else ""))
     elif source != name and fitted is not None and embedded["checksum"] != doc["embeddings_from"].get("checksum"):

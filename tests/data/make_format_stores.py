@@ -23,6 +23,10 @@ and run only that one.
     folds sharing one CNN per region, one epoch, on the CPU). Its members are deflated after packing (as ``zip
     -9`` would): the models' HDF5 files halve, and the archive stays under 1 MB. The run has
     no fitted head: a head's six LSTMs weigh 5.5 MB per fold, more than this folder should.
+``format-v2-flow``
+    Made with roistore 0.1.0 when format 2 added the whole-face crops (array ``face``) and
+    feature sets: the three two-frame clips of ``format-v1-row-chunks`` (``t_max`` 3), and
+    feature set ``flow16``: TV-L1 flow, 16 px, middle apex. Members deflated after packing.
 """
 
 from __future__ import annotations
@@ -132,10 +136,20 @@ def expectation(path: Path) -> dict:
             "time_chunk": store.array(store.regions[0]).chunks[1],
             "regions": store.regions,
             "clips": {c.id: {"n_frames": c.n_frames, "emotion": c.emotion,
-                             "frames": {r: array_digest(store.frames(c.id, r)) for r in store.regions}}
+                             "frames": {r: array_digest(store.frames(c.id, r)) for r in store.arrays}}
                       for c in store.clips},
             "runs": {name: run_expectation(store, name) for name in _run_names(store)},
+            **({"feature_sets": {name: feature_expectation(store, name) for name in store.feature_sets()}}
+               if store.feature_sets() else {}),
         }
+
+
+def feature_expectation(store, name: str) -> dict:
+    """A feature set's settings, clips, apexes and a SHA-256 of each crop's array."""
+    fset = store.features(name)
+    return {"attrs": {k: fset.attrs[k] for k in ("estimator", "size", "apex_rule", "source_digest", "crops")},
+            "clips": fset.clips, "apex": [int(k) for k in fset.apex["frame"]],
+            "arrays": {c: array_digest(fset.face if c == "face" else fset.region(c)) for c in fset.attrs["crops"]}}
 
 
 def _run_names(store) -> list[str]:
@@ -176,8 +190,17 @@ def make_time_chunks(tmp: Path, store_path: Path) -> None:
     embed(str(store_path), RUN, **EMBED)
 
 
+def make_flow(tmp: Path, store_path: Path) -> None:
+    """``format-v2-flow``: the row-chunk clips with their face crops, and feature set ``flow16``."""
+    from roi_store.ingest.flow import compute_flow
+
+    make_row_chunks(tmp, store_path)
+    compute_flow(store_path, "flow16", estimator="tvl1", size=16, apex="middle")
+
+
 #: Each archive: how its store is made, and whether its zip's members are deflated after packing.
-ARCHIVES = {"format-v1-row-chunks": (make_row_chunks, False), "format-v1-time-chunks": (make_time_chunks, True)}
+ARCHIVES = {"format-v1-row-chunks": (make_row_chunks, False), "format-v1-time-chunks": (make_time_chunks, True),
+            "format-v2-flow": (make_flow, True)}
 
 
 def make(name: str, out_dir: Path = HERE, *, overwrite: bool = False) -> Path:

@@ -28,6 +28,8 @@ class SMICReader:
     """Reader of SMIC-HS's micro-expression folders (100 fps); labels from folder names."""
 
     name = "smic"
+    #: Records' ``apex`` is the middle frame standing in, not an annotation (``flow --apex annotated`` refuses it).
+    apex_annotated = False
     fps = 100.0
     #: ``s`` and the number unpadded, as the subject folders are named; clip names follow it.
     spelling = SubjectSpelling(prefix="s", width=0, clip_follows_subject=True)
