@@ -28,8 +28,8 @@ setup: $(STAMP)
 
 test: setup
 	sh tests/install_browser.sh
-	# Two worker processes (one a core; a module's tests stay together); the slowest tests listed.
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25
+	# Two worker processes (one a core; a module's tests stay together, the slowest modules first: tests/conftest.py); the slowest tests listed.
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 
 demo: setup
 	rm -rf $(DEMO)

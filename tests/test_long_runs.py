@@ -22,8 +22,6 @@ import roi_store
 from roi_store import killpoints
 from roi_store.cli.main import cli
 from roi_store.method import backend, engine
-from roi_store.method.embed import embed
-from roi_store.method.head import fit_lstm
 from roi_store.store.runs import RunData, commit_doc, fold_docs, head_document, run_document
 
 from conftest import TINY_HEAD
@@ -110,18 +108,25 @@ def stacked_runs(tmp_path_factory):
     clean, killed = tmp / "clean.zarr", tmp / "killed.zarr"
     ingest(clean, "casme2", tmp / "data" / "CASME2" / "CASME2_RAW_selected")
     shutil.copytree(clean, killed)
-    code = f"from roi_store.method.embed import embed\nembed({str(killed)!r}, 's', **{STACKED!r})"
-    _killed(code, "train.epoch:2")  # after epoch 2's checkpoint
+    # Every run in a fresh interpreter, as a user's commands run (and as the kill tests compare them).
+    embed_code = {p: f"from roi_store.method.embed import embed\nembed({str(p)!r}, 's', **{STACKED!r})"
+                  for p in (clean, killed)}
+    whole = {p: embed_code[p] + f"\nfrom roi_store.method.head import fit_lstm\nfit_lstm({str(p)!r}, 's', **{TINY_HEAD!r})"
+             for p in (clean, killed)}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    reference = subprocess.Popen([sys.executable, "-c", whole[clean]], env=env, stderr=subprocess.PIPE, text=True)
+    _killed(embed_code[killed], "train.epoch:2")  # after epoch 2's checkpoint
     store = roi_store.open_store(killed)
     assert RunData.open(store, "s").checkpoint("checkpoints/cnn/0-1") is not None and not fold_docs(store, "s", "embed")
-    _killed(code, "embed.fold:1")  # resumed from epoch 3; fold 0 marked, fold 1 not
+    _killed(embed_code[killed], "embed.fold:1")  # resumed from epoch 3; fold 0 marked, fold 1 not
     store = roi_store.open_store(killed)
     assert sorted(fold_docs(store, "s", "embed")) == [0] and commit_doc(store, "s", "embed") is None
-    docs = {}
-    for path in (killed, clean):
-        docs[path] = embed(str(path), "s", **STACKED)
-        fit_lstm(str(path), "s", **TINY_HEAD)
-    return clean, killed, docs
+    resumed = subprocess.run([sys.executable, "-c", whole[killed]], env=env, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _, err = reference.communicate(timeout=600)
+    assert reference.returncode == 0, err[-3000:]
+    return clean, killed, {p: run_document(roi_store.open_store(p), "s") for p in (clean, killed)}
 
 
 def test_a_stacked_run_killed_and_resumed_equals_one_never_interrupted(stacked_runs):

@@ -262,9 +262,12 @@ def acquire(folder: Path, what: str, command: str, *, busy: type[Exception] = Ru
             if alive:
                 raise busy(f"{what} was being written by {describe(held)}, which is gone, but {alive}: its workers "
                            f"may still be writing; wait for them, or stop them and re-run, {hint}")
-            path.unlink(missing_ok=True)
-            if _create(path, owner):
-                return Lock(path, owner, took_over=held)
+            # Replaced in one rename, never deleted then made: a claim racing the takeover finds the
+            # lock there all the while (only takeovers, serialised here, ever replace one).
+            tmp = path.with_name(f"{path.name}.{owner['token']}.tmp")
+            tmp.write_text(json.dumps(owner))
+            os.replace(tmp, path)
+            return Lock(path, owner, took_over=held)
         held = read_owner(path) or {}
     if held and owner_alive(held) is None:
         where = ("on another host" if held.get("host") != platform.node()
