@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-pytest.importorskip("keras")
-
+import keras  # noqa: F401 -- required: if it cannot import, these tests fail rather than skip
 import roi_store  # noqa: E402
 from conftest import make_small_store  # noqa: E402
 from roi_store.cli.main import cli  # noqa: E402

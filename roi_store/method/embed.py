@@ -63,6 +63,20 @@ def permutation_groups(clips, within: str) -> list[str] | None:
     return [k[0] if within == "dataset" else f"{k[0]}/{k[1]}" for k in keys]
 
 
+def control_within(permute_labels: int | None, permute_within: str | None) -> str | None:
+    """Where a permutation control shuffles its labels (default ``"dataset"``); None when not permuting.
+
+    Raises ConfigError for ``--permute-within`` without ``--permute-labels``, or an unknown value.
+    """
+    if permute_within is not None and permute_labels is None:
+        raise ConfigError(f"--permute-within {permute_within} shapes a permutation control: give --permute-labels "
+                          "SEED too")
+    if permute_labels is None:
+        return None
+    check_choice("--permute-within", permute_within or "dataset", PERMUTE_WITHIN)
+    return permute_within or "dataset"
+
+
 def permuted_labels(labels: list[str], seed: int, groups: list[str] | None = None) -> list[str]:
     """Labels shuffled (the permutation control): clip i gets clip perm[i]'s label.
 
@@ -234,12 +248,7 @@ def embed(store_path: str, run: str, *, view: str = MEGC2019, protocol: str = "l
     check_choice("--cnn-pool", cnn_pool, POOLS)
     if cnn_folds is not None and (cnn_folds < 2 or cnn_scope == "global"):
         raise ConfigError(f"invalid --cnn-folds {cnn_folds}: give 2 or more, with --cnn-scope fold")
-    if permute_within is not None and permute_labels is None:
-        raise ConfigError(f"--permute-within {permute_within} shapes a permutation control: give --permute-labels "
-                          "SEED too")
-    if permute_labels is not None:
-        permute_within = permute_within or "dataset"
-        check_choice("--permute-within", permute_within, PERMUTE_WITHIN)
+    permute_within = control_within(permute_labels, permute_within)
     backend.select_device(gpu, cpu, max(1, backend.cores() // max(1, jobs)))
     parallel.check(jobs, scheduler, gpu is not None)
     say = log or (lambda msg: None)

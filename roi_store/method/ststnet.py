@@ -40,7 +40,7 @@ from roi_store import killpoints, parallel
 from roi_store.errors import ConfigError
 from roi_store.ids import ClipKey
 from roi_store.method import backend
-from roi_store.method.embed import PERMUTE_WITHIN, permutation_groups, permuted_labels
+from roi_store.method.embed import control_within, permutation_groups, permuted_labels
 from roi_store.method.presets import check_choice
 from roi_store.method.protocols import PROTOCOLS, make_folds, read_same_person
 from roi_store.store.format import json_safe
@@ -425,12 +425,7 @@ def fit(store_path: str, run: str, *, features: str, view: str = MEGC2019, proto
     if epochs < 1 or batch_size < 1 or (folds_per_step is not None and folds_per_step < 1) or not learning_rate > 0:
         raise ConfigError("--epochs, --batch-size, --folds-per-step and --learning-rate must be positive")
     check_choice("--protocol", protocol, PROTOCOLS)
-    if permute_within is not None and permute_labels is None:
-        raise ConfigError(f"--permute-within {permute_within} shapes a permutation control: give --permute-labels "
-                          "SEED too")
-    if permute_labels is not None:
-        permute_within = permute_within or "dataset"
-        check_choice("--permute-within", permute_within, PERMUTE_WITHIN)
+    permute_within = control_within(permute_labels, permute_within)
     backend.select_device(gpu, cpu, max(1, backend.cores() // max(1, jobs)))
     parallel.check(jobs, scheduler, gpu is not None)
     say = log or (lambda msg: None)
