@@ -128,10 +128,9 @@ def method_runs(tmp_path_factory):
 def _method_runs(tmp: Path) -> dict:
     import os
     import shutil
-    import subprocess
-    import sys
     import time
 
+    import fresh
     from roi_store.ingest.pipeline import ingest
     from roi_store.synth import generate
 
@@ -143,9 +142,7 @@ def _method_runs(tmp: Path) -> dict:
     shutil.copytree(base, shared)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     started = time.perf_counter()
-    procs = {run: subprocess.Popen([sys.executable, "-c", method_script(shared, run)], env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for run in ("a", "b")}
+    procs = {run: fresh.Process(method_script(shared, run), env=env) for run in ("a", "b")}
     results = {}
     for run, p in procs.items():
         _, err = p.communicate(timeout=600)

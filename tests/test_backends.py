@@ -19,11 +19,18 @@ import jax  # noqa: F401 -- a required test dependency (the dev extra): if it ca
 TESTS = Path(__file__).parent
 
 
+def marked_modules() -> list[str]:
+    """The test modules holding ``backend`` tests (the only ones the JAX run needs to collect)."""
+    return sorted(str(p) for p in TESTS.glob("test_*.py") if "@pytest.mark.backend" in p.read_text())
+
+
 def test_the_engines_core_tests_pass_on_jax(tmp_path):
+    modules = marked_modules()
+    assert {"test_method.py", "test_long_runs.py"} <= {os.path.basename(m) for m in modules}
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("PYTEST_XDIST_WORKER", None)
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "backend", "-p", "no:xdist", "-p",
-                           "no:cacheprovider", "--basetemp", str(tmp_path / "jax"), str(TESTS)],
+                           "no:cacheprovider", "--basetemp", str(tmp_path / "jax"), *modules],
                           cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=1500)
     report = proc.stdout[-6000:] + proc.stderr[-2000:]
     assert proc.returncode == 0, f"the backend tests failed on JAX:\n{report}"

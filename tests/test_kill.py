@@ -1,6 +1,6 @@
 """Crash safety: SIGKILL at 23 write boundaries of ingest, embed and fit-lstm.
 
-Each step starts the command in a fresh process with ``ROISTORE_TEST_KILL_AT=<label>:<n>``,
+Each step starts the command in a fresh process (``fresh.py``: Keras imported, nothing run) with ``ROISTORE_TEST_KILL_AT=<label>:<n>``,
 which makes the process SIGKILL itself the n-th time it passes that write boundary. After
 every kill the store must validate; the next step re-runs the same command on what the kill
 left (resuming it) and is killed further on; a last uninterrupted re-run must finish with
@@ -26,6 +26,7 @@ from roi_store.ingest.pipeline import ingest
 from roi_store.store.runs import head_document, run_status
 from roi_store.store.validate import validate_store
 
+import fresh
 from conftest import TINY_HEAD, TINY_RUN, method_script
 
 #: (kill point, run state expected after the kill)
@@ -62,7 +63,7 @@ INGEST_STEPS = [
 
 def _killed(code: str, point: str) -> None:
     env = {**os.environ, killpoints.ENV: point, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    proc = fresh.run(code, env=env)
     assert proc.returncode == -signal.SIGKILL, f"{point} was not reached (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
 
 

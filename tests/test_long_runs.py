@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -24,6 +22,7 @@ from roi_store.cli.main import cli
 from roi_store.method import backend, engine
 from roi_store.store.runs import RunData, commit_doc, fold_docs, head_document, run_document
 
+import fresh
 from conftest import TINY_HEAD
 
 #: Two kfold CNN folds in one step, three epochs of one batch, a checkpoint at every epoch end.
@@ -81,7 +80,7 @@ def test_a_fold_trains_alike_alone_or_beside_another():
 
 def _killed(code: str, point: str) -> None:
     env = {**os.environ, killpoints.ENV: point, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    proc = fresh.run(code, env=env)
     assert proc.returncode == -signal.SIGKILL, f"{point} was not reached (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
 
 
@@ -108,21 +107,20 @@ def stacked_runs(tmp_path_factory):
     clean, killed = tmp / "clean.zarr", tmp / "killed.zarr"
     ingest(clean, "casme2", tmp / "data" / "CASME2" / "CASME2_RAW_selected")
     shutil.copytree(clean, killed)
-    # Every run in a fresh interpreter, as a user's commands run (and as the kill tests compare them).
+    # Every run in a fresh process, as a user's commands run (and as the kill tests compare them).
     embed_code = {p: f"from roi_store.method.embed import embed\nembed({str(p)!r}, 's', **{STACKED!r})"
                   for p in (clean, killed)}
     whole = {p: embed_code[p] + f"\nfrom roi_store.method.head import fit_lstm\nfit_lstm({str(p)!r}, 's', **{TINY_HEAD!r})"
              for p in (clean, killed)}
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    reference = subprocess.Popen([sys.executable, "-c", whole[clean]], env=env, stderr=subprocess.PIPE, text=True)
+    reference = fresh.Process(whole[clean], env=env)
     _killed(embed_code[killed], "train.epoch:2")  # after epoch 2's checkpoint
     store = roi_store.open_store(killed)
     assert RunData.open(store, "s").checkpoint("checkpoints/cnn/0-1") is not None and not fold_docs(store, "s", "embed")
     _killed(embed_code[killed], "embed.fold:1")  # resumed from epoch 3; fold 0 marked, fold 1 not
     store = roi_store.open_store(killed)
     assert sorted(fold_docs(store, "s", "embed")) == [0] and commit_doc(store, "s", "embed") is None
-    resumed = subprocess.run([sys.executable, "-c", whole[killed]], env=env, capture_output=True, text=True,
-                             timeout=600)
+    resumed = fresh.run(whole[killed], env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _, err = reference.communicate(timeout=600)
     assert reference.returncode == 0, err[-3000:]

@@ -92,6 +92,40 @@ class FrameInput(layers.Layer):
         return ops.transpose(x / INPUT_SCALE[self.mode], (0, 2, 3, 1))
 
 
+def _split_groups() -> bool:
+    """Whether grouped convolutions run as one convolution per group: without a GPU, on TensorFlow
+    or JAX.
+
+    There XLA runs them (Keras sends TensorFlow's grouped convolutions through XLA on any device),
+    and one step of two stacked folds took about 6 s on this CPU against 0.3 s for one fold, on
+    both backends. Each group convolved on its own (its slice of the same kernel, the same products
+    summed) costs what the folds cost alone: 0.8 s for the same step (TensorFlow).
+    """
+    name = keras.backend.backend()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return not tf.config.list_logical_devices("GPU")
+    if name == "jax":
+        import jax
+
+        return jax.default_backend() == "cpu"
+    return False
+
+
+class FoldConv2D(layers.Conv2D):
+    """A 2-D convolution with one group per fold (``groups=folds``); see :func:`_split_groups`."""
+
+    def convolution_op(self, inputs, kernel):
+        if self.groups == 1 or not _split_groups():
+            return super().convolution_op(inputs, kernel)
+        xs = ops.split(inputs, self.groups, axis=-1)
+        ks = ops.split(kernel, self.groups, axis=-1)
+        return ops.concatenate([ops.conv(x, k, strides=list(self.strides), padding=self.padding,
+                                         dilation_rate=self.dilation_rate, data_format=self.data_format)
+                                for x, k in zip(xs, ks)], axis=-1)
+
+
 class FoldDense(layers.Layer):
     """A dense layer per fold: (batch, folds, in) -> (batch, folds, units), each fold its own kernel."""
 
@@ -165,13 +199,13 @@ def _region_tower(frame, first, region: str, folds: int, n_classes: int, dense: 
     """One region's CNNs of ``folds`` folds, side by side; returns their softmax (b, F, n)."""
     x = FrameInput(mode, name=f"input_{region}")(frame, first)
     # Every fold sees its own frames on its own channel: grouped convolutions keep the folds apart.
-    x = layers.Conv2D(models.CONV1_FILTERS * folds, 5, padding="same", activation="relu", groups=folds,
+    x = FoldConv2D(models.CONV1_FILTERS * folds, 5, padding="same", activation="relu", groups=folds,
                       name=f"{region}_conv1")(x)
     x = layers.MaxPooling2D(2, name=f"{region}_pool1")(x)
-    x = layers.Conv2D(models.CONV2_FILTERS * folds, 3, padding="same", activation="relu", groups=folds,
+    x = FoldConv2D(models.CONV2_FILTERS * folds, 3, padding="same", activation="relu", groups=folds,
                       name=f"{region}_conv2")(x)
     c2 = layers.MaxPooling2D(2, name=f"{region}_pool2")(x)
-    parts = [layers.Conv2D(models.BRANCH_FILTERS * folds, k, padding="same", activation="relu", groups=folds,
+    parts = [FoldConv2D(models.BRANCH_FILTERS * folds, k, padding="same", activation="relu", groups=folds,
                            name=f"{region}_inception_{k}x{k}")(c2) for k in models.BRANCH_KERNELS]
     parts.append(c2)
     if pool == "gap":  # (b, F * c) -> (b, F, c): grouped convolutions keep each fold's channels together
