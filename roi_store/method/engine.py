@@ -381,7 +381,7 @@ def train_group(data: ViewFrames, train: np.ndarray, *, n_classes: int, dense: i
     batches = FoldBatches(data, train, mode, alpha, batch_size, [s + 89 for s in fold_seeds], epochs)
     # Eager grouped convolutions compile on every call: several folds always run compiled.
     model = _compiled(shapes, folds, n_classes, dense, pool, mode, learning_rate, gamma,
-                      eager=folds == 1 and batches.steps <= eager_steps)
+                      eager=folds == 1 and models.run_eagerly(batches.steps, eager_steps))
     plain = {}
     for r_i, r in enumerate(data.names):
         for f in range(folds):

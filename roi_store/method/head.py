@@ -232,7 +232,7 @@ def train_head(seqs: list[list[np.ndarray]], y: np.ndarray, train_idx: np.ndarra
     steps = int(np.ceil(len(train_idx) / settings["batch_size"])) * settings["epochs"]
     model.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]),
                   loss=models.FocalLoss(models.inverse_frequency_alpha(counts), settings["gamma"]),
-                  run_eagerly=steps <= models.EAGER_STEPS)
+                  run_eagerly=models.run_eagerly(steps))
     eye = np.eye(n_classes, dtype="float32")
     start = time.perf_counter()
     losses = []
