@@ -36,15 +36,27 @@ def write_clip(folder: Path, frame: np.ndarray, numbers, *, pattern="img{n}.jpg"
         cv2.imwrite(str(folder / pattern.format(n=n)), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
 
 
+#: This process's pristine small store and its source folder, copied by :func:`make_small_store`.
+_SMALL: dict = {}
+
+
 def make_small_store(tmp: Path) -> Path:
-    """CASME II layout, 3 subjects x 1 clip per class, 6 frames: 9 composite clips, in ``tmp/s.zarr``."""
+    """CASME II layout, 3 subjects x 1 clip per class, 6 frames: 9 composite clips, in ``tmp/s.zarr``
+    (its source frames in ``tmp/data``). Generated and ingested once per process, then copied: a
+    copy is what a fresh ingest of the same frames writes (the ingest tests check that)."""
+    import shutil
+
     from roi_store.ingest.pipeline import ingest
     from roi_store.synth import generate
 
-    generate(tmp / "data", preset="tiny", seed=2, datasets=("casme2",), subjects=3, clips_per_class=1, frames=6)
-    store = tmp / "s.zarr"
-    ingest(store, "casme2", tmp / "data" / "CASME2" / "CASME2_RAW_selected")
-    return store
+    if "base" not in _SMALL:
+        base = tmp.parent / f"{tmp.name}-pristine"  # beside the first caller's folder, never handed out
+        generate(base / "data", preset="tiny", seed=2, datasets=("casme2",), subjects=3, clips_per_class=1, frames=6)
+        ingest(base / "s.zarr", "casme2", base / "data" / "CASME2" / "CASME2_RAW_selected", progress=False)
+        _SMALL["base"] = base
+    shutil.copytree(_SMALL["base"] / "data", tmp / "data")
+    shutil.copytree(_SMALL["base"] / "s.zarr", tmp / "s.zarr")
+    return tmp / "s.zarr"
 
 
 @pytest.fixture
@@ -78,6 +90,38 @@ def manifest_dataset(tmp_path, face_frame):
         {"dataset": "lab", "subject": "p2", "clip": "c", "folder": "p2/c", "label": "disgust", "aus": "4+9"},
     ])
     return root, manifest
+
+
+#: The small store's shared run ``main`` (:func:`small_fitted`): kfold 2, one epoch, a narrow dense layer.
+FAST = {"epochs": 1, "batch_size": 32, "seed": 3, "cpu": True, "cnn_dense": 32}
+MAIN_HEAD = {"epochs": 1, "seed": 3, "cpu": True}
+
+
+@pytest.fixture(scope="session")
+def small_fitted(tmp_path_factory) -> Path:
+    """A folder holding the small store ``s.zarr`` (:func:`make_small_store`) with run ``main``
+    embedded (kfold 2, :data:`FAST`) and fitted (:data:`MAIN_HEAD`), and its frames ``data``:
+    built once for all workers of a session. Copy it (:func:`copy_fitted`); never write it."""
+    return Path(built_once(tmp_path_factory, "fitted", _small_fitted))
+
+
+def _small_fitted(tmp: Path) -> str:
+    from roi_store.method.embed import embed
+    from roi_store.method.head import fit_lstm
+
+    store = make_small_store(tmp)
+    embed(str(store), "main", protocol="kfold", folds=2, **FAST)
+    fit_lstm(str(store), "main", **MAIN_HEAD)
+    return str(tmp)
+
+
+def copy_fitted(source: Path, tmp: Path) -> Path:
+    """A copy of :func:`small_fitted`'s store and frames in ``tmp``; returns ``tmp/s.zarr``."""
+    import shutil
+
+    shutil.copytree(source / "data", tmp / "data")
+    shutil.copytree(source / "s.zarr", tmp / "s.zarr")
+    return tmp / "s.zarr"
 
 
 #: The smallest method run that still has two folds: one epoch, a narrow dense layer, one batch.
@@ -131,13 +175,8 @@ def _method_runs(tmp: Path) -> dict:
     import time
 
     import fresh
-    from roi_store.ingest.pipeline import ingest
-    from roi_store.synth import generate
-
-    generate(tmp / "data", preset="tiny", seed=2, datasets=("casme2",), subjects=3, clips_per_class=1, frames=6)
+    base = make_small_store(tmp)
     root = tmp / "data" / "CASME2" / "CASME2_RAW_selected"
-    base = tmp / "base.zarr"
-    ingest(base, "casme2", root)
     shared = tmp / "shared.zarr"
     shutil.copytree(base, shared)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}

@@ -14,10 +14,9 @@ from roi_store import parallel
 from roi_store.cli.main import cli
 from roi_store.errors import ClusterError, ConfigError
 from roi_store.ingest.pipeline import ingest
-from conftest import make_small_store
+from conftest import FAST, MAIN_HEAD, copy_fitted
 
 # One epoch, a narrow dense layer (as tests/test_method.py): the method end to end in seconds.
-FAST = {"epochs": 1, "batch_size": 32, "seed": 3, "cpu": True, "cnn_dense": 32}
 # No dashboard, and the scheduler's HTTP server on a free port: 8787 may be taken on a shared machine.
 SCHEDULER = {"cls": Scheduler, "options": {"dashboard": False, "dashboard_address": ":0"}}
 
@@ -47,11 +46,10 @@ def test_ingest_on_the_cluster_equals_the_local_ingest(tmp_path, manifest_datase
 
 
 @pytest.fixture(scope="module")
-def small_store(tmp_path_factory):
-    """CASME II layout, 3 subjects x 1 clip per class, 6 frames: 9 composite clips."""
-    tmp = tmp_path_factory.mktemp("dask-method")
-    store = make_small_store(tmp)
-    return store
+def small_store(tmp_path_factory, small_fitted):
+    """CASME II layout, 3 subjects x 1 clip per class, 6 frames: 9 composite clips, with run ``main``
+    made locally, not on a cluster (conftest.small_fitted, copied)."""
+    return copy_fitted(small_fitted, tmp_path_factory.mktemp("dask-method"))
 
 
 def test_folds_on_the_cluster_equal_the_local_folds(small_store, scheduler):
@@ -59,15 +57,15 @@ def test_folds_on_the_cluster_equal_the_local_folds(small_store, scheduler):
     from roi_store.method.head import fit_lstm
     from roi_store.store.runs import head_document, run_status
 
-    for run, where in (("here", None), ("there", scheduler)):
-        embed(str(small_store), run, protocol="kfold", folds=2, scheduler=where, **FAST)
-        fit_lstm(str(small_store), run, epochs=1, seed=3, cpu=True, scheduler=where)
+    # "main" ran here (conftest.small_fitted), with the same settings.
+    embed(str(small_store), "there", protocol="kfold", folds=2, scheduler=scheduler, **FAST)
+    fit_lstm(str(small_store), "there", **MAIN_HEAD, scheduler=scheduler)
     s = roi_store.open_store(small_store)
     for region in s.regions:
-        here = s.zgroup[f"runs/here/embeddings/{region}"][:]
+        here = s.zgroup[f"runs/main/embeddings/{region}"][:]
         assert here.shape[0] == 2 and np.abs(here).sum() > 0
         assert np.array_equal(here, s.zgroup[f"runs/there/embeddings/{region}"][:])
-    a, b = (head_document(s, run) for run in ("here", "there"))
+    a, b = (head_document(s, run) for run in ("main", "there"))
     assert len(a["predictions"]) == 9 and a["predictions"] == b["predictions"]
     assert [f["test_clips"] for f in a["folds"]] == [f["test_clips"] for f in b["folds"]]
     assert run_status(s, "there")["state"] == "complete" and run_status(s, "there")["stage"] == "head"

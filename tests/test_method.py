@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 import roi_store
-from conftest import make_small_store
+from conftest import FAST, MAIN_HEAD, copy_fitted
 from roi_store.cli.main import cli
 from roi_store.method.embed import embed
 from roi_store.method.head import fit_lstm
@@ -17,24 +17,21 @@ from roi_store.method.protocols import make_folds
 from roi_store.evaluation.report import run_report
 from roi_store.store.runs import fold_docs, head_document, run_document
 
-# One epoch, a narrow dense layer: the chain end to end in seconds (the real width is tested by the demo).
-FAST = {"epochs": 1, "batch_size": 32, "seed": 3, "cpu": True, "cnn_dense": 32}
+# Runs of one epoch and a narrow dense layer (conftest.FAST): the chain end to end in seconds (the real
+# width is tested by the demo).
 
 
 @pytest.fixture(scope="module")
-def small_store(tmp_path_factory):
-    """CASME II layout, 3 subjects x 1 clip per class, 6 frames: 9 composite clips."""
+def small_store(tmp_path_factory, small_fitted):
+    """CASME II layout, 3 subjects x 1 clip per class, 6 frames: 9 composite clips; with the session's
+    run ``main`` (kfold 2, conftest.FAST and MAIN_HEAD), copied for this module's runs."""
     tmp = tmp_path_factory.mktemp("method")
-    store = make_small_store(tmp)
-    return store, tmp
+    return copy_fitted(small_fitted, tmp), tmp
 
 
 @pytest.fixture(scope="module")
 def fitted(small_store):
-    store, _ = small_store
-    embed(str(store), "main", protocol="kfold", folds=2, **FAST)
-    fit_lstm(str(store), "main", epochs=2, seed=3, cpu=True)
-    return store
+    return small_store[0]
 
 
 def test_folds_hold_whole_subjects(fitted):
@@ -66,7 +63,7 @@ def test_report_equals_scikit_learn_on_pooled_predictions(fitted):
 def test_same_seed_same_predictions(fitted, small_store):
     store, _ = small_store
     embed(str(store), "again", protocol="kfold", folds=2, **FAST)
-    fit_lstm(str(store), "again", epochs=2, seed=3, cpu=True)
+    fit_lstm(str(store), "again", **MAIN_HEAD)
     s = roi_store.open_store(store)
     a = head_document(s, "main")["predictions"]
     b = head_document(s, "again")["predictions"]
@@ -124,7 +121,7 @@ def test_kfold_splits_subjects_deterministically():
 def test_folds_run_in_parallel_workers(small_store):
     store, _ = small_store
     doc = embed(str(store), "par", protocol="kfold", folds=2, jobs=2, **FAST)
-    head = fit_lstm(str(store), "par", epochs=2, seed=3, cpu=True, jobs=2)
+    head = fit_lstm(str(store), "par", **MAIN_HEAD, jobs=2)
     s = roi_store.open_store(store)
     assert doc["state"] == "complete" and doc["stage"] == "embed" and [f["index"] for f in doc["folds"]] == [0, 1]
     assert run_document(s, "par")["state"] == "complete" and run_document(s, "par")["stage"] == "head"

@@ -16,18 +16,14 @@ from click.testing import CliRunner
 import roi_store
 from roi_store.store import format as fmt
 from roi_store.cli.main import cli
-from roi_store.method.embed import embed
 from roi_store.errors import FormatVersionError, StoreError
-from roi_store.method.head import fit_lstm
-from roi_store.ingest.pipeline import ingest
 from roi_store.evaluation.report import run_report
 from roi_store.store.run_writer import RunWriter
 from roi_store.store.runs import COMMIT, head_document
 from roi_store.store.share import pack_store
-from roi_store.synth import generate
 from roi_store.store.validate import validate_store
 
-FAST = {"epochs": 1, "batch_size": 32, "seed": 3, "cpu": True, "cnn_dense": 32}
+from conftest import copy_fitted
 
 
 def run(*args):
@@ -45,14 +41,11 @@ def one_line_error(result, *parts):
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory):
-    """A CASME II store (10 clips, 9 in megc2019) with run 'main' embedded (2 folds) and fitted; its zip."""
+def fitted(tmp_path_factory, small_fitted):
+    """A CASME II store (10 clips, 9 in megc2019) with run 'main' embedded (2 folds) and fitted (the
+    session's, copied); its zip."""
     tmp = tmp_path_factory.mktemp("share")
-    generate(tmp / "data", preset="tiny", seed=2, datasets=("casme2",), subjects=3, clips_per_class=1, frames=6)
-    store = tmp / "s.zarr"
-    ingest(store, "casme2", tmp / "data" / "CASME2" / "CASME2_RAW_selected", progress=False)
-    embed(str(store), "main", protocol="kfold", folds=2, **FAST)
-    fit_lstm(str(store), "main", epochs=1, seed=3, cpu=True)
+    store = copy_fitted(small_fitted, tmp)
     packed = tmp / "s.zip"
     pack_store(store, packed)
     return store, packed, tmp
