@@ -361,9 +361,10 @@ def train_group(data: ViewFrames, train: np.ndarray, *, n_classes: int, dense: i
     """Train the region CNNs of F folds together; ``train`` (frames, F) says which frames each fold trains on.
 
     Fold f's initial weights of region r are seeded by ``fold_seeds[f] + r`` (the same plain
-    network whatever F is), its batch order and dropout masks by ``fold_seeds[f]`` too. Below
-    ``eager_steps`` optimisation steps (one fold) the step runs eagerly: compiling the six towers
-    costs about 10 s on a CPU. ``checkpoint`` saves the step's state at epoch ends and resumes from
+    network whatever F is), its batch order and dropout masks by ``fold_seeds[f]`` too. Up to
+    ``eager_steps`` optimisation steps the step runs eagerly on TensorFlow (several folds only where
+    their grouped convolutions are split, :func:`_split_groups`): compiling the six towers costs
+    about 12 s for one fold on a CPU, 25 s for two. ``checkpoint`` saves the step's state at epoch ends and resumes from
     what it saved; ``callbacks`` (Keras callbacks) hear of each epoch's begin and end.
 
     Returns ``{"model", "plain", "train_seconds", "train_frames", "epoch_seconds", "steps",
@@ -379,9 +380,9 @@ def train_group(data: ViewFrames, train: np.ndarray, *, n_classes: int, dense: i
             counts = np.bincount(data.targets[train[:, f], r_i], minlength=n_classes)
             alpha[r_i, f] = models.inverse_frequency_alpha(counts)
     batches = FoldBatches(data, train, mode, alpha, batch_size, [s + 89 for s in fold_seeds], epochs)
-    # Eager grouped convolutions compile on every call: several folds always run compiled.
+    # Grouped convolutions left to XLA compile on every eager call: there several folds run compiled.
     model = _compiled(shapes, folds, n_classes, dense, pool, mode, learning_rate, gamma,
-                      eager=folds == 1 and models.run_eagerly(batches.steps, eager_steps))
+                      eager=(folds == 1 or _split_groups()) and models.run_eagerly(batches.steps, eager_steps))
     plain = {}
     for r_i, r in enumerate(data.names):
         for f in range(folds):
