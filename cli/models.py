@@ -96,7 +96,7 @@ class FoldsPerStep(click.ParamType):
 @click.option("--cnn-dense", type=click.IntRange(min=1), default=None,
               help="Units of the CNN's dense layer before the 20-d embedding. [preset: 1024]")
 @click.option("--folds-per-step", type=FoldsPerStep(), default="1", show_default=True, metavar="N|auto",
-              help="CNN folds trained side by side in one step: faster on a GPU, far slower on a CPU; the results "
+              help="CNN folds trained side by side in one step: faster on a GPU, no faster on a CPU; the results "
                    "are the same. auto: as many as the GPU's free memory holds, 1 on a CPU.")
 @click.option("--checkpoint-every", type=click.FloatRange(min=0), default=600, show_default=True, metavar="SECONDS",
               help="Checkpoint a training step at the first epoch end after this long (0: every epoch); a killed "

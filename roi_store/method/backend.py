@@ -121,8 +121,8 @@ def auto_folds_per_step(shapes: dict, batch_size: int, dense: int, pool: str, n_
                         n_folds: int, free: int | None = None) -> tuple[int, dict]:
     """``--folds-per-step auto``: the CNN folds one training step holds, and why.
 
-    On a CPU, 1: grouped convolutions of stacked folds run far slower there than one fold at a
-    time (docs: Long runs, "Choosing a backend"). On a GPU, as many folds as 80 % of its free memory holds
+    On a CPU, 1: there a step of two folds costs what the two cost alone (docs: Long runs,
+    "Choosing a backend"), so stacking gains nothing. On a GPU, as many folds as 80 % of its free memory holds
     by :func:`roi_store.method.engine.fold_memory` (never more than the run has, at least 1).
     ``free`` overrides the measured free bytes. Returns ``(folds, {"device", "free_bytes",
     "fold_bytes", "folds_per_step"})`` for the run's plan.
