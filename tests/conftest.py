@@ -44,8 +44,6 @@ def make_small_store(tmp: Path) -> Path:
     """CASME II layout, 3 subjects x 1 clip per class, 6 frames: 9 composite clips, in ``tmp/s.zarr``
     (its source frames in ``tmp/data``). Generated and ingested once per process, then copied: a
     copy is what a fresh ingest of the same frames writes (the ingest tests check that)."""
-    import shutil
-
     from roi_store.ingest.pipeline import ingest
     from roi_store.synth import generate
 
@@ -54,9 +52,7 @@ def make_small_store(tmp: Path) -> Path:
         generate(base / "data", preset="tiny", seed=2, datasets=("casme2",), subjects=3, clips_per_class=1, frames=6)
         ingest(base / "s.zarr", "casme2", base / "data" / "CASME2" / "CASME2_RAW_selected", progress=False)
         _SMALL["base"] = base
-    shutil.copytree(_SMALL["base"] / "data", tmp / "data")
-    shutil.copytree(_SMALL["base"] / "s.zarr", tmp / "s.zarr")
-    return tmp / "s.zarr"
+    return copy_fitted(_SMALL["base"], tmp)
 
 
 @pytest.fixture
@@ -116,7 +112,8 @@ def _small_fitted(tmp: Path) -> str:
 
 
 def copy_fitted(source: Path, tmp: Path) -> Path:
-    """A copy of :func:`small_fitted`'s store and frames in ``tmp``; returns ``tmp/s.zarr``."""
+    """A copy of a small store ``s.zarr`` and its frames ``data`` (:func:`make_small_store`'s,
+    :func:`small_fitted`'s) in ``tmp``; returns ``tmp/s.zarr``."""
     import shutil
 
     shutil.copytree(source / "data", tmp / "data")

@@ -84,7 +84,7 @@ def test_on_a_cpu_each_folds_group_is_convolved_on_its_own_as_one_grouped_convol
     6 s a step there): the same kernel variable, sliced, gives what one grouped convolution gives."""
     import keras
 
-    assert engine._split_groups()  # the tests run on the CPU
+    assert engine.split_groups()  # the tests run on the CPU
     x = np.random.default_rng(0).normal(size=(3, 9, 11, 4)).astype("float32")  # 2 folds x 2 channels
     split = engine.FoldConv2D(6, 3, padding="same", groups=2)
     whole = keras.layers.Conv2D(6, 3, padding="same", groups=2)

@@ -8,8 +8,9 @@ step, not F.
 
 Each fold trains exactly as it would alone (:class:`FoldBatches`): it draws its own batches from
 its own training frames, in an order seeded by its own seed, and sees them on its own input
-channel; its dropout masks come from its own seed generators (:class:`FoldDropout`) and its loss
-is its own mean (:class:`FoldFocalLoss`), and Adam's updates are per weight. Which folds share a
+channel (:mod:`roi_store.method.fold_layers` holds the layers that keep folds apart); its dropout
+masks come from its own seed generators (``FoldDropout``) and its loss is its own mean
+(``FoldFocalLoss``), and Adam's updates are per weight. Which folds share a
 step, and how many, changes the speed, not a fold's batches or seeds: its weights then differ from
 a lone run's only by the rounding of grouped kernels. A fold whose batches run out before its
 partners' keeps the weights of its own last step.
@@ -35,6 +36,7 @@ from roi_store import killpoints
 from roi_store.method import models
 from roi_store.method.checkpoint import Checkpoint, restore, state
 from roi_store.method.embed import EMBED_DIM, INPUT_SCALE, POOLS
+from roi_store.method.fold_layers import FoldConv2D, FoldDense, FoldDropout, FoldFocalLoss, split_groups
 from roi_store.method.presets import check_choice
 
 
@@ -92,109 +94,6 @@ class FrameInput(layers.Layer):
         return ops.transpose(x / INPUT_SCALE[self.mode], (0, 2, 3, 1))
 
 
-def _split_groups() -> bool:
-    """Whether grouped convolutions run as one convolution per group: without a GPU, on TensorFlow
-    or JAX.
-
-    There XLA runs them (Keras sends TensorFlow's grouped convolutions through XLA on any device),
-    and a step of two stacked folds (six regions) took about 6 s on a 2-core CPU against 0.4 s for
-    one fold, on both backends. Each group convolved on its own (its slice of the same kernel, the
-    same products summed) costs what the folds cost alone: 0.89 s for that step on TensorFlow,
-    0.68 s on JAX.
-    """
-    name = keras.backend.backend()
-    if name == "tensorflow":
-        import tensorflow as tf
-
-        return not tf.config.list_logical_devices("GPU")
-    if name == "jax":
-        import jax
-
-        return jax.default_backend() == "cpu"
-    return False
-
-
-class FoldConv2D(layers.Conv2D):
-    """A 2-D convolution with one group per fold (``groups=folds``); see :func:`_split_groups`."""
-
-    def convolution_op(self, inputs, kernel):
-        if self.groups == 1 or not _split_groups():
-            return super().convolution_op(inputs, kernel)
-        xs = ops.split(inputs, self.groups, axis=-1)
-        ks = ops.split(kernel, self.groups, axis=-1)
-        return ops.concatenate([ops.conv(x, k, strides=list(self.strides), padding=self.padding,
-                                         dilation_rate=self.dilation_rate, data_format=self.data_format)
-                                for x, k in zip(xs, ks)], axis=-1)
-
-
-class FoldDense(layers.Layer):
-    """A dense layer per fold: (batch, folds, in) -> (batch, folds, units), each fold its own kernel."""
-
-    def __init__(self, units: int, folds: int, activation=None, **kwargs):
-        super().__init__(**kwargs)
-        self.units, self.folds = int(units), int(folds)
-        self.activation = keras.activations.get(activation)
-
-    def build(self, input_shape):
-        self.kernel = self.add_weight(shape=(self.folds, input_shape[-1], self.units), initializer="zeros",
-                                      name="kernel")
-        self.bias = self.add_weight(shape=(self.folds, self.units), initializer="zeros", name="bias")
-
-    def call(self, x):
-        return self.activation(ops.einsum("bfi,fiu->bfu", x, self.kernel) + self.bias)
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.units)
-
-
-class FoldDropout(layers.Layer):
-    """Dropout on (batch, F, units) with a seed generator per fold: fold f's masks are the ones it
-    draws alone, whatever the folds beside it (:meth:`set_seeds` starts them)."""
-
-    def __init__(self, rate: float, folds: int, **kwargs):
-        super().__init__(**kwargs)
-        self.rate, self.folds = float(rate), int(folds)
-        self.generators = [keras.random.SeedGenerator(f) for f in range(self.folds)]
-
-    def set_seeds(self, seeds: list[int]) -> None:
-        for gen, seed in zip(self.generators, seeds, strict=True):
-            gen.state.assign(np.array([seed, 0], dtype=gen.state.dtype))
-
-    def call(self, x, training=None):
-        if not training or self.rate == 0:
-            return x
-        parts = [keras.random.dropout(x[:, f:f + 1], self.rate, seed=gen) for f, gen in enumerate(self.generators)]
-        return parts[0] if self.folds == 1 else ops.concatenate(parts, axis=1)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-
-class FoldFocalLoss(keras.losses.Loss):
-    """The focal loss of :class:`roi_store.method.models.FocalLoss` for each fold of a stacked output.
-
-    ``y_true`` is (batch, folds, classes): the one-hot target scaled by the fold's ``alpha`` of
-    that class where the fold trains on the frame, all zeros where it must not (so the frame adds
-    nothing to that fold's loss or gradients). Each fold's loss is the mean over its own frames
-    of the batch, and the folds' losses are summed: one fold alone gets exactly the usual mean
-    focal loss. Carrying ``alpha`` in the targets keeps the compiled step free of fold constants,
-    so one compiled step serves every fold of a process.
-    """
-
-    def __init__(self, gamma: float = 2.0, name: str = "fold_focal_loss", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.gamma = float(gamma)
-
-    def call(self, y_true, y_pred):
-        y_pred = ops.clip(y_pred, 1e-7, 1.0 - 1e-7)
-        y_true = ops.cast(y_true, y_pred.dtype)
-        per = ops.sum(y_true * ops.power(1.0 - y_pred, self.gamma) * -ops.log(y_pred), axis=-1)  # (b, f)
-        valid = ops.cast(ops.sum(y_true, axis=-1) > 0, per.dtype)
-        counts = ops.maximum(ops.sum(valid, axis=0), 1.0)  # (f,)
-        batch = ops.cast(ops.shape(per)[0], per.dtype)
-        return ops.sum(per * batch / counts, axis=-1)  # mean over the batch = sum over folds of each fold's mean
-
-
 def _region_tower(frame, first, region: str, folds: int, n_classes: int, dense: int, pool: str, mode: str,
                   dropout: float):
     """One region's CNNs of ``folds`` folds, side by side; returns their softmax (b, F, n)."""
@@ -234,7 +133,7 @@ def stacked_cnns(shapes: dict[str, tuple[int, int]], folds: int, n_classes: int 
     Inputs, in region order: uint8 frames ``(folds, h, w)`` (each fold's own frame) and, for
     ``mode="delta"``, their clips' first frames. Outputs: per region, the softmax ``(folds, n_classes)``.
     Layer ``<region>_embedding`` gives the 20-d embeddings ``(folds, 20)``. Weights are zero until
-    :func:`export_fold` sets them; dropout seeds are set by :class:`FoldDropout`.
+    :func:`export_fold` sets them; dropout seeds are set by :class:`~roi_store.method.fold_layers.FoldDropout`.
     """
     check_choice("pool", pool, POOLS, ValueError)
     inputs, outputs = [], []
@@ -279,7 +178,8 @@ class FoldBatches:
     ``rows`` frames; its last batch of an epoch is filled up with frames whose target row is all
     zeros (they add nothing to its loss). Batch ``g`` of the step holds batch ``g`` of every fold's
     own sequence; a fold whose sequence is done gets an all-zero target there.
-    ``alpha`` (regions, folds, classes) scales each one-hot target (see :class:`FoldFocalLoss`).
+    ``alpha`` (regions, folds, classes) scales each one-hot target
+    (see :class:`~roi_store.method.fold_layers.FoldFocalLoss`).
     """
 
     def __init__(self, data: ViewFrames, train: np.ndarray, mode: str, alpha: np.ndarray, batch_size: int,
@@ -364,8 +264,8 @@ def train_group(data: ViewFrames, train: np.ndarray, *, n_classes: int, dense: i
     Fold f's initial weights of region r are seeded by ``fold_seeds[f] + r`` (the same plain
     network whatever F is), its batch order and dropout masks by ``fold_seeds[f]`` too. Up to
     ``eager_steps`` optimisation steps the step runs eagerly on TensorFlow (several folds only where
-    their grouped convolutions are split, :func:`_split_groups`): compiling the six towers costs
-    about 12 s for one fold on a CPU, 25 s for two. ``checkpoint`` saves the step's state at epoch ends and resumes from
+    their grouped convolutions are split, :func:`~roi_store.method.fold_layers.split_groups`):
+    compiling the six towers costs about 12 s for one fold on a CPU, 25 s for two. ``checkpoint`` saves the step's state at epoch ends and resumes from
     what it saved; ``callbacks`` (Keras callbacks) hear of each epoch's begin and end.
 
     Returns ``{"model", "plain", "train_seconds", "train_frames", "epoch_seconds", "steps",
@@ -383,7 +283,7 @@ def train_group(data: ViewFrames, train: np.ndarray, *, n_classes: int, dense: i
     batches = FoldBatches(data, train, mode, alpha, batch_size, [s + 89 for s in fold_seeds], epochs)
     # Grouped convolutions left to XLA compile on every eager call: there several folds run compiled.
     model = _compiled(shapes, folds, n_classes, dense, pool, mode, learning_rate, gamma,
-                      eager=(folds == 1 or _split_groups()) and models.run_eagerly(batches.steps, eager_steps))
+                      eager=(folds == 1 or split_groups()) and models.run_eagerly(batches.steps, eager_steps))
     plain = {}
     for r_i, r in enumerate(data.names):
         for f in range(folds):

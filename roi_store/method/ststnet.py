@@ -17,7 +17,7 @@ F folds side by side, each on its own clips and its own weights. Every fold draw
 of its own training clips, in an order seeded by its own seed (:class:`FoldBatches`); its 3x3
 convolutions are one product of its clips' 3x3 neighbourhoods with its own kernel (TensorFlow
 runs grouped convolutions slowly on CPUs), pooling works per channel, and the dense layer is a
-:class:`~roi_store.method.engine.FoldDense` with a kernel per fold. Which folds share a step
+:class:`~roi_store.method.fold_layers.FoldDense` with a kernel per fold. Which folds share a step
 therefore changes the speed, not a fold's result (beyond rounding). After training each fold's
 weights are copied into the plain network of :func:`ststnet`, which is what the store keeps and
 what ``predict`` loads.
@@ -179,7 +179,7 @@ def stacked_ststnet(folds: int, size: int = SIZE, n_classes: int = 3):
     Weights are zero until :func:`copy_fold` sets them.
     """
     keras = backend.keras()
-    from roi_store.method.engine import FoldDense
+    from roi_store.method.fold_layers import FoldDense
 
     inp = keras.Input((folds, size, size, 9 * CHANNELS), name="patches")
     x = _fold_streams()(folds, name="streams")(inp)
@@ -232,7 +232,7 @@ _COMPILED: dict = {}
 
 def _compiled(folds: int, size: int, n_classes: int, learning_rate: float):
     keras = backend.keras()
-    from roi_store.method.engine import FoldFocalLoss
+    from roi_store.method.fold_layers import FoldFocalLoss
 
     key = (folds, size, n_classes, learning_rate)
     if key not in _COMPILED:
@@ -525,7 +525,7 @@ def fold_task(group: list[dict], work: FoldWork) -> dict:
     res = train_group(x, y, train, n_classes=len(classes), epochs=s["epochs"], batch_size=s["batch_size"],
                       learning_rate=s["learning_rate"], seeds=[base + k * 101 + 7 for k in indices])
     probs = predict_folds(res["plain"], x)  # (clips, F, classes)
-    from roi_store.method.engine import FoldFocalLoss
+    from roi_store.method.fold_layers import FoldFocalLoss
 
     records = []
     for f, fold in enumerate(group):
