@@ -51,12 +51,13 @@ class Process:
 
     def __init__(self, code: str, env: dict | None = None):
         env = dict(os.environ if env is None else env)
-        if env.get("KERAS_BACKEND") != os.environ.get("KERAS_BACKEND"):
-            raise ValueError("a fresh process keeps the Keras backend its server imported: use subprocess")
         ctx = _server()
+        if env.get("KERAS_BACKEND") != _backend:
+            raise ValueError("a fresh process keeps the Keras backend its server imported: use subprocess")
         self._dir = tempfile.TemporaryDirectory(prefix="fresh-")
         self._out, self._err = (os.path.join(self._dir.name, n) for n in ("out", "err"))
-        self._proc = ctx.Process(target=_main, args=(code, env, self._out, self._err), daemon=True)
+        # Not a daemon: it may start worker processes of its own (``--jobs``), as a command does.
+        self._proc = ctx.Process(target=_main, args=(code, env, self._out, self._err))
         self._proc.start()
         self.returncode: int | None = None
 
