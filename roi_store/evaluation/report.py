@@ -263,19 +263,20 @@ def write_plots(rep: dict, out_dir: str | Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from roi_store.evaluation import figures
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    conf = np.array(rep["confusion"])
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.imshow(conf, cmap="Blues")
-    ax.set_xticks(range(len(rep["classes"])), rep["classes"])
-    ax.set_yticks(range(len(rep["classes"])), rep["classes"])
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for (i, j), v in np.ndenumerate(conf):
-        ax.text(j, i, str(v), ha="center", va="center", color="black" if v < conf.max() / 2 else "white")
-    ax.set_title(f"{rep['run']}: confusion (pooled)")
-    paths = [_save(fig, plt, out / f"{rep['run']}_confusion.png")]
+    run = rep["run"]
+
+    def write(name: str, png: bytes) -> Path:
+        path = out / f"{run}_{name}.png"
+        path.write_bytes(png)
+        return path
+
+    # The HTML report's figures, as files.
+    paths = [write("confusion", figures.confusion_figure(rep["confusion"], rep["classes"],
+                                                         f"{run}: confusion (pooled)"))]
     names = list(rep["scores"])
     fig, ax = plt.subplots(figsize=(6, 3.5))
     x = np.arange(len(names))
@@ -284,34 +285,13 @@ def write_plots(rep: dict, out_dir: str | Path) -> list[Path]:
     ax.set_xticks(x, names)
     ax.set_ylim(0, 1)
     ax.legend()
-    ax.set_title(f"{rep['run']}: UF1 / UAR per dataset")
-    paths.append(_save(fig, plt, out / f"{rep['run']}_datasets.png"))
+    ax.set_title(f"{run}: UF1 / UAR per dataset")
+    paths.append(_save(fig, plt, out / f"{run}_datasets.png"))
     if rep.get("uncertainty"):
-        paths.append(_interval_plot(rep, out, plt))
+        paths.append(write("intervals", figures.scores_figure(rep)))
     if rep.get("subjects"):
-        paths.append(_subject_plot(rep, out, plt))
+        paths.append(write("subjects", figures.subjects_figure(rep["subjects"])))
     return paths
-
-
-def _interval_plot(rep: dict, out: Path, plt) -> Path:
-    unc = rep["uncertainty"]
-    names = list(unc["intervals"])
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for k, (metric, shift) in enumerate((("UF1", -0.12), ("UAR", 0.12))):
-        x = np.arange(len(names)) + shift
-        y = np.array([rep["scores"][n][metric] for n in names])
-        lo = np.array([unc["intervals"][n][metric][0] for n in names])
-        hi = np.array([unc["intervals"][n][metric][1] for n in names])
-        ax.errorbar(x, y, yerr=[np.maximum(y - lo, 0), np.maximum(hi - y, 0)], fmt="o", capsize=4, color=f"C{k}",
-                    label=metric)
-        for ctrl in rep.get("controls", []):
-            ax.plot(x, [ctrl["scores"].get(n, {}).get(metric, np.nan) for n in names], "x", color=f"C{k}", alpha=0.5)
-    ax.set_xticks(np.arange(len(names)), names)
-    ax.set_ylim(0, 1)
-    ax.legend(loc="lower right")
-    ax.set_title(f"{rep['run']}: {round(unc['level'] * 100)} % subject-bootstrap intervals"
-                 + (" (x: null runs)" if rep.get("controls") else ""), fontsize=9)
-    return _save(fig, plt, out / f"{rep['run']}_intervals.png")
 
 
 def _save(fig, plt, path: Path) -> Path:
@@ -319,22 +299,3 @@ def _save(fig, plt, path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
-
-
-def _subject_plot(rep: dict, out: Path, plt) -> Path:
-    subjects = rep["subjects"]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.16 * len(subjects) + 2), 3.5))
-    x = np.arange(len(subjects))
-    datasets = list(dict.fromkeys(s["dataset"] for s in subjects))
-    colours = [f"C{datasets.index(s['dataset']) % 10}" for s in subjects]
-    ax.bar(x, [s["recall"] for s in subjects], 0.8, color=colours)
-    ax.plot(x, [s["accuracy"] for s in subjects], "k.", markersize=4, label="accuracy")
-    ax.set_xticks(x, [f"{s['subject'].split('/')[1]} ({s['clips']})" for s in subjects], rotation=90, fontsize=6)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("recall (mean over classes)")
-    from matplotlib.patches import Patch
-
-    handles = [Patch(color=f"C{i % 10}", label=d) for i, d in enumerate(datasets)]
-    ax.legend(handles=[*ax.get_legend_handles_labels()[0], *handles], fontsize=7, ncol=len(datasets) + 1)
-    ax.set_title(f"{rep['run']}: per subject (clips in brackets)", fontsize=9)
-    return _save(fig, plt, out / f"{rep['run']}_subjects.png")
