@@ -419,22 +419,22 @@ def test_compare_command_and_its_refusals(fake_runs):
 
 # --- end to end, on real runs (two short Keras fits) ------------------------------------------------------
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
-    from conftest import make_small_store
+def two_runs(tmp_path_factory, small_fitted):
+    """The session's small store with run ``main`` (kfold 2, seed 3) and a LOSO run ``main-loso`` (seed 3)."""
+    from conftest import FAST, MAIN_HEAD, copy_fitted
     from roi_store.method.embed import embed
     from roi_store.method.head import fit_lstm
 
-    store = make_small_store(tmp_path_factory.mktemp("evaluation"))
-    for name, seed, protocol in (("rep1", 3, {"protocol": "loso"}), ("rep2", 4, {"protocol": "kfold", "folds": 2})):
-        embed(str(store), name, seed=seed, epochs=1, batch_size=32, cpu=True, cnn_dense=32, **protocol)
-        fit_lstm(str(store), name, epochs=1, seed=seed, cpu=True)
+    store = copy_fitted(small_fitted, tmp_path_factory.mktemp("evaluation"))
+    embed(str(store), "main-loso", protocol="loso", **FAST)
+    fit_lstm(str(store), "main-loso", **MAIN_HEAD)
     return store
 
 
 def test_report_log_group_and_compare_on_real_runs(two_runs, tmp_path):
     runner = CliRunner()
     log = tmp_path / "megc.txt"
-    out = runner.invoke(cli, ["report", str(two_runs), "--run", "rep1", "--megc-log", str(log), "--json"])
+    out = runner.invoke(cli, ["report", str(two_runs), "--run", "main-loso", "--megc-log", str(log), "--json"])
     assert out.exit_code == 0, out.output
     rep, blocks = json.loads(out.output), parse_log(log.read_text())
     assert list(blocks) == [("casme2", "sub01"), ("casme2", "sub02"), ("casme2", "sub03")]
@@ -442,9 +442,9 @@ def test_report_log_group_and_compare_on_real_runs(two_runs, tmp_path):
     assert len(pairs) == 9 == len(rep["predictions"]) and challenge_scores(pairs) == pytest.approx(
         (rep["scores"]["FULL"]["challenge"]["UF1"], rep["scores"]["FULL"]["challenge"]["UAR"]))
     assert [s["clips"] for s in rep["subjects"]] == [3, 3, 3] and (rep["null"]["runs"], rep["null"]["p"]) == (0, None)
-    out = runner.invoke(cli, ["report", str(two_runs), "--run-group", "rep"])
+    out = runner.invoke(cli, ["report", str(two_runs), "--run-group", "main"])
     assert out.exit_code == 0 and "2 runs (settings that differ: " in out.output and "embed.protocol" in out.output
-    cmp = json.loads(runner.invoke(cli, ["compare", str(two_runs), "rep1", "rep2", "--json"]).output)
+    cmp = json.loads(runner.invoke(cli, ["compare", str(two_runs), "main-loso", "main", "--json"]).output)
     assert cmp["clips"] == 9 and cmp["scores"]["FULL"]["exact_permutation"] and cmp["scores"]["FULL"]["permutations"] == 8
 
 

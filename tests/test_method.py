@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 import roi_store
-from conftest import FAST, MAIN_HEAD, copy_fitted
+from conftest import FAST, MAIN_HEAD, copy_fitted, make_small_store
 from roi_store.cli.main import cli
 from roi_store.method.embed import embed
 from roi_store.method.head import fit_lstm
@@ -166,12 +166,11 @@ def test_final_model_trains_on_every_clip_and_predicts(fitted, small_store):
     assert json.loads(out.output)["model"] == "folds"
 
 
-def test_final_model_is_asked_for_before_it_exists(small_store):
-    store, tmp = small_store
-    embed(str(store), "nofinal", protocol="kfold", folds=2, **FAST)
-    fit_lstm(str(store), "nofinal", epochs=1, seed=3, cpu=True)
-    clip = next((tmp / "data" / "CASME2" / "CASME2_RAW_selected").glob("sub01/*"))
-    out = CliRunner().invoke(cli, ["predict", str(store), "--run", "nofinal", str(clip), "--models", "final"])
+def test_final_model_is_asked_for_before_it_exists(small_fitted, tmp_path):
+    store = copy_fitted(small_fitted, tmp_path)  # run main, fitted, without a final model
+    assert "final" not in roi_store.open_store(store).zgroup["runs/main"]
+    clip = next((tmp_path / "data" / "CASME2" / "CASME2_RAW_selected").glob("sub01/*"))
+    out = CliRunner().invoke(cli, ["predict", str(store), "--run", "main", str(clip), "--models", "final"])
     assert out.exit_code == 1 and "--final" in out.output and "Traceback" not in out.output
 
 
@@ -275,9 +274,9 @@ def test_a_folds_held_out_frames_never_shape_its_cnns():
 
 
 @pytest.mark.backend
-def test_cross_fitted_cnns_never_saw_the_test_subject(small_store):
+def test_cross_fitted_cnns_never_saw_the_test_subject(tmp_path):
     """Two cross-fitted CNN groups, trained together in one step, each fold's head on the group that held it out."""
-    store, _ = small_store
+    store = make_small_store(tmp_path)  # without run main: on JAX, this module's other fixtures are never built
     doc = embed(str(store), "xfit", protocol="loso", cnn_folds=2, folds_per_step=2, **FAST)
     s = roi_store.open_store(store)
     assert doc["embedding_folds"] == 2 and len(doc["folds"]) == 3 and doc["leakage"] is False
@@ -341,5 +340,5 @@ def test_paper_preset_end_to_end(small_store):
         {"epochs": 60, "batch_size": 244, "masked": False}, "paper", [])
     text = runner.invoke(cli, ["report", str(store), "--run", "paper"]).output
     assert "preset paper" in text
-    default = embed(str(store), "defaults", protocol="kfold", folds=2, **FAST)["settings"]
+    default = run_document(s, "main")["settings"]  # run main (conftest.FAST) gave no preset
     assert (default["preset"], default["input"], default["cnn_pool"], default["batch_size"]) == ("roistore", "delta", "gap", 32)
