@@ -247,11 +247,7 @@ def _compiled(shapes: dict, folds: int, n_classes: int, dense: int, pool: str, m
 def _reset(model: keras.Model, learning_rate: float, fold_seeds: list[int]) -> None:
     """A fresh start for a reused model: optimiser state zeroed (its learning rate, one of its
     variables, set again), each fold's dropout generators of each region seeded from its own seed."""
-    if not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
-    for v in model.optimizer.variables:
-        v.assign(np.zeros(v.shape, dtype=v.dtype))
-    model.optimizer.learning_rate = learning_rate
+    models.reset_optimizer(model, learning_rate)
     for i, layer in enumerate(layer for layer in model.layers if isinstance(layer, FoldDropout)):
         layer.set_seeds([(seed + 97) * 31 + i for seed in fold_seeds])
 

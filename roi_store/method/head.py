@@ -213,6 +213,27 @@ def load_sequences(data: RunData, regions, emb_fold: int, lengths) -> list[list[
     return [[block[i, :n].astype("float32") for i, n in enumerate(lengths)] for block in blocks]
 
 
+#: Compiled fusion heads of this process, by structure: every fold of a run (and of later runs
+#: alike) trains one model, its weights, random seeds and optimiser state set afresh per fold (as
+#: :mod:`roi_store.method.engine` does for the CNNs). A head compiled anew for each fold cost about
+#: 8 s on a 2-core CPU, and about 60 MiB that the process never gave back.
+_HEADS: dict = {}
+
+
+def _head(regions: list[str], n_classes: int, settings: dict, eager: bool):
+    """This process's compiled head of that structure. Its loss has no class weights: the fold's
+    ``alpha`` scales its one-hot targets (the same focal loss), so no fold constant is compiled in."""
+    from roi_store.method import models
+
+    key = (tuple(regions), n_classes, settings["masked"], settings["learning_rate"], settings["gamma"], eager)
+    if key not in _HEADS:
+        model = models.fusion_head(regions, n_classes=n_classes, masked=settings["masked"])
+        model.compile(optimizer=backend.keras().optimizers.Adam(settings["learning_rate"]),
+                      loss=models.FocalLoss([1.0] * n_classes, settings["gamma"]), run_eagerly=eager)
+        _HEADS[key] = model
+    return _HEADS[key]
+
+
 def train_head(seqs: list[list[np.ndarray]], y: np.ndarray, train_idx: np.ndarray, lengths: list[int],
                regions: list[str], n_classes: int, settings: dict, t_max: int, seed: int,
                on_epoch: Callable[[int], None] | None = None):
@@ -220,27 +241,29 @@ def train_head(seqs: list[list[np.ndarray]], y: np.ndarray, train_idx: np.ndarra
 
     ``settings`` holds ``epochs``, ``batch_size``, ``masked``, ``learning_rate`` and ``gamma``;
     ``seed`` fixes the weights, dropout and batch order. ``on_epoch`` hears the epochs done after
-    each one (progress). Returns ``(model, epoch losses, seconds of training)``.
+    each one (progress). Returns ``(model, epoch losses, seconds of training)``: the model is this
+    process's head of that structure (:func:`_head`), valid until the next call trains it.
     """
-    keras = backend.keras()
     from roi_store.method import models
 
     backend.seed_everything(seed)
     rng = np.random.default_rng(seed)
     counts = np.bincount(y[train_idx], minlength=n_classes)
-    model = models.fusion_head(regions, n_classes=n_classes, masked=settings["masked"], seed=seed)
     steps = int(np.ceil(len(train_idx) / settings["batch_size"])) * settings["epochs"]
-    model.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]),
-                  loss=models.FocalLoss(models.inverse_frequency_alpha(counts), settings["gamma"]),
-                  run_eagerly=models.run_eagerly(steps))
-    eye = np.eye(n_classes, dtype="float32")
+    model = _head(regions, n_classes, settings, models.run_eagerly(steps))
+    fresh = models.fusion_head(regions, n_classes=n_classes, masked=settings["masked"], seed=seed)
+    for var, value in zip(model.variables, fresh.variables, strict=True):  # the seed's weights and dropout seeds
+        var.assign(value)
+    models.reset_optimizer(model, settings["learning_rate"])
+    alpha = np.asarray(models.inverse_frequency_alpha(counts), dtype="float32")
+    targets = np.eye(n_classes, dtype="float32") * alpha  # row c: class c's one-hot target, times its alpha
     start = time.perf_counter()
     losses = []
     for done in range(1, settings["epochs"] + 1):
         epoch = []
         for b in _batches(train_idx, lengths, settings["batch_size"], rng, settings["masked"]):
             xs = [pad_batch([seqs[r][i] for i in b], settings["masked"], t_max) for r in range(len(seqs))]
-            epoch.append(float(model.train_on_batch(xs, eye[y[b]])))
+            epoch.append(float(model.train_on_batch(xs, targets[y[b]])))
         losses.append(float(np.mean(epoch)))
         if on_epoch is not None:
             on_epoch(done)
@@ -293,7 +316,6 @@ def head_task(fold: dict, work: HeadWork) -> dict:
     killpoints.reached("head.model")
     preds = [{"id": ids[i], "fold": index, "true": work.labels[i], "pred": classes[int(np.argmax(p))],
               "probs": [round(float(v), 6) for v in p]} for i, p in zip(test_idx, probs)]
-    backend.keras().backend.clear_session()
     record = {"index": index, "name": fold["name"], "test_clips": [ids[i] for i in test_idx],
               "head_train_clips": [ids[i] for i in train_idx], "head_val_clips": [],
               "cnn_train_clips": fold.get("cnn_train_clips", []), "class_counts": counts.tolist(),

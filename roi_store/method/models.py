@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from roi_store.method.embed import EMBED_DIM, POOLS
@@ -32,7 +33,9 @@ def run_eagerly(steps: int, limit: int = EAGER_STEPS) -> bool:
 class FocalLoss(keras.losses.Loss):
     """Focal categorical cross-entropy with a per-class ``alpha`` (Lin et al. 2017).
 
-    ``alpha`` is computed by the caller from the training labels only (inverse frequency).
+    ``alpha`` is computed by the caller from the training labels only (inverse frequency). With
+    ``alpha`` all ones and each target scaled by its class's alpha instead, the loss is the same
+    and holds no training constant: the fusion head is compiled once for every fold that way.
     """
 
     def __init__(self, alpha, gamma: float = 2.0, name: str = "focal_loss", **kwargs):
@@ -163,6 +166,16 @@ def fusion_head(regions: list[str], embed_dim: int = EMBED_DIM, units: int = 120
     out = layers.Dense(n_classes, activation="softmax", kernel_initializer=keras.initializers.GlorotUniform(seed=s()),
                        name="softmax")(x)
     return keras.Model(inputs, out, name=name)
+
+
+def reset_optimizer(model: keras.Model, learning_rate: float) -> None:
+    """A reused compiled model's optimiser as a new one's: every state variable (step count,
+    moments) zeroed and the learning rate (one of them) set again."""
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    for v in model.optimizer.variables:
+        v.assign(np.zeros(v.shape, dtype=v.dtype))
+    model.optimizer.learning_rate = learning_rate
 
 
 def inverse_frequency_alpha(counts) -> list[float]:
