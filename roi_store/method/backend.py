@@ -54,9 +54,9 @@ def select_device(gpu: int | None = None, cpu: bool = False, threads: int | None
     # side by side on ``threads``: an op's arithmetic, hence every result, is then the same
     # whatever the number of jobs or cores.
     os.environ.update(TF_NUM_INTRAOP_THREADS="1", OMP_NUM_THREADS="1", TF_NUM_INTEROP_THREADS=str(threads))
-    # TensorFlow's oneDNN kernels on every x86 CPU (TensorFlow turns them on for some Intel CPUs
-    # only): the same kernels, hence the same numbers, on Intel and AMD machines, and on a 2-core
-    # AMD EPYC a region CNN's 5x5 convolution ran 6x faster, a compiled training step 4x.
+    # TensorFlow's oneDNN kernels on every x86 CPU (TensorFlow turns them on by default for some
+    # Intel CPUs only): on a 2-core AMD EPYC a region CNN's 5x5 convolution ran 6x faster with
+    # them, a compiled training step 4x (docs: Long runs, "Choosing a backend").
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
