@@ -111,9 +111,26 @@ def _small_fitted(tmp: Path) -> str:
     return str(tmp)
 
 
+@pytest.fixture(scope="session")
+def small_loso(tmp_path_factory, small_fitted) -> Path:
+    """:func:`small_fitted`'s folder with a LOSO run ``main-loso`` too (3 folds, :data:`FAST` and
+    :data:`MAIN_HEAD`, seed 3): built once for all workers of a session. Copy it; never write it."""
+    return Path(built_once(tmp_path_factory, "loso", lambda tmp: _small_loso(small_fitted, tmp)))
+
+
+def _small_loso(fitted: Path, tmp: Path) -> str:
+    from roi_store.method.embed import embed
+    from roi_store.method.head import fit_lstm
+
+    store = copy_fitted(fitted, tmp)
+    embed(str(store), "main-loso", protocol="loso", **FAST)
+    fit_lstm(str(store), "main-loso", **MAIN_HEAD)
+    return str(tmp)
+
+
 def copy_fitted(source: Path, tmp: Path) -> Path:
     """A copy of a small store ``s.zarr`` and its frames ``data`` (:func:`make_small_store`'s,
-    :func:`small_fitted`'s) in ``tmp``; returns ``tmp/s.zarr``."""
+    :func:`small_fitted`'s, :func:`small_loso`'s) in ``tmp``; returns ``tmp/s.zarr``."""
     import shutil
 
     shutil.copytree(source / "data", tmp / "data")

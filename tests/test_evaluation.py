@@ -419,16 +419,11 @@ def test_compare_command_and_its_refusals(fake_runs):
 
 # --- end to end, on real runs (two short Keras fits) ------------------------------------------------------
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory, small_fitted):
-    """The session's small store with run ``main`` (kfold 2, seed 3) and a LOSO run ``main-loso`` (seed 3)."""
-    from conftest import FAST, MAIN_HEAD, copy_fitted
-    from roi_store.method.embed import embed
-    from roi_store.method.head import fit_lstm
+def two_runs(tmp_path_factory, small_loso):
+    """The session's small store with run ``main`` (kfold 2, seed 3) and the LOSO run ``main-loso`` (seed 3)."""
+    from conftest import copy_fitted
 
-    store = copy_fitted(small_fitted, tmp_path_factory.mktemp("evaluation"))
-    embed(str(store), "main-loso", protocol="loso", **FAST)
-    fit_lstm(str(store), "main-loso", **MAIN_HEAD)
-    return store
+    return copy_fitted(small_loso, tmp_path_factory.mktemp("evaluation"))
 
 
 def test_report_log_group_and_compare_on_real_runs(two_runs, tmp_path):

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 import keras  # noqa: F401 -- required: if it cannot import, these tests fail rather than skip
 import roi_store  # noqa: E402
-from conftest import make_small_store  # noqa: E402
+from conftest import copy_fitted  # noqa: E402
 from roi_store.cli.main import cli  # noqa: E402
 from roi_store.method import ststnet as st  # noqa: E402
 from roi_store.store.runs import fold_docs, head_document, run_document  # noqa: E402
@@ -29,10 +29,11 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def flow_store(tmp_path_factory):
-    """The tiny store with flow set ``flow28`` and a fitted STSTNet run ``st`` (LOSO, the default)."""
+def flow_store(tmp_path_factory, small_loso):
+    """The tiny store with flow set ``flow28`` and a fitted STSTNet run ``st`` (LOSO, the default);
+    it holds the session's runs of the paper's method too (conftest.small_loso)."""
     tmp = tmp_path_factory.mktemp("ststnet")
-    store = make_small_store(tmp)
+    store = copy_fitted(small_loso, tmp)
     out = invoke("flow", store, "--name", "flow28", "--no-progress")
     assert out.exit_code == 0, out.output
     out = invoke("fit", store, "--run", "st", "--method", "ststnet", *FIT)
@@ -42,12 +43,9 @@ def flow_store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def paper_run(flow_store):
-    """The paper's method on the same store and folds (LOSO): run ``paper``, one epoch each stage."""
+    """The paper's method on the same store and folds (LOSO, one epoch each stage): run ``main-loso``."""
     store, _ = flow_store
-    out = invoke("embed", store, "--run", "paper", "--cpu", "--epochs", "1", "--cnn-dense", "32", "--seed", "1")
-    assert out.exit_code == 0, out.output
-    out = invoke("fit-lstm", store, "--run", "paper", "--epochs", "1", "--seed", "1")
-    assert out.exit_code == 0, out.output
+    assert run_document(roi_store.open_store(store), "main-loso")["settings"]["protocol"] == "loso"
     return store
 
 
@@ -190,18 +188,18 @@ def test_seeds_and_same_person(flow_store, tmp_path):
 
 def test_methods_side_by_side(flow_store, paper_run):
     store, _ = flow_store
-    out = invoke("report", store, "--runs", "paper,st")
+    out = invoke("report", store, "--runs", "main-loso,st")
     assert out.exit_code == 0, out.output
     text = out.output
     assert "methods side by side: 9 clips, 3 subjects, the same folds (loso, 3 folds)" in text
-    assert "paper" in text and "ststnet (flow28)" in text and "st - paper" in text
-    out = invoke("report", store, "--runs", "paper,st", "--json")
+    assert "main-loso" in text and "ststnet (flow28)" in text and "st - main-loso" in text
+    out = invoke("report", store, "--runs", "main-loso,st", "--json")
     table = json.loads(out.output)["methods"]
     assert [r["method"] for r in table["runs"]] == ["region-cnn+lstm", "ststnet"]
     cmp = table["comparisons"][0]["scores"]["FULL"]["UF1"]
     assert 0 <= cmp["p"] <= 1 and cmp["interval"][0] <= cmp["difference"] <= cmp["interval"][1]
-    out = invoke("compare", store, "paper", "st")
-    assert out.exit_code == 0 and out.output.startswith("paper - st: view megc2019, 9 clips, 3 subjects")
+    out = invoke("compare", store, "main-loso", "st")
+    assert out.exit_code == 0 and out.output.startswith("main-loso - st: view megc2019, 9 clips, 3 subjects")
 
 
 def test_predict_a_new_clip_with_every_folds_network(flow_store):
