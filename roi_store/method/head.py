@@ -227,7 +227,8 @@ def _head(regions: list[str], n_classes: int, settings: dict, eager: bool):
 
     key = (tuple(regions), n_classes, settings["masked"], settings["learning_rate"], settings["gamma"], eager)
     if key not in _HEADS:
-        model = models.fusion_head(regions, n_classes=n_classes, masked=settings["masked"])
+        # Seeded (its weights are replaced per fold): building it draws nothing from Python's `random`.
+        model = models.fusion_head(regions, n_classes=n_classes, masked=settings["masked"], seed=0)
         model.compile(optimizer=backend.keras().optimizers.Adam(settings["learning_rate"]),
                       loss=models.FocalLoss([1.0] * n_classes, settings["gamma"]), run_eagerly=eager)
         _HEADS[key] = model
