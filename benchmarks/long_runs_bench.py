@@ -65,7 +65,7 @@ def _checkpoint(store: str, epochs: int) -> dict:
 
     from benchmarks.engine_bench import _view_data
     from roi_store.method import checkpoint, engine
-    from roi_store.store.runs import put_bytes
+    from roi_store.store.run_data import put_bytes
     from roi_store.store.store import open_store
 
     frames, y, train, n_classes = _view_data(store)

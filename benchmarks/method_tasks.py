@@ -106,7 +106,8 @@ def full_fold_task(store: str, run: str, epochs: int, order: list[bool], seed: i
 
     import roi_store
     from roi_store.method.head import load_sequences, train_head
-    from roi_store.store.runs import RunData, run_document
+    from roi_store.store.run_data import RunData
+    from roi_store.store.runs import run_document
     from roi_store.synth import plan
 
     opened = roi_store.open_store(store)
@@ -156,7 +157,7 @@ def predict_task(store: str, run: str, clip: str, repeats: int, epochs: int) -> 
     import roi_store
     from roi_store.method.head import fit_lstm
 
-    from roi_store.store.runs import RunData
+    from roi_store.store.run_data import RunData
 
     opened = roi_store.open_store(store)
     if not RunData.open(opened, run).document("head", "head")["settings"]["masked"]:

@@ -20,7 +20,8 @@ import roi_store
 from roi_store import killpoints
 from roi_store.cli.main import cli
 from roi_store.method import backend, engine
-from roi_store.store.runs import RunData, commit_doc, fold_docs, head_document, run_document
+from roi_store.store.run_data import RunData
+from roi_store.store.runs import commit_doc, fold_docs, head_document, run_document
 
 import fresh
 from conftest import TINY_HEAD

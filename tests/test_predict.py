@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from conftest import write_clip
 from roi_store.cli.main import cli
-from roi_store.store.runs import put_bytes
+from roi_store.store.run_data import put_bytes
 from roi_store.store.store import open_store
 
 

@@ -24,7 +24,8 @@ from roi_store.method import progress
 from roi_store.store import format as fmt
 from roi_store.store.lock import LOCK, process_start
 from roi_store.store.run_writer import RunWriter
-from roi_store.store.runs import STALE_AFTER, RunData, duration, heartbeat, run_status
+from roi_store.store.run_data import RunData
+from roi_store.store.runs import STALE_AFTER, duration, heartbeat, run_status
 
 from conftest import TINY_RUN
 

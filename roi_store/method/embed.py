@@ -22,7 +22,8 @@ from roi_store.method.presets import check_choice
 from roi_store.method.protocols import make_folds, read_same_person, subject_of
 from roi_store.store.labels import MEGC2019, relabel_vectors
 from roi_store.store.run_writer import RunWriter
-from roi_store.store.runs import COMPLETE, RunData, digest, fold_docs, run_document
+from roi_store.store.run_data import RunData
+from roi_store.store.runs import COMPLETE, digest, fold_docs, run_document
 from roi_store.store.store import Store, now, open_store
 
 EMBED_DIM = 20

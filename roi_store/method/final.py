@@ -22,7 +22,8 @@ from roi_store.errors import ConfigError, RoiStoreError
 from roi_store.method.head import HeadWork, head_task
 from roi_store.method.protocols import subject_of
 from roi_store.store.run_writer import RunWriter
-from roi_store.store.runs import RunData, commit_doc, embeddings_source, not_ready, run_document, run_status
+from roi_store.store.run_data import RunData
+from roi_store.store.runs import commit_doc, embeddings_source, not_ready, run_document, run_status
 from roi_store.store.store import now, open_store
 
 FINAL = "final"

@@ -25,8 +25,9 @@ from roi_store.method import backend, presets, progress
 from roi_store.method.embed import PERMUTE_WITHIN, permutation_groups, permuted_labels
 from roi_store.method.presets import check_choice
 from roi_store.store.run_writer import RunWriter
-from roi_store.store.runs import (COMPLETE, PLAN_KEYS, RunData, check_run_name, commit_doc, embedding_fold,
-                                  embeddings_source, fold_docs, head_document, not_ready, run_document, run_status)
+from roi_store.store.run_data import RunData
+from roi_store.store.runs import (COMPLETE, PLAN_KEYS, check_run_name, commit_doc, embedding_fold, embeddings_source,
+                                  fold_docs, head_document, not_ready, run_document, run_status)
 from roi_store.store.store import now, open_store
 
 #: Masked batches are padded to a multiple of this many steps: few distinct shapes to compile.

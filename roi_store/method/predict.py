@@ -21,8 +21,9 @@ from roi_store.ingest.decode import VIDEO_SUFFIXES, decode_video
 from roi_store.method import backend
 from roi_store.method.embed import cnn_input
 from roi_store.method.presets import check_choice
-from roi_store.store.runs import (RunData, commit_doc, digest, embedding_fold, embeddings_source, fold_checksum,
-                                  fold_docs, head_document, run_document)
+from roi_store.store.run_data import RunData
+from roi_store.store.runs import (commit_doc, digest, embedding_fold, embeddings_source, fold_checksum, fold_docs,
+                                  head_document, run_document)
 from roi_store.store.store import open_store
 
 __all__ = ["MODEL_CHOICES", "VIDEO_SUFFIXES", "FlowPredictor", "Predictor", "load_predictor", "predict_clip"]

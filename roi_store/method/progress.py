@@ -7,7 +7,7 @@ follows its epochs (through a Keras callback, or a call per epoch of the head's 
   bar, in a log one line every few seconds
   (``embed run a: CNN fold 3, epoch 41/100, 2,400 region frames/s; 4/10 folds done, ETA 2 h 10 min``);
 * writes the run's heartbeat (``runs/<name>/heartbeat``, :meth:`RunData.write_heartbeat
-  <roi_store.store.runs.RunData.write_heartbeat>`) at most every :data:`HEARTBEAT_EVERY` seconds,
+  <roi_store.store.run_data.RunData.write_heartbeat>`) at most every :data:`HEARTBEAT_EVERY` seconds,
   which ``roistore runs`` shows for a running run and uses to tell a stalled one.
 
 The rate is the step's own training speed; the ETA is the stage's remaining fold-epochs at the
@@ -27,7 +27,8 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 
-from roi_store.store.runs import RunData, lock_owner, progress_text
+from roi_store.store.run_data import RunData
+from roi_store.store.runs import lock_owner, progress_text
 from roi_store.store.store import Store
 
 #: The environment variable that sets where progress shows in processes without a display of

@@ -42,7 +42,8 @@ from roi_store.method.ststnet_net import (  # noqa: F401 -- the network, by its 
 from roi_store.store.format import json_safe
 from roi_store.store.labels import MEGC2019
 from roi_store.store.run_writer import RunWriter
-from roi_store.store.runs import COMPLETE, RunData, fold_docs, head_document
+from roi_store.store.run_data import RunData
+from roi_store.store.runs import COMPLETE, fold_docs, head_document
 from roi_store.store.store import now, open_store
 
 #: The authors' training settings (their main.m: trainingOptions('adam', 'InitialLearnRate',

@@ -19,8 +19,9 @@ from roi_store.errors import RoiStoreError, StoreError
 from roi_store.store import format as fmt
 from roi_store.store import lock as locks
 from roi_store.store.lock import now
-from roi_store.store.runs import (COMMIT, COMPLETE, FAILED, HEAD, PLAN_KEYS, RUNS, RunData, _attrs, _run_path,
-                                  commit_doc, fold_checksum, fold_docs, recent_activity, who)
+from roi_store.store.run_data import RunData
+from roi_store.store.runs import (COMMIT, COMPLETE, FAILED, HEAD, PLAN_KEYS, RUNS, _attrs, _run_path, commit_doc,
+                                  fold_checksum, fold_docs, recent_activity, who)
 from roi_store.store.store import Store
 
 
