@@ -17,8 +17,8 @@ from roi_store import killpoints
 from roi_store.errors import StoreError
 from roi_store.store import format as fmt
 from roi_store.store.layout import compressors, run_async
-from roi_store.store.store import Store
 from roi_store.store.runs import FOLDS, HEAD, HEARTBEAT, digest, run_group
+from roi_store.store.store import Store
 
 
 def put_bytes(group: zarr.Group, path: str, data: bytes) -> str:
