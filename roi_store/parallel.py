@@ -7,7 +7,9 @@
 * ``jobs`` > 1: local worker processes (:mod:`concurrent.futures`). With a ``setup`` (ingest's
   face models), the workers are forked from this process once ``setup`` ran here, where the
   platform allows it, so that they start with its result in memory; without one (fold tasks,
-  whose deep-learning framework keeps per-process state) each worker is a fresh interpreter;
+  whose deep-learning framework keeps per-process state) each worker starts as a fresh
+  interpreter would, forked from a server process that only imported the ``preload`` modules
+  (the framework, never run) where the platform has one (:mod:`multiprocessing`'s forkserver);
 * ``scheduler``: joblib's ``dask`` backend on a :class:`distributed.Client` connected to it.
 
 Tasks get only small arguments (the store's absolute path or URL, a clip spec or a fold,
@@ -69,7 +71,8 @@ def check(jobs: int = 1, scheduler: str | None = None, gpu: bool = False) -> Non
 
 
 def run_tasks(fn: Callable, calls: Iterable[tuple], *, jobs: int = 1, scheduler: str | None = None,
-              gpu: bool = False, shared: Iterable[str] = (), setup: Callable[[], None] | None = None) -> Iterator:
+              gpu: bool = False, shared: Iterable[str] = (), setup: Callable[[], None] | None = None,
+              preload: Iterable[str] = ()) -> Iterator:
     """``fn(*args)`` for each call; results in completion order.
 
     Parameters
@@ -93,6 +96,11 @@ def run_tasks(fn: Callable, calls: Iterable[tuple], *, jobs: int = 1, scheduler:
         local process: here before the calls, and local workers are forked after it where the
         platform allows (else each worker runs it first). It only saves time: ``fn`` must work
         without it, as it does on a cluster's workers.
+    preload : iterable of str
+        Without ``setup``: modules that local workers start with imported (a deep-learning
+        framework takes seconds to import). They are imported once, by a server process that
+        runs nothing else, and every worker is forked from it (with this process's environment
+        as it is at the call); where the platform has no such server, each worker imports them.
 
     Raises
     ------
@@ -105,7 +113,7 @@ def run_tasks(fn: Callable, calls: Iterable[tuple], *, jobs: int = 1, scheduler:
         if setup is not None and calls:
             setup()
         if jobs > 1 and len(calls) > 1:
-            yield from _run_local(fn, calls, jobs, setup)
+            yield from _run_local(fn, calls, jobs, setup, tuple(preload))
         else:
             yield from itertools.starmap(fn, calls)
         return
@@ -192,14 +200,19 @@ def _workers(client, gpu: bool) -> list[str]:
     return [addr for addr, w in workers.items() if not gpu or w.get("resources", {}).get(GPU_RESOURCE, 0) >= 1]
 
 
-def _run_local(fn: Callable, calls: list[tuple], jobs: int, setup: Callable[[], None] | None) -> Iterator:
+def _run_local(fn: Callable, calls: list[tuple], jobs: int, setup: Callable[[], None] | None,
+               preload: tuple[str, ...] = ()) -> Iterator:
     """The calls in ``jobs`` local processes started for this call alone; results as they finish.
 
-    Without ``setup`` the workers are fresh interpreters: a fold task starts the deep-learning
-    framework and fills its graph caches and thread pools, which a forked or reused worker would
-    carry into the next task. With ``setup`` (already run here) they are forked where that is
-    safe (Linux), starting in milliseconds with its result shared copy-on-write; elsewhere they
-    are spawned and run ``setup`` first.
+    With ``setup`` (already run here) the workers are forked where that is safe (Linux),
+    starting in milliseconds with its result shared copy-on-write; elsewhere they are spawned
+    and run ``setup`` first. Without it each worker starts as a fresh interpreter would: a fold
+    task starts the deep-learning framework and fills its graph caches and thread pools, which
+    a worker forked from this process, or reused, would carry into the next task. Where the
+    platform has a forkserver, the workers are forked from its server, which imported
+    ``preload`` and ran nothing (started once per process, at the first such call), and each
+    takes this process's environment as it is now (the device and thread settings the
+    framework reads when it starts); elsewhere they are spawned.
     """
     import multiprocessing
     import sys
@@ -207,10 +220,18 @@ def _run_local(fn: Callable, calls: list[tuple], jobs: int, setup: Callable[[], 
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
-    fork = setup is not None and sys.platform == "linux"
-    context = multiprocessing.get_context("fork" if fork else "spawn")
+    if setup is not None:
+        fork = sys.platform == "linux"
+        context = multiprocessing.get_context("fork" if fork else "spawn")
+        initializer, initargs = (None if fork else setup), ()
+    elif "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(preload))  # read when the server starts, ignored afterwards
+        initializer, initargs = _take_environment, (dict(os.environ),)
+    else:
+        context, initializer, initargs = multiprocessing.get_context("spawn"), None, ()
     pool = ProcessPoolExecutor(max_workers=min(jobs, len(calls)), mp_context=context,
-                               initializer=None if fork else setup)
+                               initializer=initializer, initargs=initargs)
     try:
         with warnings.catch_warnings():
             # Python 3.12+ warns about forking a process that has threads (Zarr's I/O loop, which
@@ -226,3 +247,9 @@ def _run_local(fn: Callable, calls: list[tuple], jobs: int, setup: Callable[[], 
                                    "re-run the same command; finished work is kept") from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _take_environment(env: dict) -> None:
+    """A forked worker's environment made the caller's (the server kept the one it started with)."""
+    os.environ.clear()
+    os.environ.update(env)

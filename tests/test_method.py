@@ -130,6 +130,44 @@ def test_folds_run_in_parallel_workers(small_store):
     assert emb.shape[:2] == (2, len(doc["clips"])) and np.abs(emb).sum() > 0
 
 
+#: A script whose two calls of four tasks run in two local workers; each task reports its worker.
+_WORKERS = """
+import os, sys
+from roi_store import parallel
+
+def task(k):
+    return os.getpid(), os.getppid(), os.environ.get("ROISTORE_PROBE"), "xml.dom.minidom" in sys.modules
+
+if __name__ == "__main__":
+    seen = []
+    for probe in ("first", "second"):
+        os.environ["ROISTORE_PROBE"] = probe
+        seen.append(list(parallel.run_tasks(task, [(k,) for k in range(4)], jobs=2, preload=["xml.dom.minidom"])))
+    print(repr((os.getpid(), "xml.dom.minidom" in sys.modules, seen)))
+"""
+
+
+def test_local_workers_start_with_the_preloaded_modules_and_the_callers_environment(tmp_path):
+    """Fold tasks' workers (``--jobs``) are forked from one server that imported ``preload`` (Keras,
+    in a run) once, and each takes the caller's environment as it is at the call (its device and
+    thread settings), not as it was when the server started."""
+    import ast
+    import subprocess
+    import sys
+
+    script = tmp_path / "workers.py"
+    script.write_text(_WORKERS)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    caller, imported_here, (first, second) = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+    assert not imported_here  # only the workers' server imported it
+    for results, probe in ((first, "first"), (second, "second")):
+        assert len(results) == 4 and {r[2] for r in results} == {probe} and all(r[3] for r in results)
+    workers = {r[0] for r in first + second}
+    servers = {r[1] for r in first + second}
+    assert caller not in workers and len(servers) == 1 and caller not in servers  # forked from one server, not here
+    assert {r[0] for r in first}.isdisjoint({r[0] for r in second})  # new workers for each call
+
 def test_same_seed_same_predictions_whatever_the_jobs(fitted, small_store):
     """Two worker processes of one thread each give what one process on every core gives."""
     store, _ = small_store

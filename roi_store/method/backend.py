@@ -23,8 +23,14 @@ def cores() -> int:
 
 def map_tasks(fn, calls: list[tuple], jobs: int, say, label: str, *, scheduler: str | None = None,
               gpu: bool = False, shared: tuple[str, ...] = ()) -> None:
-    """``fn(*args)`` for each call, where :func:`roi_store.parallel.run_tasks` puts it; ``say`` a line as each ends."""
-    for k, res in enumerate(parallel.run_tasks(fn, calls, jobs=jobs, scheduler=scheduler, gpu=gpu, shared=shared), 1):
+    """``fn(*args)`` for each call, where :func:`roi_store.parallel.run_tasks` puts it; ``say`` a line as each ends.
+
+    Local workers (``jobs`` > 1) start with Keras and ``fn``'s module imported, from a process that
+    imported them once (a worker otherwise spends seconds importing the framework).
+    """
+    tasks = parallel.run_tasks(fn, calls, jobs=jobs, scheduler=scheduler, gpu=gpu, shared=shared,
+                               preload=("keras", fn.__module__))
+    for k, res in enumerate(tasks, 1):
         say(f"{label} {res['index']} done ({k}/{len(calls)})")
 
 
