@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from roi_store.errors import AnnotationError, ConfigError
+from roi_store.errors import AnnotationError
 from roi_store.ids import normalise_subject
 # The folds themselves are computed in the store layer, so that a feature set hands out the very
 # folds the method uses; the method names them from here.
