@@ -8,16 +8,15 @@ width and prints without the navigation.
 
 from __future__ import annotations
 
-import html
 import itertools
-import re
 from pathlib import Path
 
-import numpy as np
 
 from roi_store._version import __version__
 from roi_store.errors import RunMismatchError, StoreError
 from roi_store.evaluation import figures
+from roi_store.evaluation.html_markup import (CSS, Markup, escape, figures_html, jpeg, number, setting, table,
+                                             when)
 from roi_store.evaluation.report import LEAKAGE_WARNING
 from roi_store.evaluation.stats import METRICS, compare_runs, groups_of, repeats, subject_counts, subject_of
 from roi_store.ids import printable
@@ -32,45 +31,6 @@ PAIRWISE_RUNS = 6
 #: Settings that say where the others came from rather than being settings themselves.
 _META = ("preset", "preset_overrides")
 
-_CSS = """
-:root { --ink: #1d2329; --muted: #5b6670; --line: #d6dbe0; --bad: #b3261e; --good: #1e6b35; --mark: #fff1c2; }
-* { box-sizing: border-box; }
-body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; color: var(--ink);
-       max-width: 1100px; margin: 0 auto; padding: 0 16px 40px; }
-h1 { font-size: 1.5em; margin: 0.8em 0 0.2em; } h2 { font-size: 1.2em; margin: 0 0 0.5em; }
-header p { margin: 0.2em 0; color: var(--muted); }
-nav { position: sticky; top: 0; background: #fff; border-bottom: 1px solid var(--line); padding: 6px 0; z-index: 1;
-      display: flex; flex-wrap: wrap; gap: 4px 14px; font-size: 0.9em; }
-nav a { color: #0b57d0; text-decoration: none; }
-section { border-top: 1px solid var(--line); padding: 14px 0 6px; margin-top: 10px; } nav + section { border-top: 0; }
-.banner { border: 2px solid var(--bad); color: var(--bad); padding: 8px 12px; margin: 10px 0; font-weight: 600; }
-.note { color: var(--muted); font-size: 0.9em; }
-.ok { color: var(--good); font-weight: 600; } .bad { color: var(--bad); font-weight: 600; }
-.facts { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: 4px 18px; margin: 8px 0; }
-.facts div span { display: block; color: var(--muted); font-size: 0.8em; }
-.scroll { overflow-x: auto; max-width: 100%; margin: 6px 0 10px; }
-table { border-collapse: collapse; font-size: 0.88em; font-variant-numeric: tabular-nums; }
-th, td { border-bottom: 1px solid var(--line); padding: 3px 8px; text-align: left; vertical-align: top; }
-th { background: #f3f5f7; font-weight: 600; } td.n { text-align: right; white-space: nowrap; }
-td.differs { background: var(--mark); font-weight: 600; }
-.text td.n { text-align: left; } .text td { overflow-wrap: anywhere; } .text td:first-child { white-space: nowrap; }
-.figs { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
-figure { margin: 0; max-width: 100%; }
-figure img { display: block; max-width: 100%; height: auto; border: 1px solid var(--line); margin-bottom: 4px; }
-figcaption { font-size: 0.82em; color: var(--muted); margin-top: 3px; max-width: 640px; }
-.gallery figure { flex: 1 1 420px; }
-details summary { cursor: pointer; color: var(--muted); }
-footer { margin-top: 24px; color: var(--muted); font-size: 0.8em; }
-@media (max-width: 640px) {
-  body { font-size: 14px; padding: 0 8px 24px; } th, td { padding: 2px 5px; } .gallery figure { flex-basis: 100%; }
-}
-@media print {
-  nav { display: none; } body { max-width: none; font-size: 11pt; }
-  h2, h3 { break-after: avoid; } figure, tr { break-inside: avoid; }
-  figure img { max-height: 8cm; width: auto; } .gallery figure { flex: 1 1 45%; }
-  td.differs, th, .banner { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
-}
-"""
 
 
 def write_html(store: Store, out: str | Path, *, report: dict | None = None, group: dict | None = None,
@@ -131,14 +91,14 @@ def html_page(store: Store, *, report: dict | None = None, group: dict | None = 
         sections += _methods_sections(methods)
     title = (f"run {report['run']}" if report is not None else
              "runs " + ", ".join(r["run"] for r in (group or methods)["runs"]))
-    nav = "".join(f'<a href="#{a}">{_e(t)}</a>' for a, t, _ in sections)
-    body = "".join(f'<section id="{a}"><h2>{_e(t)}</h2>{b}</section>' for a, t, b in sections)
+    nav = "".join(f'<a href="#{a}">{escape(t)}</a>' for a, t, _ in sections)
+    body = "".join(f'<section id="{a}"><h2>{escape(t)}</h2>{b}</section>' for a, t, b in sections)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>roistore report: {_e(title)}</title><style>{_CSS}</style></head><body>"
-            f"<header><h1>roistore report: {_e(title)}</h1><p>store {_e(printable(store.where))}</p></header>"
-            f"<nav>{nav}</nav>{body}<footer>made by roistore {_e(__version__)}; UF1 and UAR are computed once on the "
-            f"predictions pooled over all folds (MEGC 2019).</footer></body></html>\n")
+            f"<title>roistore report: {escape(title)}</title><style>{CSS}</style></head><body>"
+            f"<header><h1>roistore report: {escape(title)}</h1><p>store {escape(printable(store.where))}</p></header>"
+            f"<nav>{nav}</nav>{body}<footer>made by roistore {escape(__version__)}; UF1 and UAR are computed once on "
+            f"the predictions pooled over all folds (MEGC 2019).</footer></body></html>\n")
 
 
 # --- one run -------------------------------------------------------------------------------------
@@ -158,10 +118,11 @@ def _run_sections(store: Store, rep: dict, gallery: int) -> list[tuple[str, str,
 
 def _summary(rep: dict, doc: dict, head: dict) -> str:
     e = rep["settings"]["embed"]
-    out = f'<p class="banner">{_e(LEAKAGE_WARNING)}</p>' if rep["leakage"] else ""
+    out = f'<p class="banner">{escape(LEAKAGE_WARNING)}</p>' if rep["leakage"] else ""
     if rep["permuted"]:
         out += (f'<p class="banner">This run is a permutation control (labels shuffled with seed '
-                f'{_e(rep["settings"]["head"].get("permute_labels"))}): its scores are a null model, not a result.</p>')
+                f'{escape(rep["settings"]["head"].get("permute_labels"))}): its scores are a null model, '
+                'not a result.</p>')
     full = rep["scores"]["FULL"]
     ci = rep["uncertainty"]["intervals"]["FULL"]
     facts = [("method", doc.get("kind", "region-cnn+lstm")), ("state", rep.get("state")),
@@ -170,9 +131,10 @@ def _summary(rep: dict, doc: dict, head: dict) -> str:
              ("clips", full["clips"]), ("subjects", ci["subjects"]),
              ("FULL UF1", f"{full['UF1']:.4f} [{ci['UF1'][0]:.3f}, {ci['UF1'][1]:.3f}]"),
              ("FULL UAR", f"{full['UAR']:.4f} [{ci['UAR'][0]:.3f}, {ci['UAR'][1]:.3f}]"),
-             ("embedded", _when(doc.get("embedded") or doc.get("created"))), ("head fitted", _when(head.get("fitted"))),
+             ("embedded", when(doc.get("embedded") or doc.get("created"))), ("head fitted", when(head.get("fitted"))),
              ("by", f"{doc.get('user')} on {doc.get('host')}")]
-    return out + '<div class="facts">' + "".join(f"<div><span>{_e(k)}</span>{_e(v)}</div>" for k, v in facts) + "</div>"
+    return (out + '<div class="facts">' + "".join(f"<div><span>{escape(k)}</span>{escape(v)}</div>" for k, v in facts)
+            + "</div>")
 
 
 def _scores(rep: dict) -> str:
@@ -182,17 +144,17 @@ def _scores(rep: dict) -> str:
     for g, s in rep["scores"].items():
         ci = unc["intervals"][g]
         rows.append([g, s["clips"], ci["subjects"]] + [x for m in METRICS for x in
-                                                       (_n(s[m]), f"[{ci[m][0]:.3f}, {ci[m][1]:.3f}]")])
-    out = _table(["", "clips", "subjects", "UF1", f"UF1 {pct} interval", "UAR", f"UAR {pct} interval"], rows)
-    out += _table(["recall", *rep["classes"]],
-                  [[g, *(_n(s["recall"][c], 3) for c in rep["classes"])] for g, s in rep["scores"].items()])
+                                                       (number(s[m]), f"[{ci[m][0]:.3f}, {ci[m][1]:.3f}]")])
+    out = table(["", "clips", "subjects", "UF1", f"UF1 {pct} interval", "UAR", f"UAR {pct} interval"], rows)
+    out += table(["recall", *rep["classes"]],
+                  [[g, *(number(s["recall"][c], 3) for c in rep["classes"])] for g, s in rep["scores"].items()])
     notes = [f"{g}: no {', '.join(s['absent'])} clips; UF1/UAR leave the absent class out (roistore's convention); "
              f"the challenge's convention gives UF1 {s['challenge']['UF1']:.4f}, UAR {s['challenge']['UAR']:.4f}"
              for g, s in rep["scores"].items() if s.get("absent")]
     exact = [g for g, ci in unc["intervals"].items() if ci["exact"]]
     notes.append(f"Intervals: {unc['method']}; {unc['resamples']} resamples, seed {unc['seed']}"
                  + (f" (every possible draw enumerated for {', '.join(exact)})" if exact else "") + ".")
-    return out + "".join(f'<p class="note">{_e(n)}</p>' for n in notes) + _figs(
+    return out + "".join(f'<p class="note">{escape(n)}</p>' for n in notes) + figures_html(
         [(figures.scores_figure(rep), "UF1 and UAR with their subject-bootstrap intervals"
           + ("; crosses: the null runs" if rep.get("controls") else ""))])
 
@@ -203,19 +165,19 @@ def _confusions(rep: dict) -> str:
         m = subject_counts(preds, rep["classes"])[1].sum(axis=0)
         figs.append((figures.confusion_figure(m, rep["classes"], f"{g} ({len(preds)} clips)"),
                      f"{g}: rows true, columns predicted; shade: share of the true class"))
-    return _figs(figs)
+    return figures_html(figs)
 
 
 def _subjects(rep: dict) -> str:
     subjects = rep.get("subjects") or []
     if not subjects:
         return '<p class="note">No predictions.</p>'
-    rows = [[s["subject"], ",".join(map(str, s["folds"])), s["clips"], s["correct"], _n(s["accuracy"], 3),
-             _n(s["recall"], 3)] for s in subjects]
-    return (_figs([(figures.subjects_figure(subjects), "bars: recall, the mean over the subject's classes; "
+    rows = [[s["subject"], ",".join(map(str, s["folds"])), s["clips"], s["correct"], number(s["accuracy"], 3),
+             number(s["recall"], 3)] for s in subjects]
+    return (figures_html([(figures.subjects_figure(subjects), "bars: recall, the mean over the subject's classes; "
                     "dots: accuracy; colour: dataset")])
             + f"<details open><summary>table of {len(subjects)} subjects</summary>"
-            + _table(["subject", "folds", "clips", "correct", "accuracy", "recall"], rows) + "</details>")
+            + table(["subject", "folds", "clips", "correct", "accuracy", "recall"], rows) + "</details>")
 
 
 def _nulls(rep: dict) -> str:
@@ -228,14 +190,14 @@ def _nulls(rep: dict) -> str:
                 'embedding with <code>--permute-labels SEED</code> too makes a full one.</p>')
     groups = list(rep["scores"])
     rows = [[c["run"], c["permute_labels"], c.get("permute_within") or "",
-             *(_n(c["scores"][g][m]) if g in c["scores"] else "–" for g in groups for m in METRICS)]
+             *(number(c["scores"][g][m]) if g in c["scores"] else "–" for g in groups for m in METRICS)]
             for c in controls]
-    rows.append(["this run", "", "", *(_n(rep["scores"][g][m]) for g in groups for m in METRICS)])
+    rows.append(["this run", "", "", *(number(rep["scores"][g][m]) for g in groups for m in METRICS)])
     head = ["run", "permute labels", "within", *(f"{g} {m}" for g in groups for m in METRICS)]
     p = rep["null"]["p"]
-    return (_table(head, rows) + f'<p>p (FULL), (1 + #null ≥ observed) / (1 + N) over {len(controls)} null run(s): '
-            f'UF1 <b>{p["UF1"]:.4f}</b>, UAR <b>{p["UAR"]:.4f}</b>. Matched on: {_e(rep["null"]["matching"])}.</p>'
-            + _figs([(figures.null_figure(rep), "FULL scores of the null runs (dots) and of this run (line)")]))
+    return (table(head, rows) + f'<p>p (FULL), (1 + #null ≥ observed) / (1 + N) over {len(controls)} null run(s): '
+            f'UF1 <b>{p["UF1"]:.4f}</b>, UAR <b>{p["UAR"]:.4f}</b>. Matched on: {escape(rep["null"]["matching"])}.</p>'
+            + figures_html([(figures.null_figure(rep), "FULL scores of the null runs (dots) and of this run (line)")]))
 
 
 def _megc(rep: dict) -> str:
@@ -243,43 +205,44 @@ def _megc(rep: dict) -> str:
     e = rep["settings"]["embed"]
     if check is None:
         return (f'<p class="note">Not applicable: the challenge\'s protocol is leave-one-subject-out on the megc2019 '
-                f'view; this run uses protocol {_e(e.get("protocol"))} on view {_e(e.get("view"))}, so its scores are '
-                "not comparable with MEGC 2019 results.</p>")
+                f'view; this run uses protocol {escape(e.get("protocol"))} on view {escape(e.get("view"))}, so its '
+                "scores are not comparable with MEGC 2019 results.</p>")
     rows = [[d, check["subjects"].get(d, 0), n] for d, n in check["challenge"].items()]
     verdict = ('<p class="ok">Conformant: 68 folds, one per subject, as the challenge.</p>' if check["conformant"] else
                f'<p class="bad">Not the challenge\'s 68 folds ({check["folds"]} folds): not comparable with MEGC 2019 '
                "results.</p>")
-    return verdict + _table(["dataset", "subjects tested", "the challenge's"], rows)
+    return verdict + table(["dataset", "subjects tested", "the challenge's"], rows)
 
 
 def _settings(rep: dict) -> str:
     named = rep.get("preset")
     # The presets hold the region CNN + LSTM method's settings: a run made without one (another method) is shown
     # as it is, not measured against settings it never had.
-    table = presets() if named else {}
+    preset_values = presets() if named else {}
     embed, head = rep["settings"]["embed"] or {}, rep["settings"]["head"] or {}
     stages = [("embed", embed), ("head", head)] if head != embed else [("settings", embed)]  # one-stage methods
     out = ""
     for stage, settings in stages:
-        columns = ["setting", "this run", *(f"preset {p}" + (" (the run's)" if p == named else "") for p in table)]
+        columns = ["setting", "this run",
+                   *(f"preset {p}" + (" (the run's)" if p == named else "") for p in preset_values)]
         rows = []
         for k in (k for k in settings if k not in _META):
-            cells = [k, _v(settings[k])]
-            for p in table:
-                base = table[p].get(stage) or {}
+            cells = [k, setting(settings[k])]
+            for p in preset_values:
+                base = preset_values[p].get(stage) or {}
                 if k not in base:
                     cells.append("")
                 else:
                     cls = ' class="differs"' if base[k] != settings[k] else ""
-                    cells.append(_Markup(f"<td{cls}>{_e(_v(base[k]))}</td>"))
+                    cells.append(Markup(f"<td{cls}>{escape(setting(base[k]))}</td>"))
             rows.append(cells)
         overrides = settings.get("preset_overrides") or []
-        out += (f"<h3>{_e(stage)}</h3>" + _table(columns, rows, cls="text")
-                + (f'<p class="note">Given explicitly over preset {_e(named)}: {_e(", ".join(overrides))}.</p>'
+        out += (f"<h3>{escape(stage)}</h3>" + table(columns, rows, cls="text")
+                + (f'<p class="note">Given explicitly over preset {escape(named)}: {escape(", ".join(overrides))}.</p>'
                    if overrides else ""))
-    lead = ("Highlighted: a preset's value that differs from the run's." if table else
+    lead = ("Highlighted: a preset's value that differs from the run's." if preset_values else
             "This run was made without a preset; its settings are shown as recorded.")
-    return f'<p class="note">{_e(lead)}</p>' + out
+    return f'<p class="note">{escape(lead)}</p>' + out
 
 
 def _leakage(rep: dict, doc: dict, head: dict) -> str:
@@ -300,25 +263,25 @@ def _leakage(rep: dict, doc: dict, head: dict) -> str:
         rows.append([fold.get("name", fold["index"]), len(fold.get("test_clips", [])), len(test),
                      "–" if cnn is None else (", ".join(sorted(cnn)) or "none"), ", ".join(sorted(fused)) or "none"])
     scope = e.get("cnn_scope")
-    out = f'<p class="banner">{_e(LEAKAGE_WARNING)}</p>' if rep["leakage"] else (
-        f'<p class="ok">The run records no leakage{f" (CNN scope {_e(scope)})" if scope else ""}.</p>')
+    out = f'<p class="banner">{escape(LEAKAGE_WARNING)}</p>' if rep["leakage"] else (
+        f'<p class="ok">The run records no leakage{f" (CNN scope {escape(scope)})" if scope else ""}.</p>')
     out += (f'<p class="{"bad" if leaks else "ok"}">Checked in the fold records: '
             + (f"{leaks} training set(s) hold clips of their fold's test subjects." if leaks else
                "no fold trains its feature extractor or its head on its own test subjects.")
             + (" Subjects merged as one person count as one." if person else "") + "</p>")
-    return out + "<details><summary>fold by fold</summary>" + _table(
+    return out + "<details><summary>fold by fold</summary>" + table(
         ["fold", "test clips", "test subjects", "test subjects in feature training", "test subjects in head training"],
         rows) + "</details>"
 
 
 def _timings(rep: dict, doc: dict, head: dict) -> str:
-    rows = [[k, _v(v)] for k, v in rep.get("timings", {}).items()]
+    rows = [[k, setting(v)] for k, v in rep.get("timings", {}).items()]
     seconds = [f["seconds"] for f in head.get("folds", []) if f.get("seconds") is not None]
     if seconds:
         rows.append(["head seconds per fold (min – max)", f"{min(seconds):.2f} – {max(seconds):.2f}"])
-    return ('<div class="facts">' + "".join(f"<div><span>{_e(k)}</span>{_e(v)}</div>" for k, v in (
+    return ('<div class="facts">' + "".join(f"<div><span>{escape(k)}</span>{escape(v)}</div>" for k, v in (
         ("device", rep.get("device") or "not recorded"), ("backend", doc.get("backend") or "not recorded"),
-        ("host", doc.get("host")))) + "</div>" + _table(["timing", "value"], rows))
+        ("host", doc.get("host")))) + "</div>" + table(["timing", "value"], rows))
 
 
 def _gallery(store: Store, rep: dict, limit: int) -> str:
@@ -334,22 +297,22 @@ def _gallery(store: Store, rep: dict, limit: int) -> str:
     for p in shown:
         image = render_preview(store, p["id"])
         scale = min(1.0, 720 / image.shape[1])
-        items = [(_jpeg(image, scale), "face with its six boxes; region crops at the first | apex frame")]
+        items = [(jpeg(image, scale), "face with its six boxes; region crops at the first | apex frame")]
         for _, fs in flows:
             if p["id"] in fs["index"]:
                 items.append((figures.flow_tiles(fs["face"][fs["index"][p["id"]]]), fs["caption"]))
         probs = ", ".join(f"{c} {v:.3f}" for c, v in zip(rep["classes"], p["probs"]))
         caption = "; ".join([f"{p['id']} (fold {p['fold']}): true {p['true']}, predicted {p['pred']}",
                              f"probabilities {probs}", *(alt for _, alt in items[1:])])
-        imgs = "".join(f'<img src="{uri}" alt="{_e(alt)}" title="{_e(alt)}">' for uri, alt in
+        imgs = "".join(f'<img src="{uri}" alt="{escape(alt)}" title="{escape(alt)}">' for uri, alt in
                        ((figures.data_uri(b, "image/jpeg" if b[:2] == b"\xff\xd8" else "image/png"), a)
                         for b, a in items))
-        figs.append(f"<figure>{imgs}<figcaption>{_e(caption)}</figcaption></figure>")
+        figs.append(f"<figure>{imgs}<figcaption>{escape(caption)}</figcaption></figure>")
     note = (f"{len(shown)} of {len(wrong)} misclassified clips, the most confident mistakes first. Each: the face "
             "with its six boxes (from the source frame when it is still where it was ingested from) and each region's "
             "crop at the first | apex frame" + (", then the flow (u, v, strain)" if flows else
                                                 "; the store holds no flow set") + ".")
-    return f'<p class="note">{_e(note)}</p><div class="figs gallery">{"".join(figs)}</div>'
+    return f'<p class="note">{escape(note)}</p><div class="figs gallery">{"".join(figs)}</div>'
 
 
 def _flow_sets(store: Store) -> list[tuple[str, dict]]:
@@ -388,17 +351,18 @@ def _side_by_side(group: dict) -> str:
     cols = list(group["summary"])
     head = ["run", "seed", "head seed", *(f"{g} {m}" for g in cols for m in METRICS)]
     rows = [[r["run"], r.get("seed"), r.get("head_seed"),
-             *(_n(r["scores"][g][m]) if g in r["scores"] else "–" for g in cols for m in METRICS)]
+             *(number(r["scores"][g][m]) if g in r["scores"] else "–" for g in cols for m in METRICS)]
             for r in group["runs"]]
-    rows += [[_Markup(f"<b>{stat}</b>"), "", "", *(_n(group["summary"][g][m][stat]) for g in cols for m in METRICS)]
+    rows += [[Markup(f"<b>{stat}</b>"), "", "", *(number(group["summary"][g][m][stat]) for g in cols for m in METRICS)]
              for stat in ("mean", "sd", "min", "max")]
     varies = group["varies"]
     notes = [f"Settings that differ: {', '.join(varies)}." if varies else "Identical settings.",
              "sd: sample standard deviation (n - 1); min, max: the range over the runs."]
     notes += [f"Skipped {s['run']}: {s['reason']}." for s in group.get("skipped", [])]
-    return (_table(head, rows)
-            + "".join(f'<p class="note">{_e(n)}</p>' for n in notes)
-            + (_figs([(figures.runs_figure(group), "FULL UF1 and UAR of each run")]) if len(group["runs"]) > 1 else ""))
+    return (table(head, rows)
+            + "".join(f'<p class="note">{escape(n)}</p>' for n in notes)
+            + (figures_html([(figures.runs_figure(group), "FULL UF1 and UAR of each run")])
+               if len(group["runs"]) > 1 else ""))
 
 
 def _comparisons(store: Store, pairs: list, first_only: bool, resamples: int, permutations: int, seed: int) -> str:
@@ -411,22 +375,23 @@ def _comparisons(store: Store, pairs: list, first_only: bool, resamples: int, pe
         except RunMismatchError as exc:
             refused.append(str(exc))
     return (_comparison_table(done, " Each run is compared with the first." if first_only else "")
-            + "".join(f'<p class="bad">{_e(r)}</p>' for r in refused))
+            + "".join(f'<p class="bad">{escape(r)}</p>' for r in refused))
 
 
 def _comparison_table(done: list[dict], note: str = "") -> str:
     """:func:`roi_store.evaluation.stats.compare_runs` results: a row per pair, group and metric, and a forest plot."""
     if not done:
         return ""
-    rows = [[f"{c['runs'][0]} - {c['runs'][1]}", g, m, _n(s[m]["a"]), _n(s[m]["b"]), f"{s[m]['difference']:+.4f}",
-             "[{:+.3f}, {:+.3f}]".format(*s[m]["interval"]), _n(s[m]["p"]), s["subjects"]]
+    rows = [[f"{c['runs'][0]} - {c['runs'][1]}", g, m, number(s[m]["a"]), number(s[m]["b"]),
+             f"{s[m]['difference']:+.4f}", "[{:+.3f}, {:+.3f}]".format(*s[m]["interval"]), number(s[m]["p"]),
+             s["subjects"]]
             for c in done for g, s in c["scores"].items() for m in METRICS]
     meth = done[0]["method"]
     pct = round(meth["level"] * 100)
-    return (_table(["runs A - B", "group", "metric", "A", "B", "A - B", f"{pct} % interval", "p", "subjects"], rows)
-            + f'<p class="note">{_e(meth["interval"])} ({meth["resamples"]} resamples); p: {_e(meth["test"])} '
+    return (table(["runs A - B", "group", "metric", "A", "B", "A - B", f"{pct} % interval", "p", "subjects"], rows)
+            + f'<p class="note">{escape(meth["interval"])} ({meth["resamples"]} resamples); p: {escape(meth["test"])} '
               f'({meth["permutations"]} swaps at most, every pattern when fewer exist); seed {meth["seed"]}.{note}</p>'
-            + _figs([(figures.comparison_figure(done), "differences A - B with their paired intervals")]))
+            + figures_html([(figures.comparison_figure(done), "differences A - B with their paired intervals")]))
 
 
 def _methods_sections(side: dict) -> list[tuple[str, str, str]]:
@@ -439,71 +404,10 @@ def _methods_sections(side: dict) -> list[tuple[str, str, str]]:
                for g in groups for m in METRICS)] for r in side["runs"]]
     folds = ("The runs test the same subjects in each fold." if side["same_folds"] else
              "The runs' folds test different subjects: compare with care.")
-    body = (_table(["run", "method", "protocol (folds)", *(f"{g} {m} [{pct}]" for g in groups for m in METRICS)], rows)
-            + f'<p class="note">{side["clips"]} clips, {side["subjects"]} subjects. {_e(folds)} Intervals: '
-              f'{_e(side["method"]["interval"])}, {side["method"]["resamples"]} resamples.</p>'
-            + _figs([(figures.methods_figure(side), "FULL UF1 and UAR of each run with their intervals")]))
+    body = (table(["run", "method", "protocol (folds)", *(f"{g} {m} [{pct}]" for g in groups for m in METRICS)], rows)
+            + f'<p class="note">{side["clips"]} clips, {side["subjects"]} subjects. {escape(folds)} Intervals: '
+              f'{escape(side["method"]["interval"])}, {side["method"]["resamples"]} resamples.</p>'
+            + figures_html([(figures.methods_figure(side), "FULL UF1 and UAR of each run with their intervals")]))
     return [("methods", "Methods side by side", body),
             ("comparison", "Paired comparisons",
              _comparison_table(side["comparisons"], " Each later run is compared with the first."))]
-
-
-# --- markup helpers -------------------------------------------------------------------------------
-def _e(value) -> str:
-    return html.escape("" if value is None else str(value))
-
-
-def _when(stamp: str | None) -> str:
-    """``2026-12-07T15:29:48+00:00`` as ``2026-12-07 15:29:48 UTC`` (the run documents' stamps are UTC)."""
-    return stamp.replace("T", " ").replace("+00:00", " UTC") if stamp else "–"
-
-
-def _n(value, digits: int = 4) -> str:
-    return "–" if value is None or value != value else f"{value:.{digits}f}"
-
-
-def _v(value) -> str:
-    """A setting's value as text, spelt as in the run's JSON: lists and dicts compact, floats without noise."""
-    if value is None or isinstance(value, bool):
-        return {None: "null", True: "true", False: "false"}[value]
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, dict):
-        return "; ".join(f"{k}: {_v(v)}" for k, v in value.items()) or "{}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_v(v) for v in value) or "[]"
-    return str(value)
-
-
-class _Markup(str):
-    """Text that is HTML already: a table cell made by the caller (``<td ...>``) or inline markup."""
-
-
-_NUMERIC = re.compile(r"^(–|[-+\[]*\d[\d.,:\s\[\]+\-–e]*)$")
-
-
-def _table(head: list, rows: list[list], cls: str = "") -> str:
-    """A table that scrolls sideways on a narrow screen; numbers right-aligned, :class:`_Markup` as it is."""
-    def cell(v) -> str:
-        if isinstance(v, _Markup):
-            return v if v.startswith("<td") else f"<td>{v}</td>"
-        text = _e(v)
-        return f'<td class="n">{text}</td>' if _NUMERIC.match(text) else f"<td>{text}</td>"
-
-    return (f'<div class="scroll"><table class="{cls}"><thead><tr>' + "".join(f"<th>{_e(h)}</th>" for h in head)
-            + "</tr></thead><tbody>" + "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
-            + "</tbody></table></div>")
-
-
-def _figs(items: list[tuple[bytes, str]]) -> str:
-    return '<div class="figs">' + "".join(
-        f'<figure><img src="{figures.data_uri(data)}" alt="{_e(caption)}"><figcaption>{_e(caption)}</figcaption>'
-        f"</figure>" for data, caption in items) + "</div>"
-
-
-def _jpeg(bgr: np.ndarray, scale: float) -> bytes:
-    import cv2
-
-    if scale < 1:
-        bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    return cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
