@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import click
 
-from roi_store.cli.models import (_echo_err, _seed, cpu_option, gpu_option, permute_option, same_person_option,
-                                  seeds_option, within_option)
-from roi_store.cli.options import jobs_option, run_option, scheduler_option, seed_option, store_argument
+from roi_store.cli.models import _echo_err, _seed, cpu_option, gpu_option, training_run_options
+from roi_store.cli.options import run_option, store_argument
 
 #: Methods ``fit`` trains, by name.
 METHODS = ("ststnet",)
@@ -33,14 +32,7 @@ METHODS = ("ststnet",)
               help="Adam's learning rate. [default: 0.00005, as published]")
 @click.option("--folds-per-step", type=click.IntRange(min=1), default=None,
               help="Folds trained together in one compiled step. [default: 17, so a 68-fold LOSO is 4 steps]")
-@permute_option
-@within_option
-@same_person_option
-@seed_option
-@seeds_option
-@jobs_option
-@scheduler_option
-@click.option("--overwrite", is_flag=True, help="Replace an existing run of the same name made with other settings.")
+@training_run_options
 @click.pass_context
 def fit(ctx, store, run, method, features, gpu, cpu, protocol, folds, view, epochs, batch_size, learning_rate,
         folds_per_step, permute_labels, permute_within, same_person, seed, seeds, jobs, scheduler, overwrite):

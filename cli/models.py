@@ -25,6 +25,17 @@ seeds_option = click.option(
     "--seeds", default=None, metavar="S1,S2,...",
     help="Repeat over seeds: run the command once per seed, as runs NAME-s1, NAME-s2, ... (excludes --seed); "
          "complete runs are left as they are.")
+overwrite_run_option = click.option("--overwrite", is_flag=True,
+                                    help="Replace an existing run of the same name made with other settings.")
+
+
+def training_run_options(command):
+    """The options a command that trains a run (``embed``, ``fit``) ends with: its null-model and
+    same-person controls, its seed or seeds, where its folds run, and ``--overwrite``."""
+    for option in reversed((permute_option, within_option, same_person_option, seed_option, seeds_option, jobs_option,
+                            scheduler_option, overwrite_run_option)):
+        command = option(command)
+    return command
 
 
 def _seed(ctx: click.Context, seeds, seed):
@@ -103,14 +114,7 @@ class FoldsPerStep(click.ParamType):
                    "run resumes from its last checkpoint.")
 @click.option("--relabel", type=click.Choice(["au", "default"]), default=None,
               help="'Not me' relabel table: AU-driven (default table where a clip has no AUs) or the default FACS table. [preset roistore: au, paper: default]")
-@permute_option
-@within_option
-@same_person_option
-@seed_option
-@seeds_option
-@jobs_option
-@scheduler_option
-@click.option("--overwrite", is_flag=True, help="Replace an existing run of the same name made with other settings.")
+@training_run_options
 @click.pass_context
 def embed(ctx, store, run, gpu, cpu, preset, protocol, folds, view, epochs, batch_size, cnn_scope, cnn_folds,
           cnn_input_mode, cnn_pool, cnn_dense, folds_per_step, checkpoint_every, relabel, permute_labels, permute_within,
